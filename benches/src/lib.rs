@@ -1,0 +1,1 @@
+//! # tlsrpt-benches (being written)

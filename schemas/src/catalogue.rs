@@ -1,0 +1,1 @@
+//! The result-type catalogue (being written).

@@ -1,0 +1,86 @@
+//! What is known about a report besides its JSON: how and when it arrived, and from whom.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::Report;
+
+/// The way a report reached us; stored in `reports.transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `POST` to the HTTPS reporting endpoint (RFC 8460 §5.3.2).
+    Https,
+    /// Mail to the `mailto:` reporting address (RFC 8460 §5.3.1).
+    Smtp,
+    /// A backfill with `tlsrpt import`.
+    Import,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Https => "https",
+            Transport::Smtp => "smtp",
+            Transport::Import => "import",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "https" => Some(Transport::Https),
+            "smtp" => Some(Transport::Smtp),
+            "import" => Some(Transport::Import),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The envelope of one received report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub transport: Transport,
+    /// When the receiver accepted the report, UTC.
+    pub received_at: DateTime<Utc>,
+    /// The `TLS-Report-Submitter` mail header, when the report came by mail with one.
+    pub submitter_header: Option<String>,
+}
+
+/// A validated report with its envelope and the JSON exactly as decoded, which is kept so
+/// that nothing is lost and any report can be reprocessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedReport {
+    pub report: Report,
+    pub envelope: Envelope,
+    pub raw_json: String,
+}
+
+impl ReceivedReport {
+    /// The `submitter` column: the `TLS-Report-Submitter` header, or else the domain of an
+    /// email `contact-info`, or else `None`.
+    pub fn submitter(&self) -> Option<String> {
+        match &self.envelope.submitter_header {
+            Some(header) => Some(header.trim().to_ascii_lowercase()),
+            None => self.report.contact_domain(),
+        }
+    }
+}
+
+impl Report {
+    /// The domain part of an email `contact-info` (after `mailto:` if present), lower-cased.
+    pub fn contact_domain(&self) -> Option<String> {
+        let contact = self.contact_info.as_deref()?.trim();
+        let contact = contact.strip_prefix("mailto:").unwrap_or(contact);
+        let (_, domain) = contact.rsplit_once('@')?;
+        let domain = domain.trim().trim_end_matches('>');
+        (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+    }
+}

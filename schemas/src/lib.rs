@@ -1,0 +1,30 @@
+//! # tlsrpt-schemas: bytes in, typed reports and Arrow out
+//!
+//! Everything the rest of tlsrpt knows about a TLS-RPT report (RFC 8460) lives here, and it
+//! performs no I/O: no files, no sockets, no tokio, no Kafka. It operates only on bytes and
+//! values, so every receiver, the transformer and the tests share one definition.
+//!
+//! ## Layout
+//! - [`model`]: the report as the system sees it after normalisation.
+//! - [`warning`]: the codes recorded for each real-world quirk that was accepted.
+//! - [`envelope`]: transport, arrival time and submitter of a received report.
+//! - [`dedup`]: the dedup key and the stable `report_uid`.
+//! - [`tables`]: the Arrow schemas of the `reports`, `policies` and `failures` tables, and
+//!   flattening reports into them (and back, for tests and reprocessing).
+//! - [`catalogue`]: what each result type and policy type means for a domain owner, the
+//!   likely causes and the fix.
+//!
+//! Start reading at [`model::Report`].
+
+pub mod catalogue;
+pub mod dedup;
+pub mod envelope;
+pub mod model;
+pub mod tables;
+pub mod warning;
+
+pub use envelope::{Envelope, ReceivedReport, Transport};
+pub use model::{
+    DateRange, FailureDetails, Policy, PolicyResult, PolicyType, Report, ResultType, Summary,
+};
+pub use warning::{Warning, WarningCode};

@@ -1,0 +1,260 @@
+//! The report model of RFC 8460 §4, after normalisation.
+//!
+//! These types hold a report as the rest of the system sees it: quirks already repaired (an
+//! `mx-host` string turned into a list, a JSON-encoded TLSA `policy-string` unpacked, a
+//! zone-less datetime read as UTC) and each repair recorded in [`Report::warnings`]. They
+//! are built by [`crate::parse_report`], never deserialised directly, so that every report
+//! in the system has gone through validation; they serialise back to RFC 8460 JSON.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::warning::Warning;
+
+/// One TLS-RPT report (RFC 8460 §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Report {
+    /// The name of the organisation that sent the report (`organization-name`).
+    pub organization_name: String,
+    /// The period the report covers, in UTC.
+    pub date_range: DateRange,
+    /// Where to reach the sender about the report: an email address or a URI. `None` when
+    /// the sender wrote `null` or left it out (both recorded as warnings).
+    #[serde(serialize_with = "serialize_contact_info")]
+    pub contact_info: Option<String>,
+    /// The sender's identifier for this report (`report-id`).
+    pub report_id: String,
+    /// One entry per policy the sender evaluated.
+    pub policies: Vec<PolicyResult>,
+    /// What normalisation repaired or noticed, in the order seen. Not part of RFC 8460.
+    #[serde(skip)]
+    pub warnings: Vec<Warning>,
+}
+
+fn serialize_contact_info<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    // RFC 8460 makes contact-info required; a missing one is written as null so the output
+    // stays a well-formed report.
+    match v {
+        Some(v) => s.serialize_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+/// `date-range`: the period covered, as UTC instants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DateRange {
+    #[serde(serialize_with = "serialize_datetime")]
+    pub start_datetime: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_datetime")]
+    pub end_datetime: DateTime<Utc>,
+}
+
+/// RFC 3339 with a `Z` and fractional seconds only when there are any, the form senders use.
+fn serialize_datetime<S: Serializer>(v: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_datetime(v))
+}
+
+/// Formats an instant the way RFC 8460 examples do: `2016-04-01T00:00:00Z`.
+pub fn format_datetime(v: &DateTime<Utc>) -> impl fmt::Display + '_ {
+    v.format(if v.timestamp_subsec_micros() == 0 {
+        "%Y-%m-%dT%H:%M:%SZ"
+    } else {
+        "%Y-%m-%dT%H:%M:%S%.6fZ"
+    })
+}
+
+/// One element of `policies`: a policy, its session counts, and the failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PolicyResult {
+    pub policy: Policy,
+    pub summary: Summary,
+    /// Absent and `[]` both become an empty list; serialised only when non-empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failure_details: Vec<FailureDetails>,
+}
+
+/// `policy`: what the sender applied when delivering to the policy domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Policy {
+    /// `None` only when the sender left `policy-type` out (recorded as a warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_type: Option<PolicyType>,
+    /// The policy as the sender saw it: MTA-STS policy lines, or TLSA records in
+    /// presentation form. Empty when absent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_string: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_domain: Option<String>,
+    /// The MX patterns of an MTA-STS policy, always a list here (the RFC example and some
+    /// senders write one string).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mx_host: Vec<String>,
+}
+
+impl Policy {
+    /// `mode` of an MTA-STS policy string (`enforce`, `testing`, `none`), if present.
+    pub fn sts_mode(&self) -> Option<&str> {
+        self.sts_field("mode")
+    }
+
+    /// `max_age` of an MTA-STS policy string in seconds, if present and a number.
+    pub fn sts_max_age(&self) -> Option<u64> {
+        self.sts_field("max_age")?.parse().ok()
+    }
+
+    fn sts_field(&self, name: &str) -> Option<&str> {
+        if self.policy_type != Some(PolicyType::Sts) {
+            return None;
+        }
+        self.policy_string.iter().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim().eq_ignore_ascii_case(name)).then(|| value.trim())
+        })
+    }
+}
+
+/// `summary`: session counts for one policy. A count the sender left out is `None`
+/// (recorded as a warning) rather than a zero nobody measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Summary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_successful_session_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_failure_session_count: Option<u64>,
+}
+
+/// One element of `failure-details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FailureDetails {
+    pub result_type: ResultType,
+    /// Kept as written, even when it is not an IP address (recorded as a warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sending_mta_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving_mx_hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving_mx_helo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving_ip: Option<String>,
+    /// `None` when the sender left it out (recorded as a warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_session_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additional_information: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason_code: Option<String>,
+}
+
+macro_rules! string_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )*
+            /// A value outside the registry, kept exactly as the sender wrote it.
+            Other(String),
+        }
+
+        impl $name {
+            /// Every registered value, in registry order.
+            pub const REGISTERED: &'static [$name] = &[$($name::$variant),*];
+
+            /// Reads a value as written; unregistered values become `Other`.
+            pub fn parse(text: &str) -> Self {
+                match text {
+                    $( $text => $name::$variant, )*
+                    other => $name::Other(other.to_owned()),
+                }
+            }
+
+            /// The value as it appears in reports.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $( $name::$variant => $text, )*
+                    $name::Other(text) => text,
+                }
+            }
+
+            /// Whether the value is in the registry.
+            pub fn is_registered(&self) -> bool {
+                !matches!(self, $name::Other(_))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// `policy-type` (RFC 8460 §4.3).
+    PolicyType {
+        /// MTA-STS (RFC 8461).
+        Sts = "sts",
+        /// DANE (RFC 7672).
+        Tlsa = "tlsa",
+        /// Neither policy was found for the domain.
+        NoPolicyFound = "no-policy-found",
+    }
+}
+
+string_enum! {
+    /// `result-type` (RFC 8460 §4.3 and the IANA "STARTTLS Validation Result Types" registry).
+    ResultType {
+        StarttlsNotSupported = "starttls-not-supported",
+        CertificateHostMismatch = "certificate-host-mismatch",
+        CertificateExpired = "certificate-expired",
+        CertificateNotTrusted = "certificate-not-trusted",
+        ValidationFailure = "validation-failure",
+        TlsaInvalid = "tlsa-invalid",
+        DnssecInvalid = "dnssec-invalid",
+        DaneRequired = "dane-required",
+        StsPolicyFetchError = "sts-policy-fetch-error",
+        StsPolicyInvalid = "sts-policy-invalid",
+        StsWebpkiInvalid = "sts-webpki-invalid",
+    }
+}
+
+impl Report {
+    /// Sessions that succeeded across all policies, counting a missing count as zero.
+    pub fn total_successful_session_count(&self) -> u64 {
+        self.policies
+            .iter()
+            .map(|p| p.summary.total_successful_session_count.unwrap_or(0))
+            .sum()
+    }
+
+    /// Sessions that failed across all policies, from the summaries (not the details: some
+    /// senders' details do not add up to their summary, and rates come from the summary).
+    pub fn total_failure_session_count(&self) -> u64 {
+        self.policies
+            .iter()
+            .map(|p| p.summary.total_failure_session_count.unwrap_or(0))
+            .sum()
+    }
+
+    /// The report as RFC 8460 JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serialises")
+    }
+}

@@ -1,0 +1,3 @@
+//! The `tlsrpt` command line (being written).
+
+fn main() {}
