@@ -5,6 +5,10 @@
 //! values, so every receiver, the transformer and the tests share one definition.
 //!
 //! ## Layout
+//! - [`decode`]: bytes to report: sniffing gzip, zip, base64 and JSON, decompression with a
+//!   hard size cap. [`email`] finds the report in a mail message.
+//! - `parse`: report JSON to a validated, normalised [`Report`], with JSON paths in errors.
+//! - [`error`]: why an input was refused, classified for the receivers.
 //! - [`model`]: the report as the system sees it after normalisation.
 //! - [`warning`]: the codes recorded for each real-world quirk that was accepted.
 //! - [`envelope`]: transport, arrival time and submitter of a received report.
@@ -17,14 +21,22 @@
 //! Start reading at [`model::Report`].
 
 pub mod catalogue;
+pub mod decode;
 pub mod dedup;
+pub mod email;
 pub mod envelope;
+pub mod error;
 pub mod model;
+mod parse;
 pub mod tables;
 pub mod warning;
 
+pub use decode::{DecodeOptions, Decoded, Decoder, decode};
+pub use email::DecodedEmail;
 pub use envelope::{Envelope, ReceivedReport, Transport};
+pub use error::{DecodeError, StatusClass};
 pub use model::{
     DateRange, FailureDetails, Policy, PolicyResult, PolicyType, Report, ResultType, Summary,
 };
+pub use parse::parse_report;
 pub use warning::{Warning, WarningCode};

@@ -1,0 +1,144 @@
+//! Finding the report in a mail message (RFC 8460 §5.3.1).
+//!
+//! MIME parsing is done by `mail-parser` (Stalwart), which handles the transfer encodings,
+//! folded headers and broken boundaries real mail has. This module only chooses which part
+//! holds the report, in order of how sure we are:
+//! 1. parts declared `application/tlsrpt+gzip` or `application/tlsrpt+json`;
+//! 2. parts declared as the containers real senders use (`application/gzip`, `x-gzip`,
+//!    `zip`, `json`, `octet-stream`) or with a file name ending `.json`, `.gz` or `.zip`;
+//! 3. the body of a single-part message.
+//!
+//! The bytes of each candidate are then sniffed by the [`Decoder`], so a `+gzip` part that
+//! holds plain JSON is still read (and recorded).
+
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+
+use crate::decode::{Decoded, Decoder};
+use crate::error::DecodeError;
+use crate::warning::{Warning, WarningCode};
+
+/// A report found in a message, with the TLS-RPT mail headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedEmail {
+    pub decoded: Decoded,
+    /// `TLS-Report-Domain`: the policy domain the report is about.
+    pub report_domain: Option<String>,
+    /// `TLS-Report-Submitter`: the domain of the reporting organisation.
+    pub report_submitter: Option<String>,
+    /// `Subject`, for listings.
+    pub subject: Option<String>,
+    /// `Message-ID`, for listings.
+    pub message_id: Option<String>,
+}
+
+/// How sure we are that a part holds the report; lower is surer.
+fn candidate_rank(part: &MessagePart<'_>) -> Option<u8> {
+    if matches!(part.body, PartType::Multipart(_) | PartType::Message(_)) {
+        return None;
+    }
+    let (ctype, subtype) = part
+        .content_type()
+        .map(|ct| {
+            (
+                ct.ctype().to_ascii_lowercase(),
+                ct.subtype().unwrap_or("").to_ascii_lowercase(),
+            )
+        })
+        .unwrap_or_default();
+    let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
+    if ctype == "application" && (subtype == "tlsrpt+gzip" || subtype == "tlsrpt+json") {
+        return Some(0);
+    }
+    let container_type = ctype == "application"
+        && matches!(
+            subtype.as_str(),
+            "gzip" | "x-gzip" | "zip" | "x-zip" | "x-zip-compressed" | "json" | "octet-stream"
+        );
+    let report_name = name.ends_with(".json") || name.ends_with(".gz") || name.ends_with(".zip");
+    if container_type || report_name {
+        return Some(1);
+    }
+    None
+}
+
+impl Decoder {
+    /// Finds and decodes the report in a raw RFC 5322 message.
+    pub fn decode_email(&mut self, raw: &[u8]) -> Result<DecodedEmail, DecodeError> {
+        let message =
+            MessageParser::default()
+                .parse(raw)
+                .ok_or_else(|| DecodeError::NotAReport {
+                    reason: "the input is not a mail message".into(),
+                })?;
+        let decoded = self.decode_message_report(&message)?;
+        let header = |name: &str| {
+            message
+                .header_raw(name)
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|v| !v.is_empty())
+        };
+        Ok(DecodedEmail {
+            decoded,
+            report_domain: header("TLS-Report-Domain"),
+            report_submitter: header("TLS-Report-Submitter"),
+            subject: message.subject().map(str::to_owned),
+            message_id: message.message_id().map(str::to_owned),
+        })
+    }
+
+    fn decode_message_report(&mut self, message: &Message<'_>) -> Result<Decoded, DecodeError> {
+        let mut candidates: Vec<(u8, usize)> = message
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, part)| candidate_rank(part).map(|rank| (rank, index)))
+            .collect();
+        candidates.sort_unstable();
+        if candidates.is_empty() && message.parts.len() == 1 {
+            // A single-part message: the body itself may be the report.
+            candidates.push((2, 0));
+        }
+        let mut first_error = None;
+        for &(_, index) in &candidates {
+            let part = &message.parts[index];
+            match self.decode(part.contents()) {
+                Ok(mut decoded) => {
+                    let declared_gzip = part
+                        .content_type()
+                        .and_then(|ct| ct.subtype())
+                        .is_some_and(|s| s.eq_ignore_ascii_case("tlsrpt+gzip"));
+                    if declared_gzip && !part.contents().starts_with(&[0x1f, 0x8b]) {
+                        decoded
+                            .report
+                            .warnings
+                            .insert(0, Warning::new(WarningCode::DeclaredGzipWasJson, ""));
+                    }
+                    return Ok(decoded);
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+        let seen: Vec<String> = message
+            .parts
+            .iter()
+            .filter(|p| !matches!(p.body, PartType::Multipart(_)))
+            .filter_map(|p| p.content_type())
+            .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")))
+            .collect();
+        Err(DecodeError::NoReportInMessage {
+            reason: if seen.is_empty() {
+                "the message has no parts".into()
+            } else {
+                format!(
+                    "no part is a report (expected application/tlsrpt+gzip or +json; parts seen: {})",
+                    seen.join(", ")
+                )
+            },
+        })
+    }
+}
