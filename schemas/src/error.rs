@@ -142,6 +142,9 @@ impl DecodeError {
     /// The byte offset serde_json's line and column point at. serde_json counts columns in
     /// bytes, 1-based; for an error at end of input it may point one past the end.
     pub(crate) fn offset_of(json: &str, err: &serde_json::Error) -> usize {
+        if err.is_eof() {
+            return json.len();
+        }
         let line_start = if err.line() <= 1 {
             0
         } else {

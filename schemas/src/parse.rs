@@ -80,7 +80,8 @@ fn describe_serde_message(err: &serde_json::Error) -> String {
             return format!("expected {expected}, found {}", excerpt(found));
         }
     }
-    excerpt(message).to_string()
+    // Our own messages already quote at most an excerpt of the value; cap the whole anyway.
+    message.chars().take(200).collect()
 }
 
 // ---------------------------------------------------------------------------------------

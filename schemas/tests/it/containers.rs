@@ -1,0 +1,114 @@
+//! Sniffing and decompression: gzip (with stray bytes, several members, bombs), zip, base64.
+
+use std::io::Write;
+use std::time::Instant;
+
+use tlsrpt_schemas::{DecodeError, DecodeOptions, Decoder, WarningCode, decode};
+
+use crate::support::{RFC_EXAMPLE, gzip};
+
+#[test]
+fn gzip_is_sniffed_whatever_was_declared() {
+    let decoded = decode(&gzip(RFC_EXAMPLE.as_bytes())).unwrap();
+    assert_eq!(decoded.raw_json, RFC_EXAMPLE);
+    assert!(decoded.report.warnings.is_empty());
+}
+
+#[test]
+fn stray_bytes_after_a_gzip_member_are_accepted_and_recorded() {
+    let mut bytes = gzip(RFC_EXAMPLE.as_bytes());
+    bytes.extend_from_slice(b"\r\n-- \r\nScanned by a mail gateway\r\n");
+    let decoded = decode(&bytes).unwrap();
+    assert_eq!(decoded.raw_json, RFC_EXAMPLE);
+    assert_eq!(decoded.report.warnings[0].code, WarningCode::TrailingBytesAfterGzip);
+}
+
+#[test]
+fn several_gzip_members_are_concatenated() {
+    let (a, b) = RFC_EXAMPLE.split_at(300);
+    let mut bytes = gzip(a.as_bytes());
+    bytes.extend(gzip(b.as_bytes()));
+    let decoded = decode(&bytes).unwrap();
+    assert_eq!(decoded.raw_json, RFC_EXAMPLE);
+    assert!(decoded.report.warnings.is_empty());
+}
+
+#[test]
+fn corrupt_and_truncated_gzip_are_refused() {
+    let good = gzip(RFC_EXAMPLE.as_bytes());
+    let truncated = &good[..good.len() / 2];
+    assert!(matches!(decode(truncated), Err(DecodeError::Compression { .. })), "{:?}", decode(truncated));
+    let mut flipped = good.clone();
+    let at = flipped.len() - 6;
+    flipped[at] ^= 0xff; // the stored size
+    assert!(matches!(decode(&flipped), Err(DecodeError::Compression { .. })));
+}
+
+/// A gzip bomb (256 MiB of zeros in about 256 KiB) is refused once the cap is passed: quickly,
+/// and without inflating past the cap. The time bound is loose on purpose (a shared,
+/// noisy machine, debug builds); inflating the whole bomb would take 256 times the memory.
+#[test]
+fn a_gzip_bomb_is_refused_at_the_cap() {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let mut decoder = Decoder::new(DecodeOptions { max_decompressed_bytes: 1 << 20 });
+    let started = Instant::now();
+    let err = decoder.decode(&bomb).unwrap_err();
+    assert_eq!(err, DecodeError::TooLarge { limit_bytes: 1 << 20 });
+    assert!(started.elapsed().as_millis() < 2_000, "took {:?}", started.elapsed());
+}
+
+#[test]
+fn plain_json_over_the_cap_is_refused() {
+    let mut decoder = Decoder::new(DecodeOptions { max_decompressed_bytes: 100 });
+    assert!(matches!(decoder.decode(RFC_EXAMPLE.as_bytes()), Err(DecodeError::TooLarge { .. })));
+}
+
+#[test]
+fn zip_archives_are_opened() {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("google.com!example.com!1!2.json", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.write_all(RFC_EXAMPLE.as_bytes()).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let decoded = decode(&bytes).unwrap();
+    assert_eq!(decoded.raw_json, RFC_EXAMPLE);
+    assert_eq!(decoded.report.warnings[0].code, WarningCode::ZipArchive);
+}
+
+#[test]
+fn base64_with_line_breaks_is_unwrapped() {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gzip(RFC_EXAMPLE.as_bytes()));
+    let wrapped: Vec<u8> = encoded
+        .as_bytes()
+        .chunks(76)
+        .flat_map(|line| line.iter().copied().chain(*b"\r\n"))
+        .collect();
+    let decoded = decode(&wrapped).unwrap();
+    assert_eq!(decoded.raw_json, RFC_EXAMPLE);
+    assert_eq!(decoded.report.warnings[0].code, WarningCode::Base64Wrapped);
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(RFC_EXAMPLE.as_bytes());
+    let decoded = decode(&bytes).unwrap();
+    assert_eq!(decoded.raw_json, RFC_EXAMPLE);
+    assert_eq!(decoded.report.warnings[0].code, WarningCode::ByteOrderMark);
+}
+
+#[test]
+fn one_decoder_decodes_many_reports() {
+    let mut decoder = Decoder::default();
+    let gz = gzip(RFC_EXAMPLE.as_bytes());
+    for _ in 0..3 {
+        assert_eq!(decoder.decode(&gz).unwrap().raw_json, RFC_EXAMPLE);
+        assert!(decoder.decode(&gz[..gz.len() - 20]).is_err());
+    }
+}

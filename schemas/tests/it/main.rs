@@ -1,0 +1,7 @@
+//! Integration tests of `tlsrpt-schemas`: one test binary (see STYLE.md).
+
+mod containers;
+mod corpus;
+mod email;
+mod refusals;
+mod support;
