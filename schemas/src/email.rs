@@ -21,14 +21,7 @@ use crate::warning::{Warning, WarningCode};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedEmail {
     pub decoded: Decoded,
-    /// `TLS-Report-Domain`: the policy domain the report is about.
-    pub report_domain: Option<String>,
-    /// `TLS-Report-Submitter`: the domain of the reporting organisation.
-    pub report_submitter: Option<String>,
-    /// `Subject`, for listings.
-    pub subject: Option<String>,
-    /// `Message-ID`, for listings.
-    pub message_id: Option<String>,
+    pub headers: EmailHeaders,
 }
 
 /// How sure we are that a part holds the report; lower is surer.
@@ -79,10 +72,12 @@ impl Decoder {
         };
         Ok(DecodedEmail {
             decoded,
-            report_domain: header("TLS-Report-Domain"),
-            report_submitter: header("TLS-Report-Submitter"),
-            subject: message.subject().map(str::to_owned),
-            message_id: message.message_id().map(str::to_owned),
+            headers: EmailHeaders {
+                report_domain: header("TLS-Report-Domain"),
+                report_submitter: header("TLS-Report-Submitter"),
+                subject: message.subject().map(str::to_owned),
+                message_id: message.message_id().map(str::to_owned),
+            },
         })
     }
 
@@ -139,6 +134,58 @@ impl Decoder {
                     seen.join(", ")
                 )
             },
+        })
+    }
+}
+
+/// Whether bytes look like a mail message: they begin with an RFC 5322 header field
+/// (`Name: value`) and are not JSON, gzip or zip.
+pub fn looks_like_email(input: &[u8]) -> bool {
+    let head = &input[..input.len().min(1000)];
+    let Some(colon) = head.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && head[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A report decoded from bytes of any accepted form, mail included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedInput {
+    pub decoded: Decoded,
+    /// The mail headers, when the input was a mail message.
+    pub email: Option<EmailHeaders>,
+}
+
+/// The headers of a mail that carried a report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmailHeaders {
+    /// `TLS-Report-Domain`: the policy domain the report is about.
+    pub report_domain: Option<String>,
+    /// `TLS-Report-Submitter`: the domain of the reporting organisation.
+    pub report_submitter: Option<String>,
+    /// `Subject`, for listings.
+    pub subject: Option<String>,
+    /// `Message-ID`, for listings.
+    pub message_id: Option<String>,
+}
+
+impl Decoder {
+    /// Decodes a report from a file's bytes, which may be JSON, gzip, zip, base64 or a whole
+    /// mail message (`.eml`): mail is recognised by its header lines.
+    pub fn decode_any(&mut self, input: &[u8]) -> Result<DecodedInput, DecodeError> {
+        if looks_like_email(input) {
+            let email = self.decode_email(input)?;
+            return Ok(DecodedInput {
+                decoded: email.decoded,
+                email: Some(email.headers),
+            });
+        }
+        Ok(DecodedInput {
+            decoded: self.decode(input)?,
+            email: None,
         })
     }
 }

@@ -32,7 +32,7 @@ pub mod tables;
 pub mod warning;
 
 pub use decode::{DecodeOptions, Decoded, Decoder, decode};
-pub use email::DecodedEmail;
+pub use email::{DecodedEmail, DecodedInput, EmailHeaders, looks_like_email};
 pub use envelope::{Envelope, ReceivedReport, Transport};
 pub use error::{DecodeError, StatusClass};
 pub use model::{

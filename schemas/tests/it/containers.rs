@@ -20,7 +20,10 @@ fn stray_bytes_after_a_gzip_member_are_accepted_and_recorded() {
     bytes.extend_from_slice(b"\r\n-- \r\nScanned by a mail gateway\r\n");
     let decoded = decode(&bytes).unwrap();
     assert_eq!(decoded.raw_json, RFC_EXAMPLE);
-    assert_eq!(decoded.report.warnings[0].code, WarningCode::TrailingBytesAfterGzip);
+    assert_eq!(
+        decoded.report.warnings[0].code,
+        WarningCode::TrailingBytesAfterGzip
+    );
 }
 
 #[test]
@@ -37,11 +40,18 @@ fn several_gzip_members_are_concatenated() {
 fn corrupt_and_truncated_gzip_are_refused() {
     let good = gzip(RFC_EXAMPLE.as_bytes());
     let truncated = &good[..good.len() / 2];
-    assert!(matches!(decode(truncated), Err(DecodeError::Compression { .. })), "{:?}", decode(truncated));
+    assert!(
+        matches!(decode(truncated), Err(DecodeError::Compression { .. })),
+        "{:?}",
+        decode(truncated)
+    );
     let mut flipped = good.clone();
     let at = flipped.len() - 6;
     flipped[at] ^= 0xff; // the stored size
-    assert!(matches!(decode(&flipped), Err(DecodeError::Compression { .. })));
+    assert!(matches!(
+        decode(&flipped),
+        Err(DecodeError::Compression { .. })
+    ));
 }
 
 /// A gzip bomb (256 MiB of zeros in about 256 KiB) is refused once the cap is passed: quickly,
@@ -56,23 +66,43 @@ fn a_gzip_bomb_is_refused_at_the_cap() {
     }
     let bomb = enc.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
-    let mut decoder = Decoder::new(DecodeOptions { max_decompressed_bytes: 1 << 20 });
+    let mut decoder = Decoder::new(DecodeOptions {
+        max_decompressed_bytes: 1 << 20,
+    });
     let started = Instant::now();
     let err = decoder.decode(&bomb).unwrap_err();
-    assert_eq!(err, DecodeError::TooLarge { limit_bytes: 1 << 20 });
-    assert!(started.elapsed().as_millis() < 2_000, "took {:?}", started.elapsed());
+    assert_eq!(
+        err,
+        DecodeError::TooLarge {
+            limit_bytes: 1 << 20
+        }
+    );
+    assert!(
+        started.elapsed().as_millis() < 2_000,
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn plain_json_over_the_cap_is_refused() {
-    let mut decoder = Decoder::new(DecodeOptions { max_decompressed_bytes: 100 });
-    assert!(matches!(decoder.decode(RFC_EXAMPLE.as_bytes()), Err(DecodeError::TooLarge { .. })));
+    let mut decoder = Decoder::new(DecodeOptions {
+        max_decompressed_bytes: 100,
+    });
+    assert!(matches!(
+        decoder.decode(RFC_EXAMPLE.as_bytes()),
+        Err(DecodeError::TooLarge { .. })
+    ));
 }
 
 #[test]
 fn zip_archives_are_opened() {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    zip.start_file("google.com!example.com!1!2.json", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.start_file(
+        "google.com!example.com!1!2.json",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
     zip.write_all(RFC_EXAMPLE.as_bytes()).unwrap();
     let bytes = zip.finish().unwrap().into_inner();
     let decoded = decode(&bytes).unwrap();

@@ -14,7 +14,9 @@ fn decode_file(path: &Path) -> Result<Report, String> {
     } else {
         decoder.decode(&bytes)
     };
-    result.map(|d| d.report).map_err(|e| format!("{}: {e}", path.display()))
+    result
+        .map(|d| d.report)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn codes(report: &Report) -> Vec<&'static str> {
@@ -34,9 +36,15 @@ fn every_vendored_fixture_is_accepted() {
 /// else.
 #[test]
 fn every_shared_corpus_file_is_accepted() {
-    let Some(dir) = shared_corpus_checked() else { return };
+    let Some(dir) = shared_corpus_checked() else {
+        return;
+    };
     let files = report_files(&dir);
-    assert!(files.len() >= 29, "expected the 29 corpus files and _decoded/, found {}", files.len());
+    assert!(
+        files.len() >= 29,
+        "expected the 29 corpus files and _decoded/, found {}",
+        files.len()
+    );
     let failures: Vec<String> = files.iter().filter_map(|f| decode_file(f).err()).collect();
     assert!(failures.is_empty(), "refused: {failures:#?}");
 }
@@ -57,8 +65,14 @@ fn microsoft_tlsa_policy_string_is_unpacked() {
 #[test]
 fn mox_microsoft_zoneless_dates_are_utc() {
     let report = vendored("mjl-__mox/microsoft.eml");
-    assert_eq!(report.date_range.start_datetime.to_rfc3339(), "2023-01-10T00:00:00+00:00");
-    assert_eq!(codes(&report), ["datetime_without_zone", "datetime_without_zone"]);
+    assert_eq!(
+        report.date_range.start_datetime.to_rfc3339(),
+        "2023-01-10T00:00:00+00:00"
+    );
+    assert_eq!(
+        codes(&report),
+        ["datetime_without_zone", "datetime_without_zone"]
+    );
 }
 
 #[test]
@@ -68,8 +82,15 @@ fn no_contact_report_records_its_quirks() {
     assert_eq!(report.policies[0].policy.mx_host, ["mx.server.com"]);
     assert!(report.policies[0].failure_details.is_empty());
     let codes = codes(&report);
-    for expected in ["contact_info_null", "mx_host_prefixed", "end_datetime_next_day_midnight"] {
-        assert!(codes.contains(&expected), "{expected} missing from {codes:?}");
+    for expected in [
+        "contact_info_null",
+        "mx_host_prefixed",
+        "end_datetime_next_day_midnight",
+    ] {
+        assert!(
+            codes.contains(&expected),
+            "{expected} missing from {codes:?}"
+        );
     }
 }
 
@@ -78,9 +99,18 @@ fn mail_ru_sum_mismatch_keeps_both_numbers() {
     let report = vendored("domainaware__parsedmarc/mail.ru.json");
     let policy = &report.policies[0];
     assert_eq!(policy.summary.total_failure_session_count, Some(1));
-    let sum: u64 = policy.failure_details.iter().filter_map(|d| d.failed_session_count).sum();
+    let sum: u64 = policy
+        .failure_details
+        .iter()
+        .filter_map(|d| d.failed_session_count)
+        .sum();
     assert_eq!(sum, 2);
-    assert!(report.warnings.iter().any(|w| w.code == WarningCode::FailureSumMismatch));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.code == WarningCode::FailureSumMismatch)
+    );
     assert_eq!(
         policy.failure_details[0].failure_reason_code.as_deref(),
         Some("bad https response code: 404")
@@ -90,14 +120,25 @@ fn mail_ru_sum_mismatch_keeps_both_numbers() {
 #[test]
 fn rfc_example_mx_host_string_becomes_a_list() {
     let report = vendored("domainaware__parsedmarc/rfc8460.json");
-    assert_eq!(report.policies[0].policy.mx_host, ["*.mail.company-y.example"]);
+    assert_eq!(
+        report.policies[0].policy.mx_host,
+        ["*.mail.company-y.example"]
+    );
     assert_eq!(codes(&report), ["mx_host_string"]);
 }
 
 #[test]
 fn unknown_policy_type_and_missing_fields_are_kept() {
     let report = vendored("stalwartlabs__mail-auth/rpt03.json");
-    assert_eq!(report.policies[1].policy.policy_type.as_ref().unwrap().as_str(), "invalid-policy-type");
+    assert_eq!(
+        report.policies[1]
+            .policy
+            .policy_type
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "invalid-policy-type"
+    );
     assert_eq!(report.policies[0].summary.total_failure_session_count, None);
     assert_eq!(report.policies[0].policy.policy_domain, None);
     let codes = codes(&report);
@@ -110,7 +151,9 @@ fn unknown_policy_type_and_missing_fields_are_kept() {
 /// unknown key. Accepted, kept as written, recorded.
 #[test]
 fn neztore_edited_report_is_kept_as_written() {
-    let Some(dir) = shared_corpus_checked() else { return };
+    let Some(dir) = shared_corpus_checked() else {
+        return;
+    };
     let report = decode_file(&dir.join("Neztore__tls-rpt-monitor/microsoft-report.json")).unwrap();
     let failure = &report.policies[0].failure_details[0];
     assert_eq!(failure.result_type.as_str(), "Testing");
@@ -123,7 +166,9 @@ fn neztore_edited_report_is_kept_as_written() {
 /// The mail and the JSON of one report decode to the same model, whatever the container.
 #[test]
 fn containers_do_not_change_the_report() {
-    let Some(dir) = shared_corpus_checked() else { return };
+    let Some(dir) = shared_corpus_checked() else {
+        return;
+    };
     let eml = decode_file(&dir.join("marcbradshaw__mail-tls-rpt/email.eml")).unwrap();
     let json = decode_file(&dir.join("marcbradshaw__mail-tls-rpt/report.json")).unwrap();
     let b64 = decode_file(&dir.join("marcbradshaw__mail-tls-rpt/report.json.gz.b64")).unwrap();

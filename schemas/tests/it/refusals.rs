@@ -10,9 +10,16 @@ fn refuse(json: &str) -> DecodeError {
 
 #[test]
 fn a_count_that_is_text_names_its_path() {
-    let json = RFC_EXAMPLE.replacen("\"failed-session-count\": 200", "\"failed-session-count\": \"twenty\"", 1);
+    let json = RFC_EXAMPLE.replacen(
+        "\"failed-session-count\": 200",
+        "\"failed-session-count\": \"twenty\"",
+        1,
+    );
     let err = refuse(&json);
-    assert_eq!(err.path(), Some("policies[0].failure-details[1].failed-session-count"));
+    assert_eq!(
+        err.path(),
+        Some("policies[0].failure-details[1].failed-session-count")
+    );
     assert_eq!(
         err.to_string().split(" (at byte").next().unwrap(),
         "policies[0].failure-details[1].failed-session-count: expected a non-negative integer, found \"twenty\""
@@ -22,19 +29,43 @@ fn a_count_that_is_text_names_its_path() {
 
 #[test]
 fn negative_and_fractional_counts_are_refused() {
-    for (bad, found) in [("-5", "-5"), ("2.5", "2.5"), ("true", "true"), ("[]", "an array")] {
-        let json = RFC_EXAMPLE.replacen("\"total-successful-session-count\": 5326", &format!("\"total-successful-session-count\": {bad}"), 1);
+    for (bad, found) in [
+        ("-5", "-5"),
+        ("2.5", "2.5"),
+        ("true", "true"),
+        ("[]", "an array"),
+    ] {
+        let json = RFC_EXAMPLE.replacen(
+            "\"total-successful-session-count\": 5326",
+            &format!("\"total-successful-session-count\": {bad}"),
+            1,
+        );
         let err = refuse(&json);
-        assert_eq!(err.path(), Some("policies[0].summary.total-successful-session-count"), "{bad}");
-        assert!(err.to_string().contains(&format!("expected a non-negative integer, found {found}")), "{err}");
+        assert_eq!(
+            err.path(),
+            Some("policies[0].summary.total-successful-session-count"),
+            "{bad}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("expected a non-negative integer, found {found}")),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn an_integral_float_count_is_accepted_and_recorded() {
-    let json = RFC_EXAMPLE.replacen("\"failed-session-count\": 100", "\"failed-session-count\": 100.0", 1);
+    let json = RFC_EXAMPLE.replacen(
+        "\"failed-session-count\": 100",
+        "\"failed-session-count\": 100.0",
+        1,
+    );
     let report = parse_report(&json).unwrap();
-    assert_eq!(report.policies[0].failure_details[0].failed_session_count, Some(100));
+    assert_eq!(
+        report.policies[0].failure_details[0].failed_session_count,
+        Some(100)
+    );
     assert_eq!(report.warnings[0].code.as_str(), "count_as_float");
 }
 
@@ -46,11 +77,20 @@ fn missing_required_members_are_refused() {
         v.as_object_mut().unwrap().remove(member);
         let err = refuse(&v.to_string());
         assert_eq!(err.path(), Some(member), "{err}");
-        assert!(err.to_string().contains("required field is missing"), "{err}");
+        assert!(
+            err.to_string().contains("required field is missing"),
+            "{err}"
+        );
     }
     let mut v = value.clone();
-    v["date-range"].as_object_mut().unwrap().remove("end-datetime");
-    assert_eq!(refuse(&v.to_string()).path(), Some("date-range.end-datetime"));
+    v["date-range"]
+        .as_object_mut()
+        .unwrap()
+        .remove("end-datetime");
+    assert_eq!(
+        refuse(&v.to_string()).path(),
+        Some("date-range.end-datetime")
+    );
 }
 
 #[test]
@@ -59,7 +99,11 @@ fn policies_must_be_an_array() {
     v["policies"] = serde_json::json!({"policy": {}});
     let err = refuse(&v.to_string());
     assert_eq!(err.path(), Some("policies"));
-    assert!(err.to_string().contains("expected an array, found an object"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected an array, found an object"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,7 +112,11 @@ fn a_policy_that_is_not_an_object_names_its_index() {
     v["policies"] = serde_json::json!([{"policy": {"policy-type": "sts"}}, "oops"]);
     let err = refuse(&v.to_string());
     assert_eq!(err.path(), Some("policies[1]"));
-    assert!(err.to_string().contains("expected an object, found string \"oops\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected an object, found string \"oops\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,7 +138,9 @@ fn broken_json_gives_the_byte_offset() {
         other => panic!("expected a syntax error, got {other:?}"),
     }
     match refuse(&RFC_EXAMPLE[..200]) {
-        DecodeError::Syntax { offset, message, .. } => {
+        DecodeError::Syntax {
+            offset, message, ..
+        } => {
             assert_eq!(offset, 200);
             assert!(message.contains("EOF"), "{message}");
         }
@@ -115,15 +165,30 @@ fn messages_never_echo_long_input() {
 
 #[test]
 fn what_is_not_a_report_is_classified_so() {
-    for input in [&b"<!DOCTYPE html><html></html>"[..], b"%PDF-1.4", b"", b"[1,2,3]", b"{\"hello\": 1}", b"\x00\x01\x02"] {
+    for input in [
+        &b"<!DOCTYPE html><html></html>"[..],
+        b"%PDF-1.4",
+        b"",
+        b"[1,2,3]",
+        b"{\"hello\": 1}",
+        b"\x00\x01\x02",
+    ] {
         let err = decode(input).unwrap_err();
-        assert_eq!(err.status_class(), StatusClass::NotAReport, "{input:?}: {err}");
+        assert_eq!(
+            err.status_class(),
+            StatusClass::NotAReport,
+            "{input:?}: {err}"
+        );
     }
 }
 
 #[test]
 fn unknown_keys_are_ignored() {
-    let json = RFC_EXAMPLE.replacen("\"report-id\"", "\"x-vendor-extension\": {\"a\": [1,2]}, \"report-id\"", 1);
+    let json = RFC_EXAMPLE.replacen(
+        "\"report-id\"",
+        "\"x-vendor-extension\": {\"a\": [1,2]}, \"report-id\"",
+        1,
+    );
     let report = parse_report(&json).unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }

@@ -59,5 +59,6 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-pub const RFC_EXAMPLE: &str = include_str!("../fixtures/corpus/cry-inc__dmarc-report-viewer/rfc-example.json");
+pub const RFC_EXAMPLE: &str =
+    include_str!("../fixtures/corpus/cry-inc__dmarc-report-viewer/rfc-example.json");
 pub const MAIL_RU: &str = include_str!("../fixtures/corpus/domainaware__parsedmarc/mail.ru.json");

@@ -1,0 +1,34 @@
+//! Reading a report file given on the command line (`-` is standard input).
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Context;
+
+/// The largest file read from disk or stdin: well above the decoder's decompressed cap for
+/// compressed input, and a guard against `tlsrpt validate /dev/zero`.
+const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads `path`, or standard input for `-`.
+pub(crate) fn read_input(path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if path == "-" {
+        std::io::stdin()
+            .lock()
+            .take(MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+    } else {
+        let file =
+            std::fs::File::open(Path::new(path)).with_context(|| format!("cannot open {path}"))?;
+        file.take(MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {path}"))?;
+    }
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_INPUT_BYTES,
+        "{path} is larger than {} MiB; a TLS-RPT report is never that large",
+        MAX_INPUT_BYTES >> 20
+    );
+    Ok(bytes)
+}
