@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -638,6 +638,12 @@ fn required_datetime(
             ),
         )
     })?;
+    if !(1900..=9999).contains(&datetime.year()) {
+        return Err(invalid(
+            path,
+            format!("the year {} is outside 1900 to 9999", datetime.year()),
+        ));
+    }
     if !had_zone {
         notes.add(WarningCode::DatetimeWithoutZone, path);
     }
@@ -832,11 +838,8 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
         Some(TextList::Many(items)) => items.into_iter().map(Text::into_string).collect(),
     };
     // Microsoft sends TLSA records as one string holding a JSON array of strings.
-    if policy_type == Some(PolicyType::Tlsa)
-        && policy_string.len() == 1
-        && policy_string[0].trim_start().starts_with('[')
-    {
-        if let Ok(records) = serde_json::from_str::<Vec<String>>(&policy_string[0]) {
+    if policy_type == Some(PolicyType::Tlsa) {
+        if let Some(records) = unpack_json_encoded(&policy_string) {
             notes.add(
                 WarningCode::TlsaPolicyStringJsonEncoded,
                 format_args!("policies[{index}].policy.policy-string"),
@@ -879,14 +882,29 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
     }
 }
 
-/// `"mx: mx.example.com"` → `Some("mx.example.com")`: a policy-string line copied into mx-host.
-fn strip_mx_prefix(host: &str) -> Option<&str> {
-    let head = host.get(..3)?;
-    if head.eq_ignore_ascii_case("mx:") {
-        Some(host[3..].trim())
-    } else {
-        None
+/// `["[\"3 1 1 AB..\",\"3 1 1 CD..\"]"]` → the records inside. Records that would
+/// themselves look encoded are left alone, so that normalising twice changes nothing.
+fn unpack_json_encoded(strings: &[String]) -> Option<Vec<String>> {
+    let [only] = strings else { return None };
+    if !only.trim_start().starts_with('[') {
+        return None;
     }
+    let records: Vec<String> = serde_json::from_str(only).ok()?;
+    let nested = records.iter().any(|r| r.trim_start().starts_with('['));
+    (!nested).then_some(records)
+}
+
+/// `"mx: mx.example.com"` → `Some("mx.example.com")`: a policy-string line copied into
+/// mx-host. Repeated prefixes are all removed, so that normalising twice changes nothing.
+fn strip_mx_prefix(host: &str) -> Option<&str> {
+    let mut rest = host;
+    while let Some(head) = rest.get(..3) {
+        if !head.eq_ignore_ascii_case("mx:") {
+            break;
+        }
+        rest = rest[3..].trim();
+    }
+    (rest.len() != host.len()).then_some(rest)
 }
 
 fn normalise_failure(
