@@ -123,7 +123,12 @@ impl Decoder {
             .iter()
             .filter(|p| !matches!(p.body, PartType::Multipart(_)))
             .filter_map(|p| p.content_type())
-            .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")))
+            // Header values come from the sender: quote each one short, and only a few.
+            .map(|ct| {
+                let declared = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""));
+                crate::error::excerpt(&declared).to_string()
+            })
+            .take(8)
             .collect();
         Err(DecodeError::NoReportInMessage {
             reason: if seen.is_empty() {

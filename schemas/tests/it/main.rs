@@ -3,5 +3,6 @@
 mod containers;
 mod corpus;
 mod email;
+mod fuzz_regressions;
 mod refusals;
 mod support;
