@@ -174,17 +174,28 @@ pub fn excerpt(text: &str) -> impl fmt::Display + '_ {
 struct Excerpt<'a>(&'a str);
 
 impl fmt::Display for Excerpt<'_> {
+    /// Control characters are escaped, and an escape counts its full length against the
+    /// budget, so that binary input cannot make an excerpt six times longer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chars = self.0.chars();
-        for c in chars.by_ref().take(EXCERPT_CHARS) {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
+        let mut budget = EXCERPT_CHARS;
+        for c in self.0.chars() {
+            let escaped;
+            let text: &dyn fmt::Display = if c.is_control() {
+                escaped = c.escape_default();
+                &escaped
             } else {
-                f.write_fmt(format_args!("{c}"))?;
+                &c
+            };
+            let cost = if c.is_control() {
+                c.escape_default().count()
+            } else {
+                1
+            };
+            if cost > budget {
+                return f.write_str("…");
             }
-        }
-        if chars.next().is_some() {
-            f.write_str("…")?;
+            budget -= cost;
+            write!(f, "{text}")?;
         }
         Ok(())
     }
