@@ -123,12 +123,16 @@ impl Decoder {
             .iter()
             .filter(|p| !matches!(p.body, PartType::Multipart(_)))
             .filter_map(|p| p.content_type())
-            // Header values come from the sender: quote each one short, and only a few.
+            // Header values come from the sender: quote a few, short, in printable ASCII
+            // (a MIME type is ASCII; anything else is shown as `?`).
             .map(|ct| {
-                let declared = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""));
-                crate::error::excerpt(&declared).to_string()
+                format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""))
+                    .chars()
+                    .take(40)
+                    .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                    .collect::<String>()
             })
-            .take(8)
+            .take(6)
             .collect();
         Err(DecodeError::NoReportInMessage {
             reason: if seen.is_empty() {
