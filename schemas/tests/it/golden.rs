@@ -24,7 +24,11 @@ fn flattened_fixtures_match_their_golden_files() {
         let input = Decoder::default().decode_any(&bytes).unwrap();
         let received = ReceivedReport {
             envelope: Envelope {
-                transport: if input.email.is_some() { Transport::Smtp } else { Transport::Import },
+                transport: if input.email.is_some() {
+                    Transport::Smtp
+                } else {
+                    Transport::Import
+                },
                 received_at: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
                 submitter_header: input.email.and_then(|e| e.report_submitter),
             },
@@ -32,17 +36,30 @@ fn flattened_fixtures_match_their_golden_files() {
             raw_json: input.decoded.raw_json,
         };
         let actual = pretty(&flatten(std::slice::from_ref(&received)).unwrap());
-        let relative = path.strip_prefix(&corpus).unwrap().to_string_lossy().replace('/', "__");
+        let relative = path
+            .strip_prefix(&corpus)
+            .unwrap()
+            .to_string_lossy()
+            .replace('/', "__");
         let golden = golden_dir.join(format!("{relative}.txt"));
         if update {
             std::fs::write(&golden, &actual).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&golden)
-            .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_GOLDEN=1", golden.display()));
+        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!("{} is missing; run with UPDATE_GOLDEN=1", golden.display())
+        });
         if expected != actual {
-            mismatches.push(format!("{}:\n--- expected\n{expected}\n+++ actual\n{actual}", golden.display()));
+            mismatches.push(format!(
+                "{}:\n--- expected\n{expected}\n+++ actual\n{actual}",
+                golden.display()
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} golden files differ:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} golden files differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }

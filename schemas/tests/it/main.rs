@@ -4,5 +4,7 @@ mod containers;
 mod corpus;
 mod email;
 mod fuzz_regressions;
+mod golden;
 mod refusals;
 mod support;
+mod tables;
