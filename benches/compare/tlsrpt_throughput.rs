@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use tlsrpt_benches::gen::gzip;
+use tlsrpt_benches::generator::gzip;
 use tlsrpt_schemas::tables::TablesBuilder;
 use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport, parse_report};
 
@@ -40,8 +40,12 @@ fn measure(name: &str, reports: usize, bytes: usize, runs: usize, mut pass: impl
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: tlsrpt-throughput REPORTS.jsonl [RUNS]");
-    let runs: usize = args.next().map_or(5, |r| r.parse().expect("RUNS is a number"));
+    let path = args
+        .next()
+        .expect("usage: tlsrpt-throughput REPORTS.jsonl [RUNS]");
+    let runs: usize = args
+        .next()
+        .map_or(5, |r| r.parse().expect("RUNS is a number"));
     let text = std::fs::read_to_string(&path).expect("cannot read the JSON-lines file");
     let docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let bytes: usize = docs.iter().map(|d| d.len()).sum();
@@ -53,11 +57,16 @@ fn main() {
     };
 
     measure("parse_json", docs.len(), bytes, runs, || {
-        docs.iter().filter(|d| black_box(parse_report(d)).is_err()).count()
+        docs.iter()
+            .filter(|d| black_box(parse_report(d)).is_err())
+            .count()
     });
     let mut decoder = Decoder::default();
     measure("gunzip_parse", docs.len(), bytes, runs, || {
-        gzipped.iter().filter(|g| black_box(decoder.decode(g)).is_err()).count()
+        gzipped
+            .iter()
+            .filter(|g| black_box(decoder.decode(g)).is_err())
+            .count()
     });
     let mut tables = TablesBuilder::new();
     measure("gunzip_parse_flatten", docs.len(), bytes, runs, || {
@@ -72,13 +81,13 @@ fn main() {
                     };
                     tables.append(&received).expect("flatten");
                     if tables.len() >= 4096 {
-                        black_box(tables.finish());
+                        black_box(tables.finish().expect("flatten"));
                     }
                 }
                 Err(_) => refused += 1,
             }
         }
-        black_box(tables.finish());
+        black_box(tables.finish().expect("flatten"));
         refused
     });
 }

@@ -1,0 +1,159 @@
+//! Decode (gunzip + parse + validate + normalise) and flatten to Arrow, on generator data of
+//! the benches' shape (about 2 KB of JSON and 6 failure details per report) and on the real
+//! corpus. Throughput is in reports; bytes per report are printed at setup so MB/s can be
+//! derived. Run: `cargo bench -p tlsrpt-benches --bench decode`.
+
+use std::hint::black_box;
+
+use chrono::{TimeZone, Utc};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tlsrpt_benches::generator::{Generator, GeneratorConfig, gzip};
+use tlsrpt_schemas::tables::{TablesBuilder, flatten};
+use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport, parse_report};
+
+const REPORTS: usize = 10_000;
+/// Rows per Arrow batch while flattening, as a transformer would batch.
+const BATCH: usize = 4096;
+
+struct Data {
+    json: Vec<String>,
+    gz: Vec<Vec<u8>>,
+}
+
+fn generated() -> Data {
+    let json: Vec<String> = Generator::new(GeneratorConfig::bench(), 1)
+        .take(REPORTS)
+        .map(|g| g.json)
+        .collect();
+    let gz: Vec<Vec<u8>> = json.iter().map(|j| gzip(j.as_bytes())).collect();
+    let json_bytes: usize = json.iter().map(String::len).sum();
+    let gz_bytes: usize = gz.iter().map(Vec::len).sum();
+    eprintln!(
+        "generated {REPORTS} reports: {:.0} bytes of JSON and {:.0} bytes gzipped per report",
+        json_bytes as f64 / REPORTS as f64,
+        gz_bytes as f64 / REPORTS as f64
+    );
+    Data { json, gz }
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        transport: Transport::Https,
+        received_at: Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
+        submitter_header: None,
+    }
+}
+
+fn bench_generated(c: &mut Criterion) {
+    let data = generated();
+    let mut group = c.benchmark_group("generated");
+    group.throughput(Throughput::Elements(REPORTS as u64));
+    group.sample_size(20);
+
+    group.bench_function(format!("parse_json_{REPORTS}_reports"), |b| {
+        b.iter(|| {
+            for json in &data.json {
+                black_box(parse_report(json).unwrap());
+            }
+        })
+    });
+
+    group.bench_function(format!("gunzip_parse_{REPORTS}_reports"), |b| {
+        let mut decoder = Decoder::default();
+        b.iter(|| {
+            for gz in &data.gz {
+                black_box(decoder.decode(gz).unwrap());
+            }
+        })
+    });
+
+    let received: Vec<ReceivedReport> = data
+        .gz
+        .iter()
+        .map(|gz| {
+            let decoded = Decoder::default().decode(gz).unwrap();
+            ReceivedReport {
+                report: decoded.report,
+                envelope: envelope(),
+                raw_json: decoded.raw_json,
+            }
+        })
+        .collect();
+    group.bench_function(format!("flatten_{REPORTS}_reports"), |b| {
+        b.iter(|| {
+            for chunk in received.chunks(BATCH) {
+                black_box(flatten(chunk).unwrap());
+            }
+        })
+    });
+
+    // The figure the target is about: bytes as received to Arrow batches, on one core.
+    group.bench_function(format!("gunzip_parse_flatten_{REPORTS}_reports"), |b| {
+        let mut decoder = Decoder::default();
+        let mut tables = TablesBuilder::new();
+        b.iter_batched(
+            || (),
+            |()| {
+                for gz in &data.gz {
+                    let decoded = decoder.decode(gz).unwrap();
+                    let received = ReceivedReport {
+                        report: decoded.report,
+                        envelope: envelope(),
+                        raw_json: decoded.raw_json,
+                    };
+                    tables.append(&received).unwrap();
+                    if tables.len() >= BATCH {
+                        black_box(tables.finish().expect("flatten"));
+                    }
+                }
+                black_box(tables.finish().expect("flatten"));
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+/// The real corpus (vendored MIT/Apache fixtures; JSON ones), decoded and flattened.
+fn bench_corpus(c: &mut Criterion) {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/tests/fixtures/corpus");
+    let mut files = Vec::new();
+    for owner in std::fs::read_dir(&dir).unwrap() {
+        let owner = owner.unwrap().path();
+        if owner.is_dir() {
+            for file in std::fs::read_dir(owner).unwrap() {
+                let path = file.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    files.push(gzip(&std::fs::read(path).unwrap()));
+                }
+            }
+        }
+    }
+    let mut group = c.benchmark_group("corpus");
+    group.throughput(Throughput::Elements(files.len() as u64));
+    group.bench_function(
+        format!("gunzip_parse_flatten_{}_real_reports", files.len()),
+        |b| {
+            let mut decoder = Decoder::default();
+            b.iter(|| {
+                let received: Vec<ReceivedReport> = files
+                    .iter()
+                    .map(|gz| {
+                        let decoded = decoder.decode(gz).unwrap();
+                        ReceivedReport {
+                            report: decoded.report,
+                            envelope: envelope(),
+                            raw_json: decoded.raw_json,
+                        }
+                    })
+                    .collect();
+                black_box(flatten(&received).unwrap())
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench_generated, bench_corpus);
+criterion_main!(benches);
