@@ -697,12 +697,12 @@ fn apply_quirk(value: &mut Value, quirk: &str) {
             }
         }
         "end_datetime_next_day_midnight" => {
-            if let Some(start) = value["date-range"]["start-datetime"].as_str() {
-                if let Ok(start) = DateTime::parse_from_rfc3339(start) {
-                    let end = (start + Duration::days(1)).with_timezone(&Utc);
-                    value["date-range"]["end-datetime"] =
-                        Value::String(end.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-                }
+            if let Some(start) = value["date-range"]["start-datetime"].as_str()
+                && let Ok(start) = DateTime::parse_from_rfc3339(start)
+            {
+                let end = (start + Duration::days(1)).with_timezone(&Utc);
+                value["date-range"]["end-datetime"] =
+                    Value::String(end.format("%Y-%m-%dT%H:%M:%SZ").to_string());
             }
         }
         _ => {}

@@ -75,10 +75,10 @@ fn describe_serde_message(err: &serde_json::Error) -> String {
         Some(at) => &full[..at],
         None => &full[..],
     };
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            return format!("expected {expected}, found {}", excerpt(found));
-        }
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        return format!("expected {expected}, found {}", excerpt(found));
     }
     // Our own messages already quote at most an excerpt of the value; cap the whole anyway.
     message.chars().take(200).collect()
@@ -838,14 +838,14 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
         Some(TextList::Many(items)) => items.into_iter().map(Text::into_string).collect(),
     };
     // Microsoft sends TLSA records as one string holding a JSON array of strings.
-    if policy_type == Some(PolicyType::Tlsa) {
-        if let Some(records) = unpack_json_encoded(&policy_string) {
-            notes.add(
-                WarningCode::TlsaPolicyStringJsonEncoded,
-                format_args!("policies[{index}].policy.policy-string"),
-            );
-            policy_string = records;
-        }
+    if policy_type == Some(PolicyType::Tlsa)
+        && let Some(records) = unpack_json_encoded(&policy_string)
+    {
+        notes.add(
+            WarningCode::TlsaPolicyStringJsonEncoded,
+            format_args!("policies[{index}].policy.policy-string"),
+        );
+        policy_string = records;
     }
 
     let mx_host = match wire.mx_host.into_option() {

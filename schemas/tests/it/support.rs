@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The vendored MIT/Apache fixtures, always present.
-pub fn vendored_corpus() -> PathBuf {
+pub(crate) fn vendored_corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
 }
 
 /// `../shared/corpus` beside the repository, or `$TLSRPT_SHARED_CORPUS`.
-pub fn shared_corpus() -> Option<PathBuf> {
+pub(crate) fn shared_corpus() -> Option<PathBuf> {
     let dir = match std::env::var_os("TLSRPT_SHARED_CORPUS") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"),
@@ -19,7 +19,7 @@ pub fn shared_corpus() -> Option<PathBuf> {
 
 /// `shared_corpus()`, but in CI (`CI` set) its absence fails the test: the corpus files that
 /// cannot be vendored must be checked there.
-pub fn shared_corpus_checked() -> Option<PathBuf> {
+pub(crate) fn shared_corpus_checked() -> Option<PathBuf> {
     let dir = shared_corpus();
     if dir.is_none() {
         assert!(
@@ -33,7 +33,7 @@ pub fn shared_corpus_checked() -> Option<PathBuf> {
 }
 
 /// Every report file under `dir` (recursively), sorted, skipping notes and checksums.
-pub fn report_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn report_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -53,12 +53,11 @@ pub fn report_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
-pub const RFC_EXAMPLE: &str =
+pub(crate) const RFC_EXAMPLE: &str =
     include_str!("../fixtures/corpus/cry-inc__dmarc-report-viewer/rfc-example.json");
-pub const MAIL_RU: &str = include_str!("../fixtures/corpus/domainaware__parsedmarc/mail.ru.json");
