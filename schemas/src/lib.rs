@@ -17,6 +17,7 @@
 //!   flattening reports into them (and back, for tests and reprocessing).
 //! - [`catalogue`]: what each result type and policy type means for a domain owner, the
 //!   likely causes and the fix.
+//! - [`explain`]: one report in plain language (text, Markdown, JSON) for the domain owner.
 //!
 //! Start reading at [`model::Report`].
 
@@ -26,6 +27,7 @@ pub mod dedup;
 pub mod email;
 pub mod envelope;
 pub mod error;
+pub mod explain;
 pub mod model;
 mod parse;
 pub mod tables;

@@ -9,11 +9,11 @@ use std::fmt;
 use serde::Serialize;
 
 macro_rules! warning_codes {
-    ($( $(#[$doc:meta])* $variant:ident = $code:literal, )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $code:literal, )*) => {
         /// A kind of quirk. See each variant for what was repaired.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum WarningCode {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[doc = $doc])* $variant, )*
         }
 
         impl WarningCode {
@@ -25,6 +25,15 @@ macro_rules! warning_codes {
                 match self {
                     $( WarningCode::$variant => $code, )*
                 }
+            }
+
+            /// What the code means, in one or two sentences (the variant's documentation, so
+            /// the code and its explanation cannot drift apart). `tlsrpt explain` prints it.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $( WarningCode::$variant => concat!($($doc),*), )*
+                }
+                .trim()
             }
 
             /// Reads a stored code back.
@@ -140,6 +149,24 @@ impl fmt::Display for Warning {
             f.write_str(self.code.as_str())
         } else {
             write!(f, "{} at {}", self.code, self.path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_and_explains_itself() {
+        for code in WarningCode::ALL {
+            assert_eq!(WarningCode::from_code(code.as_str()), Some(*code));
+            let text = code.description();
+            assert!(text.len() > 10 && text.ends_with('.'), "{code}: {text:?}");
+            assert!(
+                !text.starts_with(' ') && !text.contains("  "),
+                "{code}: {text:?}"
+            );
         }
     }
 }
