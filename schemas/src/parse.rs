@@ -907,6 +907,38 @@ fn strip_mx_prefix(host: &str) -> Option<&str> {
     (rest.len() != host.len()).then_some(rest)
 }
 
+/// Whether `text` is an IPv4 or IPv6 address as the standard library reads them. Dotted
+/// quads, most of what reports hold, are checked here without the general parser, which
+/// took a tenth of the parse time; everything else goes to it.
+fn is_ip_address(text: &str) -> bool {
+    if let Some(quad) = dotted_quad(text.as_bytes()) {
+        return quad;
+    }
+    text.parse::<IpAddr>().is_ok()
+}
+
+/// `Some(true)` for a canonical dotted quad (four decimal octets, each 0-255 without a
+/// leading zero); `None` when the text is not of that simple shape and needs the full parser.
+fn dotted_quad(text: &[u8]) -> Option<bool> {
+    let mut octets = 0;
+    for part in text.split(|&b| b == b'.') {
+        octets += 1;
+        if octets > 4
+            || part.is_empty()
+            || part.len() > 3
+            || !part.iter().all(u8::is_ascii_digit)
+            || (part.len() > 1 && part[0] == b'0')
+        {
+            return None;
+        }
+        let value = part.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
+        if value > 255 {
+            return None;
+        }
+    }
+    (octets == 4).then_some(true)
+}
+
 fn normalise_failure(
     p: usize,
     f: usize,
@@ -930,15 +962,12 @@ fn normalise_failure(
     let sending_mta_ip = optional_text(wire.sending_mta_ip, notes, || at("sending-mta-ip"));
     if sending_mta_ip
         .as_deref()
-        .is_some_and(|ip| ip.parse::<IpAddr>().is_err())
+        .is_some_and(|ip| !is_ip_address(ip))
     {
         notes.add(WarningCode::SendingMtaIpInvalid, at("sending-mta-ip"));
     }
     let receiving_ip = optional_text(wire.receiving_ip, notes, || at("receiving-ip"));
-    if receiving_ip
-        .as_deref()
-        .is_some_and(|ip| ip.parse::<IpAddr>().is_err())
-    {
+    if receiving_ip.as_deref().is_some_and(|ip| !is_ip_address(ip)) {
         notes.add(WarningCode::ReceivingIpInvalid, at("receiving-ip"));
     }
     FailureDetails {
@@ -961,5 +990,57 @@ fn normalise_failure(
         failure_reason_code: optional_text(wire.failure_reason_code, notes, || {
             at("failure-reason-code")
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ip_fast_path_agrees_with_the_standard_parser() {
+        let listed = [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..3.4",
+            "x.x.x.x",
+            "",
+            "1.2.3.4 ",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "2001:db8:abcd:0012::1",
+            "fe80::1%eth0",
+            "mx.example.com",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "1.2.3.4/24",
+            "999.999.999.999",
+            "00.1.2.3",
+        ];
+        // And a few hundred thousand strings over the alphabet that matters, from a fixed
+        // linear congruential sequence so that a failure reproduces.
+        let mut state: u64 = 8460;
+        let generated = (0..300_000).map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (state >> 60) as usize + 1;
+            (0..len)
+                .map(|i| b"0123456789.25"[((state >> (i * 4)) & 0xf) as usize % 13] as char)
+                .collect::<String>()
+        });
+        for text in listed.iter().map(|s| s.to_string()).chain(generated) {
+            assert_eq!(
+                is_ip_address(&text),
+                text.parse::<IpAddr>().is_ok(),
+                "{text:?}"
+            );
+        }
     }
 }

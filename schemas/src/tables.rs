@@ -53,8 +53,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
-    StringBuilder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, Date32Builder, DictionaryArray, Int32Builder,
+    Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
     DataType, Date32Type, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
@@ -176,7 +176,85 @@ pub fn failures_schema() -> SchemaRef {
     FAILURES_SCHEMA.clone()
 }
 
-type Dict = StringDictionaryBuilder<Int32Type>;
+/// A text column that remembers how large its last batch was and starts the next one with
+/// that capacity: a transformer cuts batches of similar size, and growing `raw_json` by
+/// doubling copied every report several times.
+struct TextColumn {
+    builder: StringBuilder,
+}
+
+impl TextColumn {
+    fn new() -> Self {
+        Self {
+            builder: StringBuilder::new(),
+        }
+    }
+
+    fn append(&mut self, value: &str) {
+        self.builder.append_value(value);
+    }
+
+    fn append_option(&mut self, value: Option<&str>) {
+        self.builder.append_option(value);
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let rows = self.builder.len();
+        let bytes = self.builder.values_slice().len();
+        let array = self.builder.finish();
+        self.builder = StringBuilder::with_capacity(rows, bytes);
+        Arc::new(array)
+    }
+}
+
+/// A dictionary-encoded text column whose keys the flattener looks up itself, so a value
+/// repeated on many rows (a report's organisation on each of its failure rows) is hashed
+/// once per report rather than once per row, as `StringDictionaryBuilder` would.
+struct DictColumn {
+    keys: Int32Builder,
+    values: StringBuilder,
+    index: HashMap<Box<str>, i32>,
+}
+
+impl DictColumn {
+    fn new() -> Self {
+        Self {
+            keys: Int32Builder::new(),
+            values: StringBuilder::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// The key of `value` in this batch's dictionary, adding it if new.
+    fn key(&mut self, value: &str) -> i32 {
+        if let Some(&key) = self.index.get(value) {
+            return key;
+        }
+        // A batch holds far fewer than 2^31 distinct values: it holds fewer rows than that.
+        let key = self.index.len() as i32;
+        self.index.insert(value.into(), key);
+        self.values.append_value(value);
+        key
+    }
+
+    fn append_key(&mut self, key: Option<i32>) {
+        self.keys.append_option(key);
+    }
+
+    fn append(&mut self, value: Option<&str>) {
+        let key = value.map(|v| self.key(v));
+        self.keys.append_option(key);
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        self.index.clear();
+        let keys = self.keys.finish();
+        let values: ArrayRef = Arc::new(self.values.finish());
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+            keys, values,
+        )?))
+    }
+}
 
 fn timestamp_builder() -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::new().with_timezone("UTC")
@@ -196,96 +274,96 @@ fn date32(at: &DateTime<Utc>) -> i32 {
 }
 
 struct ReportColumns {
-    report_uid: StringBuilder,
-    organization_name: Dict,
-    contact_info: StringBuilder,
-    report_id: StringBuilder,
+    report_uid: TextColumn,
+    organization_name: DictColumn,
+    contact_info: TextColumn,
+    report_id: TextColumn,
     start_datetime: TimestampMicrosecondBuilder,
     end_datetime: TimestampMicrosecondBuilder,
     date: Date32Builder,
     received_at: TimestampMicrosecondBuilder,
-    transport: Dict,
-    submitter: StringBuilder,
+    transport: DictColumn,
+    submitter: TextColumn,
     policy_count: Int32Builder,
     total_successful_session_count: Int64Builder,
     total_failure_session_count: Int64Builder,
     warnings: ListBuilder<StringBuilder>,
-    raw_json: StringBuilder,
+    raw_json: TextColumn,
 }
 
 struct PolicyColumns {
-    report_uid: StringBuilder,
+    report_uid: TextColumn,
     policy_index: Int32Builder,
     date: Date32Builder,
     start_datetime: TimestampMicrosecondBuilder,
-    organization_name: Dict,
-    policy_type: Dict,
-    policy_domain: StringBuilder,
+    organization_name: DictColumn,
+    policy_type: DictColumn,
+    policy_domain: TextColumn,
     policy_string: ListBuilder<StringBuilder>,
     mx_host: ListBuilder<StringBuilder>,
-    sts_mode: Dict,
+    sts_mode: DictColumn,
     sts_max_age: Int64Builder,
     total_successful_session_count: Int64Builder,
     total_failure_session_count: Int64Builder,
 }
 
 struct FailureColumns {
-    report_uid: StringBuilder,
+    report_uid: TextColumn,
     policy_index: Int32Builder,
     date: Date32Builder,
     start_datetime: TimestampMicrosecondBuilder,
-    organization_name: Dict,
-    policy_type: Dict,
-    policy_domain: StringBuilder,
-    result_type: Dict,
-    sending_mta_ip: StringBuilder,
-    receiving_mx_hostname: StringBuilder,
-    receiving_mx_helo: StringBuilder,
-    receiving_ip: StringBuilder,
+    organization_name: DictColumn,
+    policy_type: DictColumn,
+    policy_domain: TextColumn,
+    result_type: DictColumn,
+    sending_mta_ip: TextColumn,
+    receiving_mx_hostname: TextColumn,
+    receiving_mx_helo: TextColumn,
+    receiving_ip: TextColumn,
     failed_session_count: Int64Builder,
-    additional_information: StringBuilder,
-    failure_reason_code: StringBuilder,
+    additional_information: TextColumn,
+    failure_reason_code: TextColumn,
 }
 
 impl ReportColumns {
     fn new() -> Self {
         Self {
-            report_uid: StringBuilder::new(),
-            organization_name: Dict::new(),
-            contact_info: StringBuilder::new(),
-            report_id: StringBuilder::new(),
+            report_uid: TextColumn::new(),
+            organization_name: DictColumn::new(),
+            contact_info: TextColumn::new(),
+            report_id: TextColumn::new(),
             start_datetime: timestamp_builder(),
             end_datetime: timestamp_builder(),
             date: Date32Builder::new(),
             received_at: timestamp_builder(),
-            transport: Dict::new(),
-            submitter: StringBuilder::new(),
+            transport: DictColumn::new(),
+            submitter: TextColumn::new(),
             policy_count: Int32Builder::new(),
             total_successful_session_count: Int64Builder::new(),
             total_failure_session_count: Int64Builder::new(),
             warnings: ListBuilder::new(StringBuilder::new()),
-            raw_json: StringBuilder::new(),
+            raw_json: TextColumn::new(),
         }
     }
 
     fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.report_uid.finish()),
-            Arc::new(self.organization_name.finish()),
-            Arc::new(self.contact_info.finish()),
-            Arc::new(self.report_id.finish()),
+            self.report_uid.finish(),
+            self.organization_name.finish()?,
+            self.contact_info.finish(),
+            self.report_id.finish(),
             Arc::new(self.start_datetime.finish()),
             Arc::new(self.end_datetime.finish()),
             Arc::new(self.date.finish()),
             Arc::new(self.received_at.finish()),
-            Arc::new(self.transport.finish()),
-            Arc::new(self.submitter.finish()),
+            self.transport.finish()?,
+            self.submitter.finish(),
             Arc::new(self.policy_count.finish()),
             Arc::new(self.total_successful_session_count.finish()),
             Arc::new(self.total_failure_session_count.finish()),
             // `ListBuilder` names its item field "item", nullable, as the schemas do.
             Arc::new(self.warnings.finish()),
-            Arc::new(self.raw_json.finish()),
+            self.raw_json.finish(),
         ];
         RecordBatch::try_new(reports_schema(), columns)
     }
@@ -294,16 +372,16 @@ impl ReportColumns {
 impl PolicyColumns {
     fn new() -> Self {
         Self {
-            report_uid: StringBuilder::new(),
+            report_uid: TextColumn::new(),
             policy_index: Int32Builder::new(),
             date: Date32Builder::new(),
             start_datetime: timestamp_builder(),
-            organization_name: Dict::new(),
-            policy_type: Dict::new(),
-            policy_domain: StringBuilder::new(),
+            organization_name: DictColumn::new(),
+            policy_type: DictColumn::new(),
+            policy_domain: TextColumn::new(),
             policy_string: ListBuilder::new(StringBuilder::new()),
             mx_host: ListBuilder::new(StringBuilder::new()),
-            sts_mode: Dict::new(),
+            sts_mode: DictColumn::new(),
             sts_max_age: Int64Builder::new(),
             total_successful_session_count: Int64Builder::new(),
             total_failure_session_count: Int64Builder::new(),
@@ -312,16 +390,16 @@ impl PolicyColumns {
 
     fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.report_uid.finish()),
+            self.report_uid.finish(),
             Arc::new(self.policy_index.finish()),
             Arc::new(self.date.finish()),
             Arc::new(self.start_datetime.finish()),
-            Arc::new(self.organization_name.finish()),
-            Arc::new(self.policy_type.finish()),
-            Arc::new(self.policy_domain.finish()),
+            self.organization_name.finish()?,
+            self.policy_type.finish()?,
+            self.policy_domain.finish(),
             Arc::new(self.policy_string.finish()),
             Arc::new(self.mx_host.finish()),
-            Arc::new(self.sts_mode.finish()),
+            self.sts_mode.finish()?,
             Arc::new(self.sts_max_age.finish()),
             Arc::new(self.total_successful_session_count.finish()),
             Arc::new(self.total_failure_session_count.finish()),
@@ -333,41 +411,41 @@ impl PolicyColumns {
 impl FailureColumns {
     fn new() -> Self {
         Self {
-            report_uid: StringBuilder::new(),
+            report_uid: TextColumn::new(),
             policy_index: Int32Builder::new(),
             date: Date32Builder::new(),
             start_datetime: timestamp_builder(),
-            organization_name: Dict::new(),
-            policy_type: Dict::new(),
-            policy_domain: StringBuilder::new(),
-            result_type: Dict::new(),
-            sending_mta_ip: StringBuilder::new(),
-            receiving_mx_hostname: StringBuilder::new(),
-            receiving_mx_helo: StringBuilder::new(),
-            receiving_ip: StringBuilder::new(),
+            organization_name: DictColumn::new(),
+            policy_type: DictColumn::new(),
+            policy_domain: TextColumn::new(),
+            result_type: DictColumn::new(),
+            sending_mta_ip: TextColumn::new(),
+            receiving_mx_hostname: TextColumn::new(),
+            receiving_mx_helo: TextColumn::new(),
+            receiving_ip: TextColumn::new(),
             failed_session_count: Int64Builder::new(),
-            additional_information: StringBuilder::new(),
-            failure_reason_code: StringBuilder::new(),
+            additional_information: TextColumn::new(),
+            failure_reason_code: TextColumn::new(),
         }
     }
 
     fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.report_uid.finish()),
+            self.report_uid.finish(),
             Arc::new(self.policy_index.finish()),
             Arc::new(self.date.finish()),
             Arc::new(self.start_datetime.finish()),
-            Arc::new(self.organization_name.finish()),
-            Arc::new(self.policy_type.finish()),
-            Arc::new(self.policy_domain.finish()),
-            Arc::new(self.result_type.finish()),
-            Arc::new(self.sending_mta_ip.finish()),
-            Arc::new(self.receiving_mx_hostname.finish()),
-            Arc::new(self.receiving_mx_helo.finish()),
-            Arc::new(self.receiving_ip.finish()),
+            self.organization_name.finish()?,
+            self.policy_type.finish()?,
+            self.policy_domain.finish(),
+            self.result_type.finish()?,
+            self.sending_mta_ip.finish(),
+            self.receiving_mx_hostname.finish(),
+            self.receiving_mx_helo.finish(),
+            self.receiving_ip.finish(),
             Arc::new(self.failed_session_count.finish()),
-            Arc::new(self.additional_information.finish()),
-            Arc::new(self.failure_reason_code.finish()),
+            self.additional_information.finish(),
+            self.failure_reason_code.finish(),
         ];
         RecordBatch::try_new(failures_schema(), columns)
     }
@@ -448,11 +526,15 @@ impl TablesBuilder {
         let date = date32(&start);
         let organization = report.organization_name.as_str();
 
+        // Looked up once per report, repeated on every policy and failure row.
+        let policy_organization = self.policies.organization_name.key(organization);
+        let failure_organization = self.failures.organization_name.key(organization);
+
         let r = &mut self.reports;
-        r.report_uid.append_value(&uid);
-        r.organization_name.append_value(organization);
+        r.report_uid.append(&uid);
+        r.organization_name.append(Some(organization));
         r.contact_info.append_option(report.contact_info.as_deref());
-        r.report_id.append_value(&report.report_id);
+        r.report_id.append(&report.report_id);
         r.start_datetime.append_value(start_micros);
         r.end_datetime
             .append_value(report.date_range.end_datetime.timestamp_micros());
@@ -460,8 +542,8 @@ impl TablesBuilder {
         r.received_at
             .append_value(received.envelope.received_at.timestamp_micros());
         r.transport
-            .append_value(received.envelope.transport.as_str());
-        r.submitter.append_option(received.submitter());
+            .append(Some(received.envelope.transport.as_str()));
+        r.submitter.append_option(received.submitter().as_deref());
         r.policy_count.append_value(policy_count);
         r.total_successful_session_count.append_value(total_ok);
         r.total_failure_session_count.append_value(total_failed);
@@ -474,20 +556,21 @@ impl TablesBuilder {
             }
         }
         r.warnings.append(true);
-        r.raw_json.append_value(&received.raw_json);
+        r.raw_json.append(&received.raw_json);
 
         for (index, policy_result) in report.policies.iter().enumerate() {
             // Cannot fail: policy_count fitted an i32.
             let index = index as i32;
             let policy = &policy_result.policy;
             let policy_type = policy.policy_type.as_ref().map(PolicyType::as_str);
+            let failure_policy_type = policy_type.map(|t| self.failures.policy_type.key(t));
             let p = &mut self.policies;
-            p.report_uid.append_value(&uid);
+            p.report_uid.append(&uid);
             p.policy_index.append_value(index);
             p.date.append_value(date);
             p.start_datetime.append_value(start_micros);
-            p.organization_name.append_value(organization);
-            p.policy_type.append_option(policy_type);
+            p.organization_name.append_key(Some(policy_organization));
+            p.policy_type.append(policy_type);
             p.policy_domain
                 .append_option(policy.policy_domain.as_deref());
             for line in &policy.policy_string {
@@ -498,7 +581,7 @@ impl TablesBuilder {
                 p.mx_host.values().append_value(host);
             }
             p.mx_host.append(true);
-            p.sts_mode.append_option(policy.sts_mode());
+            p.sts_mode.append(policy.sts_mode());
             p.sts_max_age
                 .append_option(policy.sts_max_age().and_then(|v| i64::try_from(v).ok()));
             let summary = &policy_result.summary;
@@ -509,15 +592,15 @@ impl TablesBuilder {
 
             for failure in &policy_result.failure_details {
                 let f = &mut self.failures;
-                f.report_uid.append_value(&uid);
+                f.report_uid.append(&uid);
                 f.policy_index.append_value(index);
                 f.date.append_value(date);
                 f.start_datetime.append_value(start_micros);
-                f.organization_name.append_value(organization);
-                f.policy_type.append_option(policy_type);
+                f.organization_name.append_key(Some(failure_organization));
+                f.policy_type.append_key(failure_policy_type);
                 f.policy_domain
                     .append_option(policy.policy_domain.as_deref());
-                f.result_type.append_value(failure.result_type.as_str());
+                f.result_type.append(Some(failure.result_type.as_str()));
                 f.sending_mta_ip
                     .append_option(failure.sending_mta_ip.as_deref());
                 f.receiving_mx_hostname
