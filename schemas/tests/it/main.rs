@@ -1,5 +1,7 @@
 //! Integration tests of `tlsrpt-schemas`: one test binary (see STYLE.md).
 
+#[allow(unsafe_code)] // a counting global allocator, for memory assertions
+mod alloc_meter;
 mod containers;
 mod corpus;
 mod email;
@@ -8,3 +10,6 @@ mod golden;
 mod refusals;
 mod support;
 mod tables;
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
