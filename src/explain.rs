@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tlsrpt_schemas::explain::Explanation;
-use tlsrpt_schemas::{DecodeOptions, Decoder};
 
-use crate::input::read_input;
+use crate::input::{DecodeArgs, read_input};
 
 /// Explain a report: who reported, for which days, what failed, what it means and what to do.
 ///
@@ -25,9 +24,8 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
-    /// The largest decompressed report accepted, in bytes.
-    #[arg(long, default_value_t = DecodeOptions::default().max_decompressed_bytes, value_name = "BYTES")]
-    max_decompressed_bytes: usize,
+    #[command(flatten)]
+    decode: DecodeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,9 +37,7 @@ enum Format {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let bytes = read_input(&args.path)?;
-    let mut decoder = Decoder::new(DecodeOptions {
-        max_decompressed_bytes: args.max_decompressed_bytes,
-    });
+    let mut decoder = args.decode.decoder();
     let input = match decoder.decode_any(&bytes) {
         Ok(input) => input,
         Err(err) => {

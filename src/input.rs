@@ -4,6 +4,23 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
+use tlsrpt_schemas::{DecodeOptions, Decoder};
+
+/// Decoder options shared by the commands that read reports.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DecodeArgs {
+    /// The largest decompressed report accepted, in bytes.
+    #[arg(long, default_value_t = DecodeOptions::default().max_decompressed_bytes, value_name = "BYTES")]
+    max_decompressed_bytes: usize,
+}
+
+impl DecodeArgs {
+    pub(crate) fn decoder(&self) -> Decoder {
+        Decoder::new(DecodeOptions {
+            max_decompressed_bytes: self.max_decompressed_bytes,
+        })
+    }
+}
 
 /// The largest file read from disk or stdin: well above the decoder's decompressed cap for
 /// compressed input, and a guard against `tlsrpt validate /dev/zero`.

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use serde::Serialize;
-use tlsrpt_schemas::{DecodeOptions, Decoder, Warning};
+use tlsrpt_schemas::{Decoder, Warning};
 
-use crate::input::read_input;
+use crate::input::{DecodeArgs, read_input};
 
 /// Check report files: print OK with the quirks found, or why a file is refused.
 ///
@@ -22,9 +22,8 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
-    /// The largest decompressed report accepted, in bytes.
-    #[arg(long, default_value_t = DecodeOptions::default().max_decompressed_bytes, value_name = "BYTES")]
-    max_decompressed_bytes: usize,
+    #[command(flatten)]
+    decode: DecodeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -101,9 +100,7 @@ fn check(decoder: &mut Decoder, path: &str) -> Outcome {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let mut decoder = Decoder::new(DecodeOptions {
-        max_decompressed_bytes: args.max_decompressed_bytes,
-    });
+    let mut decoder = args.decode.decoder();
     let outcomes: Vec<Outcome> = args
         .paths
         .iter()
