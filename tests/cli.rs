@@ -314,6 +314,19 @@ fn explain_the_mail_ru_fetch_error_report() {
 }
 
 #[test]
+fn explain_advises_a_domain_without_a_policy() {
+    let text = explain(
+        &vendored("cry-inc__dmarc-report-viewer/no-policy.json"),
+        "text",
+    );
+    assert!(text.starts_with("OK: no TLS failures."), "{text}");
+    assert!(
+        text.contains("Advice: No MTA-STS policy or DANE was found"),
+        "{text}"
+    );
+}
+
+#[test]
 fn explain_a_mail_shows_the_submitter() {
     let text = explain(&vendored("mjl-__mox/microsoft.eml"), "text");
     assert!(text.contains("Submitter    microsoft.com"), "{text}");

@@ -92,6 +92,9 @@ pub struct PolicyExplanation {
     pub failures: Vec<FailureGroup>,
     /// Set when the failure details do not add up to the summary's failure count.
     pub detail_sum_mismatch: Option<SumMismatch>,
+    /// What the domain owner could do next about the policy itself (publish one, move from
+    /// testing to enforce), when there is something to say.
+    pub advice: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +214,9 @@ impl Explanation {
             if let Some(m) = &policy.detail_sum_mismatch {
                 wrap(&mut out, "  ", "  ", &mismatch_sentence(m));
             }
+            if let Some(advice) = &policy.advice {
+                wrap(&mut out, "  Advice: ", "  ", advice);
+            }
             for group in &policy.failures {
                 out.push('\n');
                 line(
@@ -323,6 +329,9 @@ impl Explanation {
             if let Some(m) = &policy.detail_sum_mismatch {
                 let _ = writeln!(out, "\n{}", md(&mismatch_sentence(m)));
             }
+            if let Some(advice) = &policy.advice {
+                let _ = writeln!(out, "\n**Advice.** {advice}");
+            }
             for group in &policy.failures {
                 let _ = writeln!(
                     out,
@@ -414,7 +423,13 @@ fn explain_policy(result: &PolicyResult) -> PolicyExplanation {
         }
         _ => None,
     };
+    let advice = advice(
+        policy.policy_type.as_ref(),
+        mode.as_deref(),
+        failed.unwrap_or(0) == 0 && failures.is_empty(),
+    );
     PolicyExplanation {
+        advice,
         policy_type: policy.policy_type.as_ref().map(|t| t.as_str().to_owned()),
         title: if entry.registered {
             entry.title
@@ -433,6 +448,27 @@ fn explain_policy(result: &PolicyResult) -> PolicyExplanation {
         failures,
         detail_sum_mismatch,
     }
+}
+
+fn advice(policy_type: Option<&PolicyType>, mode: Option<&str>, clean: bool) -> Option<String> {
+    let text = match (policy_type, mode) {
+        (Some(PolicyType::NoPolicyFound), _) => {
+            "No MTA-STS policy or DANE was found, so senders use TLS only when offered and an \
+             attacker on the path could strip it. Publish an MTA-STS policy (start with \
+             `mode: testing`) or DANE to make TLS required."
+        }
+        (Some(PolicyType::Sts), Some("testing")) if clean => {
+            "The policy is in testing mode and this report shows no failures. Once reports from \
+             all big senders stay clean for a few weeks, switch to `mode: enforce` (and change \
+             the `id=` of the `_mta-sts` TXT record so senders fetch the new policy)."
+        }
+        (Some(PolicyType::Sts), Some("none")) => {
+            "The policy is in mode none: MTA-STS is switched off for this domain. If that is not \
+             on purpose, publish `mode: testing` or `mode: enforce` again."
+        }
+        _ => return None,
+    };
+    Some(text.to_owned())
 }
 
 fn group_failures(
