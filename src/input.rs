@@ -49,3 +49,40 @@ pub(crate) fn read_input(path: &str) -> anyhow::Result<Vec<u8>> {
     );
     Ok(bytes)
 }
+
+/// The files to read for the paths given on the command line: a directory stands for every
+/// file under it (recursively, sorted, hidden files skipped); `-` and files stand for
+/// themselves. A path that does not exist is kept, so that reading it reports the error.
+pub(crate) fn expand_paths(paths: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path != "-" && Path::new(path).is_dir() {
+            let mut found = Vec::new();
+            collect_files(Path::new(path), &mut found);
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    out
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // Unreadable: keep the directory itself, so that reading it names the problem.
+        out.push(dir.display().to_string());
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+}

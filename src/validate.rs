@@ -5,16 +5,16 @@ use std::process::ExitCode;
 use serde::Serialize;
 use tlsrpt_schemas::{Decoder, Warning};
 
-use crate::input::{DecodeArgs, read_input};
+use crate::input::{DecodeArgs, expand_paths, read_input};
 
 /// Check report files: print OK with the quirks found, or why a file is refused.
 ///
 /// Each PATH may be report JSON, gzip-compressed JSON (`.json.gz`), a zip archive, base64 of
-/// those, or a whole mail message (`.eml`); the bytes decide, not the file name. `-` reads
-/// standard input. Exits 0 when every file is accepted, 1 when any is refused.
+/// those, or a whole mail message (`.eml`); the bytes decide, not the file name. A directory
+/// means every file under it. `-` reads standard input. Exits 0 when every file is accepted, 1 when any is refused.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Files to check; `-` for standard input.
+    /// Files or directories to check; `-` for standard input.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<String>,
 
@@ -101,8 +101,7 @@ fn check(decoder: &mut Decoder, path: &str) -> Outcome {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut decoder = args.decode.decoder();
-    let outcomes: Vec<Outcome> = args
-        .paths
+    let outcomes: Vec<Outcome> = expand_paths(&args.paths)
         .iter()
         .map(|path| check(&mut decoder, path))
         .collect();
@@ -126,7 +125,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let all_ok = outcomes.iter().all(|o| o.ok);
+    let refused = outcomes.iter().filter(|o| !o.ok).count();
+    if args.format == Format::Text && outcomes.len() > 1 {
+        // On stderr, so that stdout stays one line per file for grep and scripts.
+        eprintln!(
+            "{} files: {} accepted, {refused} refused",
+            outcomes.len(),
+            outcomes.len() - refused
+        );
+    }
+    let all_ok = refused == 0;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -127,6 +127,18 @@ fn validate_accepts_every_corpus_file() {
 }
 
 #[test]
+fn validate_walks_directories() {
+    let dir = root().join("schemas/tests/fixtures/corpus/mjl-__mox");
+    let output = tlsrpt(&["validate", dir.to_str().unwrap()]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("OK ") && lines[0].ends_with("example.eml"));
+    assert!(lines[1].contains("microsoft.eml") && lines[1].contains("datetime_without_zone"));
+}
+
+#[test]
 fn validate_refuses_a_bad_count_with_its_json_path() {
     let bad = RFC_EXAMPLE.replacen(
         "\"failed-session-count\": 200",
