@@ -7,5 +7,6 @@
 //!
 //! It decodes and validates with `tlsrpt-schemas` and must not write Parquet or answer SQL.
 //!
-//! Planned layout: `http/`, `smtp/`, `import/`, and one `bus` module with a Kafka and an
-//! embedded side. Nothing is implemented yet; see the project's issues.
+//! Planned layout: `http/`, `smtp/`, `import/`; the bus itself (Kafka or the embedded log)
+//! is `tlsrpt-bus`, shared with the transformer. Nothing is implemented here yet; see the
+//! project's issues.

@@ -1,0 +1,118 @@
+//! # tlsrpt-bus: the log between the receivers and the transformer
+//!
+//! A receiver may tell a sender "accepted" only once the report is durable, and the
+//! transformer must be able to resume exactly where its Parquet files end. Both needs are met
+//! by a Kafka-shaped log: keyed messages with headers, appended to numbered partitions at
+//! increasing offsets, read back by offset, with offsets committed per consumer group.
+//!
+//! This crate holds that interface and its embedded implementation ([`embedded::EmbeddedLog`]),
+//! a log in the data directory on redb (an ACID, crash-safe B-tree file), with group commit so
+//! that one fsync covers every report that arrived while the previous one ran. The Kafka
+//! implementation joins it later, behind the same types, so that neither the receivers
+//! (`tlsrpt-ingest`) nor the transformer (`tlsrpt-transform`) know which one runs.
+//!
+//! Why a crate of its own: both sides of the log use it, and the receivers must not depend on
+//! the transformer or the other way round (DESIGN.md, "Workspace").
+//!
+//! It does no decoding: messages are bytes; what they hold is `tlsrpt-schemas`' business.
+
+pub mod embedded;
+
+use thiserror::Error;
+
+/// One message: the report's dedup key (which also chooses the partition, so that a
+/// duplicate lands beside its first copy), the decoded report JSON, and the envelope as
+/// headers (transport, received_at, submitter, remote address, content hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Message {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where an appended message is, once it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Delivered {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A message read back from the log, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition: u32,
+    pub offset: u64,
+    pub message: Message,
+}
+
+/// Why the bus could not do what was asked.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum BusError {
+    /// Another process holds the log. Two writers would corrupt it, so the second is refused.
+    #[error(
+        "the bus at {path} is in use by another tlsrpt process; stop it, or send the reports to it"
+    )]
+    Locked { path: String },
+    /// The log exists with another partition count; partitions cannot change under data.
+    #[error("the bus at {path} has {found} partitions, not the {asked} asked for")]
+    PartitionCount {
+        path: String,
+        found: u32,
+        asked: u32,
+    },
+    /// A partition number outside the log.
+    #[error("partition {partition} does not exist (the bus has {partitions})")]
+    NoSuchPartition { partition: u32, partitions: u32 },
+    /// The storage failed (disk full, I/O error, a damaged file): nothing of the failed
+    /// write was acknowledged. A receiver answers "try again later" (HTTP 503, SMTP 451).
+    #[error("the bus cannot store the message: {0}")]
+    Storage(String),
+    /// The log was shut down while the request waited.
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+impl BusError {
+    /// Whether the sender should retry later (the report itself was fine).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Storage(_) | BusError::Closed)
+    }
+}
+
+/// The partition for a key: FNV-1a of the key, modulo the partition count. Stable across
+/// versions and machines, since it decides where data already on disk lives.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &byte in key {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitioning_is_stable_and_spread() {
+        // Fixed values: a change here would move existing data to other partitions.
+        assert_eq!(partition_for_key(b"", 8), 0x811c_9dc5 % 8);
+        assert_eq!(partition_for_key(b"a", 1000), 0xe40c_292c % 1000);
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            counts[partition_for_key(format!("google.com\u{1f}{i}").as_bytes(), 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+}
