@@ -89,6 +89,25 @@ impl BusError {
     }
 }
 
+/// What a receiver needs of the bus: append a message and hear back once it is durable.
+/// The embedded log implements it, and the Kafka producer will.
+pub trait Producer: Send + Sync + 'static {
+    /// Appends `message` and resolves once it is durable (or refused).
+    fn send(
+        &self,
+        message: Message,
+    ) -> impl std::future::Future<Output = Result<Delivered, BusError>> + Send;
+}
+
+impl Producer for embedded::EmbeddedLog {
+    fn send(
+        &self,
+        message: Message,
+    ) -> impl std::future::Future<Output = Result<Delivered, BusError>> + Send {
+        embedded::EmbeddedLog::send(self, message)
+    }
+}
+
 /// The partition for a key: FNV-1a of the key, modulo the partition count. Stable across
 /// versions and machines, since it decides where data already on disk lives.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {

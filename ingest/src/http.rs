@@ -1,0 +1,252 @@
+//! The HTTP receiver: `POST /v1/reports` (RFC 8460 §5.3).
+//!
+//! A sender gets 200 only once the report is durable on the bus. Everything else is an answer
+//! a sender's operator can act on, with a JSON body `{"error", "code", "path"}`:
+//! - 400: a report, but malformed (broken JSON, a count that is not a count, damaged gzip);
+//! - 413: over the body cap (before decompression) or the decompressed cap (a gzip bomb stops
+//!   at the cap);
+//! - 415: not a report at all (HTML, a PDF, an empty body);
+//! - 503 with `Retry-After`: the bus cannot take it now, or the refused bytes could not be
+//!   kept; the sender retries, as RFC 8460 expects.
+//!
+//! The media type is not trusted: `application/tlsrpt+gzip`, `+json`, `application/gzip`,
+//! `application/json` or none, the bytes decide. Refused bodies go to the dead-letter area
+//! ([`crate::rejected`]) before the answer is sent.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use serde_json::json;
+use tlsrpt_bus::{BusError, Producer};
+use tlsrpt_schemas::{
+    DecodeError, DecodeOptions, Decoder, Envelope, ReceivedReport, StatusClass, Transport,
+};
+
+use crate::publish::{message_for, sha256_hex};
+use crate::rejected::{Rejected, Rejection};
+
+/// Limits of the HTTP receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The largest body read, before decompression (default 10 MiB).
+    pub max_body_bytes: usize,
+    /// The decoder's limits (the decompressed cap, default 20 MiB).
+    pub decode: DecodeOptions,
+    /// What `Retry-After` says when the bus cannot take a report, in seconds.
+    pub retry_after_seconds: u32,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 << 20,
+            decode: DecodeOptions::default(),
+            retry_after_seconds: 60,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct HttpReceiver<P> {
+    producer: P,
+    rejected: Arc<Rejected>,
+    options: HttpOptions,
+}
+
+impl<P: Producer> HttpReceiver<P> {
+    pub fn new(producer: P, rejected: Arc<Rejected>, options: HttpOptions) -> Arc<Self> {
+        Arc::new(Self {
+            producer,
+            rejected,
+            options,
+        })
+    }
+
+    /// The routes: `POST /v1/reports`, `GET /healthz`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/reports", post(post_report::<P>))
+            .route("/healthz", get(|| async { "ok\n" }))
+            // The body cap is ours (checked while reading, answered in JSON).
+            .layer(DefaultBodyLimit::disable())
+            .with_state(Arc::clone(self))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+thread_local! {
+    /// One decoder per thread: building one per request halved throughput (DESIGN.md).
+    static DECODER: RefCell<Option<Decoder>> = const { RefCell::new(None) };
+}
+
+fn decode(
+    options: DecodeOptions,
+    body: &[u8],
+) -> Result<tlsrpt_schemas::DecodedInput, DecodeError> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decoder = match slot.as_mut() {
+            Some(decoder) if decoder.options() == options => decoder,
+            _ => slot.insert(Decoder::new(options)),
+        };
+        decoder.decode_any(body)
+    })
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str, path: Option<&str>) -> Response {
+    let mut body = json!({ "error": message, "code": code });
+    if let Some(path) = path {
+        body["path"] = json!(path);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn try_again(options: &HttpOptions, message: &str) -> Response {
+    let mut response = error_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        message,
+        None,
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(options.retry_after_seconds),
+    );
+    response
+}
+
+async fn post_report<P: Producer>(
+    State(receiver): State<Arc<HttpReceiver<P>>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let options = receiver.options;
+    let received_at = Utc::now();
+    let rejection =
+        |code: &str, message: String, path: Option<&str>, bytes: &[u8], complete| Rejection {
+            received_at,
+            transport: Transport::Https.as_str().to_owned(),
+            remote_addr: Some(remote.to_string()),
+            code: code.to_owned(),
+            message,
+            path: path.map(str::to_owned),
+            bytes: bytes.len(),
+            complete,
+            sha256: sha256_hex(bytes),
+        };
+
+    let body = match axum::body::to_bytes(body, options.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            // Over the cap (or the client went away): nothing complete to keep, but the
+            // attempt is recorded.
+            let message = format!(
+                "the body is larger than {} bytes, the most this receiver reads",
+                options.max_body_bytes
+            );
+            let record = rejection("too_large", message.clone(), None, &[], false);
+            if keep(&receiver.rejected, Vec::new(), record).await.is_err() {
+                return try_again(&options, "cannot record the refusal; try again later");
+            }
+            return error_body(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &message, None);
+        }
+    };
+
+    let decoded = match decode(options.decode, &body) {
+        Ok(decoded) => decoded,
+        Err(err) => {
+            let status = match err.status_class() {
+                StatusClass::Malformed => StatusCode::BAD_REQUEST,
+                StatusClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                StatusClass::NotAReport => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            };
+            let message = err.to_string();
+            let record = rejection(err.code(), message.clone(), err.path(), &body, true);
+            if keep(&receiver.rejected, body.to_vec(), record)
+                .await
+                .is_err()
+            {
+                // Refusing without keeping the bytes would lose them: let the sender retry.
+                return try_again(&options, "cannot record the refusal; try again later");
+            }
+            return error_body(status, err.code(), &message, err.path());
+        }
+    };
+
+    let received = ReceivedReport {
+        envelope: Envelope {
+            transport: Transport::Https,
+            received_at,
+            submitter_header: None,
+        },
+        report: decoded.decoded.report,
+        raw_json: decoded.decoded.raw_json,
+    };
+    let message = message_for(&received, Some(remote), sha256_hex(&body));
+    match receiver.producer.send(message).await {
+        Ok(delivered) => {
+            let mut warnings: Vec<&str> = Vec::new();
+            for warning in &received.report.warnings {
+                if !warnings.contains(&warning.code.as_str()) {
+                    warnings.push(warning.code.as_str());
+                }
+            }
+            (
+                StatusCode::OK,
+                axum::Json(json!({
+                    "status": "accepted",
+                    "report_uid": received.report.report_uid(),
+                    "partition": delivered.partition,
+                    "offset": delivered.offset,
+                    "warnings": warnings,
+                })),
+            )
+                .into_response()
+        }
+        Err(err @ (BusError::Storage(_) | BusError::Closed | BusError::Locked { .. })) => {
+            try_again(&options, &format!("{err}; try again later"))
+        }
+        Err(err) => error_body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &err.to_string(),
+            None,
+        ),
+    }
+}
+
+/// Keeps refused bytes off the async threads (it syncs to disk).
+async fn keep(
+    rejected: &Arc<Rejected>,
+    bytes: Vec<u8>,
+    record: Rejection,
+) -> std::io::Result<String> {
+    let rejected = Arc::clone(rejected);
+    tokio::task::spawn_blocking(move || rejected.keep(&bytes, &record))
+        .await
+        .map_err(std::io::Error::other)?
+}
