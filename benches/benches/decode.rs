@@ -45,6 +45,7 @@ fn envelope() -> Envelope {
         transport: Transport::Https,
         received_at: Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
         submitter_header: None,
+        dkim: None,
     }
 }
 

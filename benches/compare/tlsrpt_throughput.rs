@@ -62,6 +62,7 @@ fn main() {
         transport: Transport::Import,
         received_at: chrono::Utc::now(),
         submitter_header: None,
+        dkim: None,
     };
 
     measure("parse_json", docs.len(), bytes, runs, || {

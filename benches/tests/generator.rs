@@ -169,7 +169,7 @@ proptest! {
                 let report = parse_report(&g.json).unwrap();
                 ReceivedReport {
                     report,
-                    envelope: Envelope { transport: Transport::Import, received_at: g.received_at, submitter_header: Some(g.submitter) },
+                    envelope: Envelope { transport: Transport::Import, received_at: g.received_at, submitter_header: Some(g.submitter), dkim: None },
                     raw_json: g.json,
                 }
             })

@@ -202,11 +202,12 @@ async fn post_report<P: Producer>(
             transport: Transport::Https,
             received_at,
             submitter_header: None,
+            dkim: None,
         },
         report: decoded.decoded.report,
         raw_json: decoded.decoded.raw_json,
     };
-    let message = message_for(&received, Some(remote), sha256_hex(&body));
+    let message = message_for(&received, Some(remote), &sha256_hex(&body));
     match receiver.producer.send(message).await {
         Ok(delivered) => {
             let mut warnings: Vec<&str> = Vec::new();

@@ -44,6 +44,41 @@ impl fmt::Display for Transport {
     }
 }
 
+/// What DKIM verification said of a mailed report; stored in `reports.dkim`.
+///
+/// RFC 8460 §5.3.1 asks mailed reports to be DKIM-signed and lets a receiver drop unsigned
+/// ones. Real senders' keys and canonicalisation vary, so by default the outcome is recorded
+/// and the report kept; a strict receiver refuses anything but `Pass`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimOutcome {
+    /// A signature verified (for any signing domain).
+    Pass,
+    /// Signatures were present and none verified (bad signature, key not found, body changed).
+    Fail,
+    /// The message carried no DKIM signature.
+    None,
+}
+
+impl DkimOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimOutcome::Pass => "pass",
+            DkimOutcome::Fail => "fail",
+            DkimOutcome::None => "none",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pass" => Some(DkimOutcome::Pass),
+            "fail" => Some(DkimOutcome::Fail),
+            "none" => Some(DkimOutcome::None),
+            _ => None,
+        }
+    }
+}
+
 /// The envelope of one received report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -52,6 +87,21 @@ pub struct Envelope {
     pub received_at: DateTime<Utc>,
     /// The `TLS-Report-Submitter` mail header, when the report came by mail with one.
     pub submitter_header: Option<String>,
+    /// DKIM outcome, for reports that came by SMTP; `None` for other transports (and for
+    /// imported mail, whose signing keys may have rotated since).
+    pub dkim: Option<DkimOutcome>,
+}
+
+impl Envelope {
+    /// An envelope for a report received now by `transport`, with no mail headers.
+    pub fn now(transport: Transport) -> Self {
+        Self {
+            transport,
+            received_at: Utc::now(),
+            submitter_header: None,
+            dkim: None,
+        }
+    }
 }
 
 /// A validated report with its envelope and the JSON exactly as decoded, which is kept so

@@ -13,6 +13,7 @@
 //! - [`warning`]: the codes recorded for each real-world quirk that was accepted.
 //! - [`envelope`]: transport, arrival time and submitter of a received report.
 //! - [`dedup`]: the dedup key and the stable `report_uid`.
+//! - [`message`]: a received report as a bus message (key, value, headers) and back.
 //! - [`tables`]: the Arrow schemas of the `reports`, `policies` and `failures` tables, and
 //!   flattening reports into them (and back, for tests and reprocessing).
 //! - [`catalogue`]: what each result type and policy type means for a domain owner, the
@@ -28,6 +29,7 @@ pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod explain;
+pub mod message;
 pub mod model;
 mod parse;
 pub mod tables;
@@ -35,7 +37,7 @@ pub mod warning;
 
 pub use decode::{DecodeOptions, Decoded, Decoder, decode};
 pub use email::{DecodedEmail, DecodedInput, EmailHeaders, looks_like_email};
-pub use envelope::{Envelope, ReceivedReport, Transport};
+pub use envelope::{DkimOutcome, Envelope, ReceivedReport, Transport};
 pub use error::{DecodeError, StatusClass};
 pub use model::{
     DateRange, FailureDetails, Policy, PolicyResult, PolicyType, Report, ResultType, Summary,

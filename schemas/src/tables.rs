@@ -22,6 +22,7 @@
 //! | received_at | Timestamp(µs, UTC) | when the receiver accepted it | never |
 //! | transport | Dict(Utf8) | `https`, `smtp` or `import` | never |
 //! | submitter | Utf8 | `TLS-Report-Submitter` header, else the contact-info domain | neither known |
+//! | dkim | Dict(Utf8) | DKIM outcome of a mailed report: `pass`, `fail` or `none` (unsigned) | not received by SMTP |
 //! | policy_count | Int32 | number of policies | never |
 //! | total_successful_session_count, total_failure_session_count | Int64 | sums over the policies' summaries (a missing count adds 0) | never |
 //! | warnings | List(Utf8) | distinct quirk codes ([`crate::WarningCode`]), first-seen order | never (empty list) |
@@ -64,7 +65,7 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use crate::envelope::{Envelope, ReceivedReport, Transport};
+use crate::envelope::{DkimOutcome, Envelope, ReceivedReport, Transport};
 use crate::model::{FailureDetails, Policy, PolicyResult, PolicyType, Report, ResultType, Summary};
 use crate::warning::{Warning, WarningCode};
 
@@ -115,6 +116,7 @@ static REPORTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("received_at", utc_micros(), false),
         Field::new("transport", dict(), false),
         Field::new("submitter", DataType::Utf8, true),
+        Field::new("dkim", dict(), true),
         Field::new("policy_count", DataType::Int32, false),
         Field::new("total_successful_session_count", DataType::Int64, false),
         Field::new("total_failure_session_count", DataType::Int64, false),
@@ -284,6 +286,7 @@ struct ReportColumns {
     received_at: TimestampMicrosecondBuilder,
     transport: DictColumn,
     submitter: TextColumn,
+    dkim: DictColumn,
     policy_count: Int32Builder,
     total_successful_session_count: Int64Builder,
     total_failure_session_count: Int64Builder,
@@ -338,6 +341,7 @@ impl ReportColumns {
             received_at: timestamp_builder(),
             transport: DictColumn::new(),
             submitter: TextColumn::new(),
+            dkim: DictColumn::new(),
             policy_count: Int32Builder::new(),
             total_successful_session_count: Int64Builder::new(),
             total_failure_session_count: Int64Builder::new(),
@@ -358,6 +362,7 @@ impl ReportColumns {
             Arc::new(self.received_at.finish()),
             self.transport.finish()?,
             self.submitter.finish(),
+            self.dkim.finish()?,
             Arc::new(self.policy_count.finish()),
             Arc::new(self.total_successful_session_count.finish()),
             Arc::new(self.total_failure_session_count.finish()),
@@ -544,6 +549,8 @@ impl TablesBuilder {
         r.transport
             .append(Some(received.envelope.transport.as_str()));
         r.submitter.append_option(received.submitter().as_deref());
+        r.dkim
+            .append(received.envelope.dkim.map(DkimOutcome::as_str));
         r.policy_count.append_value(policy_count);
         r.total_successful_session_count.append_value(total_ok);
         r.total_failure_session_count.append_value(total_failed);
@@ -756,6 +763,7 @@ pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
     let received = instants(r, "received_at")?;
     let transports = texts(r, "transport")?;
     let submitters = texts(r, "submitter")?;
+    let dkims = texts(r, "dkim")?;
     let warnings = text_lists(r, "warnings")?;
     let raw = texts(r, "raw_json")?;
 
@@ -790,6 +798,7 @@ pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
                 transport,
                 received_at: received[row],
                 submitter_header: submitters[row].clone(),
+                dkim: dkims[row].as_deref().and_then(DkimOutcome::parse),
             },
             raw_json: raw[row].clone().unwrap_or_default(),
         });

@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                     transport: Transport::Import,
                     received_at: chrono::DateTime::UNIX_EPOCH,
                     submitter_header: submitter,
+                    dkim: None,
                 },
                 raw_json: input.decoded.raw_json,
             };

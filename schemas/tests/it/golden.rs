@@ -31,6 +31,7 @@ fn flattened_fixtures_match_their_golden_files() {
                 },
                 received_at: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
                 submitter_header: input.email.and_then(|e| e.report_submitter),
+                dkim: None,
             },
             report: input.decoded.report,
             raw_json: input.decoded.raw_json,

@@ -4,6 +4,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
+use tlsrpt_schemas::envelope::DkimOutcome;
 use tlsrpt_schemas::tables::{
     failures_schema, flatten, policies_schema, reports_schema, unflatten,
 };
@@ -34,6 +35,7 @@ fn columns_are_the_contract() {
             "received_at",
             "transport",
             "submitter",
+            "dkim",
             "policy_count",
             "total_successful_session_count",
             "total_failure_session_count",
@@ -88,6 +90,7 @@ fn received(report: Report, raw_json: String) -> ReceivedReport {
             transport: Transport::Https,
             received_at: Utc.with_ymd_and_hms(2016, 4, 2, 8, 0, 0).unwrap(),
             submitter_header: None,
+            dkim: None,
         },
         raw_json,
     }
@@ -278,26 +281,34 @@ fn any_received() -> impl Strategy<Value = ReceivedReport> {
         any_instant(),
         proptest::option::of("[a-z.]{1,12}"),
         any_text(),
+        proptest::option::of(prop_oneof![
+            Just(DkimOutcome::Pass),
+            Just(DkimOutcome::Fail),
+            Just(DkimOutcome::None),
+        ]),
     )
         .prop_map(
-            |(org, start, end, contact, id, policies, codes, at, submitter, raw)| ReceivedReport {
-                report: Report {
-                    organization_name: org,
-                    date_range: DateRange {
-                        start_datetime: start,
-                        end_datetime: end,
+            |(org, start, end, contact, id, policies, codes, at, submitter, raw, dkim)| {
+                ReceivedReport {
+                    report: Report {
+                        organization_name: org,
+                        date_range: DateRange {
+                            start_datetime: start,
+                            end_datetime: end,
+                        },
+                        contact_info: contact,
+                        report_id: id,
+                        policies,
+                        warnings: codes.into_iter().map(|c| Warning::new(c, "")).collect(),
                     },
-                    contact_info: contact,
-                    report_id: id,
-                    policies,
-                    warnings: codes.into_iter().map(|c| Warning::new(c, "")).collect(),
-                },
-                envelope: Envelope {
-                    transport: Transport::Smtp,
-                    received_at: at,
-                    submitter_header: submitter,
-                },
-                raw_json: raw,
+                    envelope: Envelope {
+                        transport: Transport::Smtp,
+                        received_at: at,
+                        submitter_header: submitter,
+                        dkim,
+                    },
+                    raw_json: raw,
+                }
             },
         )
 }
