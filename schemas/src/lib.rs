@@ -13,6 +13,8 @@
 //! - [`warning`]: the codes recorded for each real-world quirk that was accepted.
 //! - [`envelope`]: transport, arrival time and submitter of a received report.
 //! - [`dedup`]: the dedup key and the stable `report_uid`.
+//! - [`layout`]: where the tables live on disk (file names with bus offset ranges) and which
+//!   files a reader sees.
 //! - [`message`]: a received report as a bus message (key, value, headers) and back.
 //! - [`tables`]: the Arrow schemas of the `reports`, `policies` and `failures` tables, and
 //!   flattening reports into them (and back, for tests and reprocessing).
@@ -29,6 +31,7 @@ pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod explain;
+pub mod layout;
 pub mod message;
 pub mod model;
 mod parse;
