@@ -16,6 +16,7 @@
 //!
 //! It does no decoding: messages are bytes; what they hold is `tlsrpt-schemas`' business.
 
+pub mod dead_letter;
 pub mod embedded;
 
 use thiserror::Error;

@@ -11,7 +11,7 @@
 //!
 //! The media type is not trusted: `application/tlsrpt+gzip`, `+json`, `application/gzip`,
 //! `application/json` or none, the bytes decide. Refused bodies go to the dead-letter area
-//! ([`crate::rejected`]) before the answer is sent.
+//! ([`tlsrpt_bus::dead_letter`]) before the answer is sent.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -31,8 +31,10 @@ use tlsrpt_schemas::{
     DecodeError, DecodeOptions, Decoder, Envelope, ReceivedReport, StatusClass, Transport,
 };
 
+use crate::metrics::Metrics;
 use crate::publish::{message_for, sha256_hex};
-use crate::rejected::{Rejected, Rejection};
+use crate::serve::ServeOptions;
+use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
 
 /// Limits of the HTTP receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,11 @@ pub struct HttpOptions {
     pub decode: DecodeOptions,
     /// What `Retry-After` says when the bus cannot take a report, in seconds.
     pub retry_after_seconds: u32,
+    /// Reports handled at once; more are answered 503 with `Retry-After` rather than queued
+    /// without bound (each holds up to `max_body_bytes` in memory).
+    pub max_concurrent_requests: usize,
+    /// How long a client may take to send the body; a slower one gets 408.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for HttpOptions {
@@ -51,6 +58,8 @@ impl Default for HttpOptions {
             max_body_bytes: 10 << 20,
             decode: DecodeOptions::default(),
             retry_after_seconds: 60,
+            max_concurrent_requests: 1024,
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -59,15 +68,26 @@ impl Default for HttpOptions {
 #[derive(Debug)]
 pub struct HttpReceiver<P> {
     producer: P,
-    rejected: Arc<Rejected>,
+    rejected: Arc<DeadLetters>,
+    metrics: Arc<Metrics>,
     options: HttpOptions,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl<P: Producer> HttpReceiver<P> {
-    pub fn new(producer: P, rejected: Arc<Rejected>, options: HttpOptions) -> Arc<Self> {
+    pub fn new(
+        producer: P,
+        rejected: Arc<DeadLetters>,
+        metrics: Arc<Metrics>,
+        options: HttpOptions,
+    ) -> Arc<Self> {
         Arc::new(Self {
             producer,
             rejected,
+            metrics,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_requests.max(1),
+            )),
             options,
         })
     }
@@ -77,6 +97,7 @@ impl<P: Producer> HttpReceiver<P> {
         Router::new()
             .route("/v1/reports", post(post_report::<P>))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::<P>))
             // The body cap is ours (checked while reading, answered in JSON).
             .layer(DefaultBodyLimit::disable())
             .with_state(Arc::clone(self))
@@ -86,15 +107,14 @@ impl<P: Producer> HttpReceiver<P> {
     pub async fn serve(
         self: &Arc<Self>,
         listener: tokio::net::TcpListener,
+        serve_options: ServeOptions,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        crate::serve::serve(self.router(), listener, serve_options, shutdown).await
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }
 
@@ -159,9 +179,37 @@ async fn post_report<P: Producer>(
             sha256: sha256_hex(bytes),
         };
 
-    let body = match axum::body::to_bytes(body, options.max_body_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
+    let Ok(_permit) = receiver.in_flight.try_acquire() else {
+        receiver.metrics.refused(Transport::Https, "busy");
+        let mut response = try_again(&options, "too many reports in flight; try again shortly");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return response;
+    };
+    let read = tokio::time::timeout(
+        options.body_timeout,
+        axum::body::to_bytes(body, options.max_body_bytes),
+    );
+    let body = match read.await {
+        Err(_elapsed) => {
+            receiver.metrics.refused(Transport::Https, "timeout");
+            return error_body(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                &format!(
+                    "the body did not arrive within {} s",
+                    options.body_timeout.as_secs()
+                ),
+                None,
+            );
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            receiver
+                .metrics
+                .received(Transport::Https, options.max_body_bytes);
+            receiver.metrics.refused(Transport::Https, "too_large");
             // Over the cap (or the client went away): nothing complete to keep, but the
             // attempt is recorded.
             let message = format!(
@@ -176,9 +224,11 @@ async fn post_report<P: Producer>(
         }
     };
 
+    receiver.metrics.received(Transport::Https, body.len());
     let decoded = match decode(options.decode, &body) {
         Ok(decoded) => decoded,
         Err(err) => {
+            receiver.metrics.refused(Transport::Https, err.code());
             let status = match err.status_class() {
                 StatusClass::Malformed => StatusCode::BAD_REQUEST,
                 StatusClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -208,8 +258,12 @@ async fn post_report<P: Producer>(
         raw_json: decoded.decoded.raw_json,
     };
     let message = message_for(&received, Some(remote), &sha256_hex(&body));
+    let sent_at = std::time::Instant::now();
     match receiver.producer.send(message).await {
         Ok(delivered) => {
+            receiver
+                .metrics
+                .accepted(Transport::Https, received.raw_json.len(), sent_at.elapsed());
             let mut warnings: Vec<&str> = Vec::new();
             for warning in &received.report.warnings {
                 if !warnings.contains(&warning.code.as_str()) {
@@ -229,6 +283,9 @@ async fn post_report<P: Producer>(
                 .into_response()
         }
         Err(err @ (BusError::Storage(_) | BusError::Closed | BusError::Locked { .. })) => {
+            receiver
+                .metrics
+                .refused(Transport::Https, "bus_unavailable");
             try_again(&options, &format!("{err}; try again later"))
         }
         Err(err) => error_body(
@@ -240,9 +297,22 @@ async fn post_report<P: Producer>(
     }
 }
 
+async fn metrics<P: Producer>(State(receiver): State<Arc<HttpReceiver<P>>>) -> Response {
+    let mut text = String::with_capacity(4096);
+    receiver.metrics.render(&mut text);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
 /// Keeps refused bytes off the async threads (it syncs to disk).
 async fn keep(
-    rejected: &Arc<Rejected>,
+    rejected: &Arc<DeadLetters>,
     bytes: Vec<u8>,
     record: Rejection,
 ) -> std::io::Result<String> {

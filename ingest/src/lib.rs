@@ -9,11 +9,14 @@
 //!
 //! ## Layout
 //! - [`http`]: `POST /v1/reports`, with the status codes a sender's operator can act on.
+//! - [`metrics`]: counters for `GET /metrics`.
+//! - [`serve`]: serving a router over plain HTTP or TLS, with connection caps, header
+//!   deadlines and a graceful stop.
 //! - [`publish`]: an accepted report as a bus message (key, value, envelope headers).
-//! - [`rejected`]: the dead-letter area: what was refused, byte for byte, and why.
 //!
 //! The SMTP receiver and the importer come next (see the project's issues).
 
 pub mod http;
+pub mod metrics;
 pub mod publish;
-pub mod rejected;
+pub mod serve;

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tlsrpt_bus::dead_letter::DeadLetters;
 use tlsrpt_bus::embedded::{EmbeddedLog, EmbeddedOptions};
 use tlsrpt_ingest::http::{HttpOptions, HttpReceiver};
-use tlsrpt_ingest::rejected::Rejected;
 use tlsrpt_schemas::{DecodeOptions, decode};
 
 fn fixtures() -> PathBuf {
@@ -42,7 +42,7 @@ struct Running {
     dir: PathBuf,
     base: String,
     log: EmbeddedLog,
-    rejected: Arc<Rejected>,
+    rejected: Arc<DeadLetters>,
     client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -53,14 +53,19 @@ impl Running {
         let dir = std::env::temp_dir().join(format!("tlsrpt-ingest-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let log = EmbeddedLog::open(&dir.join("bus"), EmbeddedOptions::default()).unwrap();
-        let rejected = Arc::new(Rejected::open(&dir.join("rejected")).unwrap());
-        let receiver = HttpReceiver::new(log.clone(), Arc::clone(&rejected), options);
+        let rejected = Arc::new(DeadLetters::open(&dir.join("rejected")).unwrap());
+        let receiver = HttpReceiver::new(
+            log.clone(),
+            Arc::clone(&rejected),
+            Arc::new(tlsrpt_ingest::metrics::Metrics::new()),
+            options,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             receiver
-                .serve(listener, async {
+                .serve(listener, Default::default(), async {
                     let _ = stopped.await;
                 })
                 .await

@@ -1,5 +1,9 @@
 //! The dead-letter area: every refused input, byte for byte, with the reason.
 //!
+//! It lives beside the log because both ends of the log use it: the receivers keep what
+//! they refuse, and the transformer keeps a message it cannot read rather than stall its
+//! partition (the Kafka deployment's dead-letter topic is the same idea).
+//!
 //! A refused report is a sender's bug or ours; either way an operator needs the bytes to look
 //! at and, after a fix, to replay. Each rejection is two files in `DIR`: `ID.bin` (the bytes as
 //! they arrived, before any decompression) and `ID.json` (when, from where, which transport,
@@ -34,13 +38,13 @@ pub struct Rejection {
 
 /// The dead-letter directory.
 #[derive(Debug)]
-pub struct Rejected {
+pub struct DeadLetters {
     dir: PathBuf,
     /// Disambiguates rejections within one microsecond.
     sequence: AtomicU64,
 }
 
-impl Rejected {
+impl DeadLetters {
     /// Opens (creating) the directory.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
