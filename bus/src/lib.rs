@@ -109,6 +109,66 @@ impl Producer for embedded::EmbeddedLog {
     }
 }
 
+/// What the transformer needs of the bus: read each partition by offset, wait for new
+/// messages, and keep per consumer group the next offset to read. The embedded log
+/// implements it, and the Kafka consumer will, so the transformer cannot tell them apart.
+///
+/// Every method but [`wait_for_appends`](Consumer::wait_for_appends) may block on I/O:
+/// call them from a blocking context (`spawn_blocking` or a thread of one's own).
+pub trait Consumer: Send + Sync + 'static {
+    /// The partition count (fixed for the life of the log).
+    fn partitions(&self) -> u32;
+
+    /// Up to `max` records of `partition` from offset `from` on, in offset order; empty when
+    /// nothing is there yet.
+    fn fetch(&self, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, BusError>;
+
+    /// The end offset of every partition: the offset its next message will get.
+    fn end_offsets(&self) -> Vec<u64>;
+
+    /// Resolves once some partition's end offset differs from `seen` (as returned by
+    /// [`end_offsets`](Consumer::end_offsets)), with the new ends.
+    fn wait_for_appends(
+        &self,
+        seen: &[u64],
+    ) -> impl std::future::Future<Output = Result<Vec<u64>, BusError>> + Send;
+
+    /// The offset `group` committed for `partition` (the next one it will read), if any.
+    fn committed(&self, group: &str, partition: u32) -> Result<Option<u64>, BusError>;
+
+    /// Durably records, for `group`, the next offset to read of each partition given.
+    fn commit(&self, group: &str, offsets: &[(u32, u64)]) -> Result<(), BusError>;
+}
+
+impl Consumer for embedded::EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        embedded::EmbeddedLog::partitions(self)
+    }
+
+    fn fetch(&self, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, BusError> {
+        embedded::EmbeddedLog::fetch(self, partition, from, max)
+    }
+
+    fn end_offsets(&self) -> Vec<u64> {
+        embedded::EmbeddedLog::end_offsets(self)
+    }
+
+    fn wait_for_appends(
+        &self,
+        seen: &[u64],
+    ) -> impl std::future::Future<Output = Result<Vec<u64>, BusError>> + Send {
+        embedded::EmbeddedLog::wait_for_appends(self, seen)
+    }
+
+    fn committed(&self, group: &str, partition: u32) -> Result<Option<u64>, BusError> {
+        embedded::EmbeddedLog::committed(self, group, partition)
+    }
+
+    fn commit(&self, group: &str, offsets: &[(u32, u64)]) -> Result<(), BusError> {
+        embedded::EmbeddedLog::commit(self, group, offsets)
+    }
+}
+
 /// The partition for a key: FNV-1a of the key, modulo the partition count. Stable across
 /// versions and machines, since it decides where data already on disk lives.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
