@@ -50,7 +50,7 @@ pub struct Metrics {
     accepted: PerTransport,
     bytes_received: PerTransport,
     bytes_decoded: PerTransport,
-    refused: Mutex<BTreeMap<(Transport, String), u64>>,
+    refused: Mutex<BTreeMap<(&'static str, String), u64>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -94,7 +94,9 @@ impl Metrics {
     /// An input was refused with the stable reason `code` (`json_syntax`, `too_large`, ...).
     pub fn refused(&self, transport: Transport, code: &str) {
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        *refused.entry((transport, code.to_owned())).or_default() += 1;
+        *refused
+            .entry((transport.as_str(), code.to_owned()))
+            .or_default() += 1;
     }
 
     /// Reports accepted so far over all transports.

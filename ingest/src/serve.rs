@@ -116,14 +116,14 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut request: axum::extract::Request| {
+        let service = router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(remote));
                 request
-            });
+            },
+        );
         let service = TowerToHyperService::new(service);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
