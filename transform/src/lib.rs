@@ -1,7 +1,118 @@
 //! # tlsrpt-transform: from the bus to Parquet, exactly once
 //!
 //! Owns consuming the report topic, batching reports into the Arrow tables defined in
-//! `tlsrpt-schemas`, writing Parquet files whose names record the partition and offset range
-//! they hold, committing offsets only after a file is durable, and compacting small files.
+//! `tlsrpt-schemas`, writing them as Parquet under `<root>/<table>/date=YYYY-MM-DD/` with
+//! names that record the bus partition and offset range they hold
+//! (`tlsrpt_schemas::layout`), committing offsets only after the files are durable, skipping
+//! duplicated deliveries, and compacting small files. It must not serve HTTP; it reads the
+//! bus only through [`tlsrpt_bus::Consumer`], so the embedded log and Kafka look the same.
 //!
-//! It must not serve HTTP. Nothing is implemented yet; see the project's issues.
+//! Start reading at [`Transformer::open`] (recovery) and [`Transformer::run`] (the loop).
+//!
+//! ## The commit protocol
+//! Messages of each partition collect into a batch until it holds `max_batch_reports`
+//! messages or `max_batch_bytes` of JSON, or `flush_interval` has passed since its first
+//! message. A flush of the offsets `first..=last` of one partition then:
+//!
+//! 1. flattens the new reports (`TablesBuilder`), splits each table by `date`, sorts each
+//!    part (failures by policy domain, receiving MX, date; policies by policy domain, date;
+//!    reports by organisation, date);
+//! 2. writes every file into `<root>/_staging/<range>/` and syncs it and the directory;
+//! 3. writes a `MANIFEST` of the final paths (temporary name, sync, rename, sync): the
+//!    commit point of the flush;
+//! 4. renames each file to `<table>/date=…/p<partition>-<first>-<last>.parquet` and syncs
+//!    the directories, then removes the staging directory;
+//! 5. commits `last + 1` for the consumer group.
+//!
+//! On open, a staging directory with a `MANIFEST` is finished and one without is deleted;
+//! each partition resumes at the larger of the committed offset and one past the highest
+//! `last` of its files. A crash at any instant therefore neither loses a report (its offset
+//! is committed only once its rows are in place) nor writes one twice (a range in the files
+//! is never read again). A report delivered several times (same dedup key, hence same
+//! `report_uid` and same partition) is written once: the transformer keeps the set of
+//! `report_uid`s written, rebuilt at open from the `reports` files.
+//!
+//! Messages that are not reports are kept in the dead-letter area and count as consumed.
+//!
+//! ## Compaction
+//! Between flushes, the loop merges runs of small files of one (table, date, partition)
+//! into one file covering their range; readers ignore the inputs from the rename on
+//! (`layout::visible`), and the inputs are deleted after `superseded_grace` (the module
+//! `compact` has the rules).
+//!
+//! ## Layout
+//! - `transformer`: the state, recovery at open, the loop, reading messages into batches.
+//! - `staging`: publishing one flush atomically, and finishing or discarding one at open.
+//! - `compact`: merging small files, deleting superseded ones.
+//! - `files`: listing the tables, Parquet writer settings, reading and writing files, row
+//!   order.
+//! - `stats`: counters and their Prometheus text.
+
+mod compact;
+mod error;
+mod files;
+mod staging;
+mod stats;
+mod transformer;
+
+use std::time::Duration;
+
+pub use error::{Result, TransformError};
+pub use stats::TransformStats;
+pub use transformer::{Transformer, existing_report_uids};
+
+/// How the transformer batches, writes and compacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformOptions {
+    /// The consumer group whose committed offsets the transformer keeps. Default
+    /// `transform`.
+    pub group: String,
+    /// The longest a message waits in memory before its batch is written, so a report is
+    /// queryable within a few seconds of its acknowledgement. Default 1 s.
+    pub flush_interval: Duration,
+    /// A batch is written once it holds this many messages. Default 10 000.
+    pub max_batch_reports: usize,
+    /// ... or this many bytes of report JSON. Default 64 MiB.
+    pub max_batch_bytes: usize,
+    /// Merge once a (table, date, partition) has this many consecutive small files (at
+    /// least 2). Default 8.
+    pub compact_min_files: usize,
+    /// Files from this size on are left alone, and a merge's inputs add up to at most this.
+    /// A merge holds its rows in memory: this bounds it. Default 16 MiB.
+    pub compact_max_file_bytes: u64,
+    /// How long a file superseded by a merge stays on disk for queries that listed it
+    /// before. Default 60 s.
+    pub superseded_grace: Duration,
+    /// The most rows in a Parquet row group. Default 1 048 576.
+    pub row_group_rows: usize,
+}
+
+impl Default for TransformOptions {
+    fn default() -> Self {
+        Self {
+            group: "transform".to_owned(),
+            flush_interval: Duration::from_secs(1),
+            max_batch_reports: 10_000,
+            max_batch_bytes: 64 << 20,
+            compact_min_files: 8,
+            compact_max_file_bytes: 16 << 20,
+            superseded_grace: Duration::from_secs(60),
+            row_group_rows: 1 << 20,
+        }
+    }
+}
+
+/// A point where a test stops a flush or a merge as a crash there would
+/// ([`Transformer::crash_at`]). Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// A flush's files are staged and synced; no `MANIFEST` yet.
+    FlushStaged,
+    /// The `MANIFEST` is written and `moved` of the flush's files are in place.
+    FlushMoving { moved: usize },
+    /// Every file of the flush is in place; its offset is not committed.
+    FlushPublished,
+    /// A merge's output is in place; its inputs are neither deleted nor scheduled.
+    CompactionRenamed,
+}

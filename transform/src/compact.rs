@@ -1,0 +1,309 @@
+//! Merging small files, and deleting the files a merge superseded once no query can still
+//! be reading them.
+//!
+//! A flush every second per partition makes many small files; readers pay per file. When a
+//! (table, date, partition) has at least `compact_min_files` consecutive small files, they are
+//! merged into one named with the range covering theirs, written to a temporary name
+//! (`.tmp-…`, not data to readers), synced and renamed. From that rename on, the inputs are
+//! superseded: readers ignore them (`layout::visible`), so a query sees each row once whether
+//! it lists the directory before or after. The inputs are deleted `superseded_grace` later,
+//! for queries that listed them before the rename and are still reading.
+//!
+//! Compaction runs in the transformer's own loop between flushes, one merge per pass, so it
+//! never races a flush into the same directory and never holds back new reports for long.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::compute::concat_batches;
+use chrono::NaiveDate;
+use tlsrpt_schemas::layout::FileRange;
+
+use crate::CrashPoint;
+use crate::error::{Result, TransformError, io};
+use crate::files::{self, DataFile, Scan, TEMP_PREFIX, Table, sync_dir};
+
+/// Directories examined for a merge per pass, at most: bounds the listing work of a pass.
+const DIRS_PER_PASS: usize = 16;
+
+/// One (table, date, partition): the unit compaction works on.
+pub(crate) type DirKey = (Table, NaiveDate, u32);
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Merged {
+    pub(crate) inputs: usize,
+    pub(crate) bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Compactor {
+    root: PathBuf,
+    min_files: usize,
+    max_file_bytes: u64,
+    grace: Duration,
+    row_group_rows: usize,
+    /// Directories that may have something to merge: all at start, then those flushed into.
+    dirty: BTreeSet<DirKey>,
+    /// Superseded files and when they may go.
+    deletions: BTreeMap<PathBuf, Instant>,
+}
+
+impl Compactor {
+    pub(crate) fn new(
+        root: PathBuf,
+        min_files: usize,
+        max_file_bytes: u64,
+        grace: Duration,
+        row_group_rows: usize,
+    ) -> Self {
+        Self {
+            root,
+            // Merging one file into itself would only rewrite it.
+            min_files: min_files.max(2),
+            max_file_bytes,
+            grace,
+            row_group_rows,
+            dirty: BTreeSet::new(),
+            deletions: BTreeMap::new(),
+        }
+    }
+
+    /// Takes note of what is on disk at start: every directory is a merge candidate, and
+    /// every superseded file is deleted once `grace` has passed since the file superseding it
+    /// was written (now, if it has; later in this run otherwise), so a restart neither keeps
+    /// superseded files for ever nor cuts a running query's grace short.
+    pub(crate) fn start(&mut self, scan: &Scan, now: Instant, wall_now: SystemTime) -> Result<()> {
+        let mut by_dir: BTreeMap<DirKey, Vec<&DataFile>> = BTreeMap::new();
+        for file in &scan.files {
+            by_dir
+                .entry((file.table, file.date, file.range.partition))
+                .or_default()
+                .push(file);
+        }
+        for (key, group) in &by_dir {
+            self.dirty.insert(*key);
+            for file in group {
+                let superseded_since = group
+                    .iter()
+                    .filter(|other| file.range.is_within(&other.range))
+                    .map(|other| other.modified)
+                    .min();
+                let Some(since) = superseded_since else {
+                    continue;
+                };
+                let age = wall_now.duration_since(since).unwrap_or(Duration::ZERO);
+                let remaining = self.grace.saturating_sub(age);
+                self.deletions.insert(file.path.clone(), now + remaining);
+            }
+        }
+        for tmp in &scan.temporaries {
+            // A compaction interrupted before its rename: its inputs are still the data.
+            std::fs::remove_file(tmp).map_err(io("remove", tmp))?;
+        }
+        Ok(())
+    }
+
+    /// A flush put a file into this directory.
+    pub(crate) fn touched(&mut self, key: DirKey) {
+        self.dirty.insert(key);
+    }
+
+    /// Whether a pass may find something to merge.
+    pub(crate) fn has_candidates(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// When the next superseded file may be deleted.
+    pub(crate) fn next_deletion(&self) -> Option<Instant> {
+        self.deletions.values().min().copied()
+    }
+
+    /// Deletes the superseded files whose grace has passed. A file that cannot be deleted is
+    /// logged and left: it is invisible to readers, and the next start tries again.
+    pub(crate) fn delete_due(&mut self, now: Instant) -> usize {
+        let due: Vec<PathBuf> = self
+            .deletions
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        let mut deleted = 0;
+        for path in due {
+            self.deletions.remove(&path);
+            match std::fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "Cannot delete a superseded file.");
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Examines a few candidate directories and merges at most one run of small files.
+    pub(crate) fn step(&mut self, crash: Option<CrashPoint>) -> Result<Option<Merged>> {
+        for _ in 0..DIRS_PER_PASS {
+            let Some(key) = self.dirty.pop_first() else {
+                return Ok(None);
+            };
+            if let Some(merged) = self.compact_dir(key, crash)? {
+                // There may be another run in it.
+                self.dirty.insert(key);
+                return Ok(Some(merged));
+            }
+        }
+        Ok(None)
+    }
+
+    fn compact_dir(&mut self, key: DirKey, crash: Option<CrashPoint>) -> Result<Option<Merged>> {
+        let (table, date, partition) = key;
+        let dir = files::date_dir(&self.root, table, date);
+        let mut scan = Scan::default();
+        files::scan_date_dir(&dir, table, date, &mut scan)?;
+        let all: Vec<DataFile> = scan
+            .files
+            .into_iter()
+            .filter(|f| f.range.partition == partition)
+            .collect();
+        let mut shown: Vec<&DataFile> = files::visible(&all);
+        shown.sort_by_key(|f| f.range.first);
+        let Some(run) = self.find_run(&shown) else {
+            return Ok(None);
+        };
+        let merged_range = FileRange {
+            partition,
+            first: run[0].range.first,
+            last: run[run.len() - 1].range.last,
+        };
+        // Visible files of one partition have disjoint ranges (flushes never overlap, and a
+        // merge covers consecutive files only), so the run is every visible file inside the
+        // merged range: nothing else is superseded by the new file.
+        let mut batches = Vec::new();
+        for file in &run {
+            batches.extend(files::read_parquet(&file.path, table)?);
+        }
+        let schema = table.schema();
+        let rows = concat_batches(&schema, &batches)?;
+        drop(batches);
+        let rows = files::sort_rows(table, &rows)?;
+        let name = merged_range.file_name();
+        let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
+        let target = dir.join(&name);
+        let bytes = files::write_parquet(&tmp, table, &rows, self.row_group_rows)?;
+        std::fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
+        sync_dir(&dir)?;
+        if crash == Some(CrashPoint::CompactionRenamed) {
+            return Err(TransformError::SimulatedCrash(
+                CrashPoint::CompactionRenamed,
+            ));
+        }
+        // Every file now inside the merged range goes, including older inputs still waiting
+        // for their own deletion.
+        let delete_at = Instant::now() + self.grace;
+        for file in all.iter().filter(|f| f.range.is_within(&merged_range)) {
+            self.deletions
+                .entry(file.path.clone())
+                .and_modify(|at| *at = (*at).min(delete_at))
+                .or_insert(delete_at);
+        }
+        tracing::debug!(
+            table = table.name(),
+            %date,
+            partition,
+            inputs = run.len(),
+            rows = rows.num_rows(),
+            bytes,
+            "Files compacted."
+        );
+        Ok(Some(Merged {
+            inputs: run.len(),
+            bytes,
+        }))
+    }
+
+    /// The first run of consecutive small files, at least `min_files` long, whose total size
+    /// stays within `max_file_bytes` (the output's size, roughly: bounds a merge's memory).
+    fn find_run<'a>(&self, shown: &[&'a DataFile]) -> Option<Vec<&'a DataFile>> {
+        let mut run: Vec<&DataFile> = Vec::new();
+        let mut run_bytes = 0u64;
+        for &file in shown {
+            if file.bytes >= self.max_file_bytes {
+                if run.len() >= self.min_files {
+                    return Some(run);
+                }
+                run.clear();
+                run_bytes = 0;
+                continue;
+            }
+            if run_bytes + file.bytes > self.max_file_bytes {
+                if run.len() >= self.min_files {
+                    return Some(run);
+                }
+                // Drop from the front until the file fits.
+                while !run.is_empty() && run_bytes + file.bytes > self.max_file_bytes {
+                    run_bytes -= run.remove(0).bytes;
+                }
+            }
+            run.push(file);
+            run_bytes += file.bytes;
+        }
+        (run.len() >= self.min_files).then_some(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(first: u64, last: u64, bytes: u64) -> DataFile {
+        DataFile {
+            table: Table::Failures,
+            date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            range: FileRange {
+                partition: 0,
+                first,
+                last,
+            },
+            path: PathBuf::from(format!("{first}")),
+            bytes,
+            modified: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn firsts(run: Option<Vec<&DataFile>>) -> Option<Vec<u64>> {
+        run.map(|r| r.iter().map(|f| f.range.first).collect())
+    }
+
+    #[test]
+    fn a_run_is_consecutive_small_files_within_the_size_cap() {
+        let compactor = Compactor::new(PathBuf::new(), 3, 100, Duration::ZERO, 10);
+        let files = [
+            file(0, 9, 10),
+            file(10, 19, 500), // large: breaks the run
+            file(20, 29, 10),
+            file(30, 39, 10),
+            file(40, 49, 10),
+            file(50, 59, 10),
+        ];
+        let shown: Vec<&DataFile> = files.iter().collect();
+        assert_eq!(
+            firsts(compactor.find_run(&shown)),
+            Some(vec![20, 30, 40, 50])
+        );
+        // Too few on either side of the large file.
+        assert_eq!(firsts(compactor.find_run(&shown[..4])), None);
+        // The size cap moves a run's start: 40 + 40 + 40 > 100, 40 + 40 + 10 + 10 is not.
+        let big = [
+            file(0, 0, 40),
+            file(1, 1, 40),
+            file(2, 2, 40),
+            file(3, 3, 10),
+            file(4, 4, 10),
+        ];
+        let shown: Vec<&DataFile> = big.iter().collect();
+        assert_eq!(firsts(compactor.find_run(&shown)), Some(vec![1, 2, 3, 4]));
+    }
+}

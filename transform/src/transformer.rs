@@ -1,0 +1,529 @@
+//! The transformer: its state, the recovery at open, and the loop.
+//!
+//! All file and bus work happens in [`Core`], synchronously; [`Transformer::run`] moves the
+//! core into `spawn_blocking` for each pass and waits between passes without blocking the
+//! runtime. Keeping the steps synchronous also lets the tests stop a flush at any step
+//! ([`CrashPoint`]) and open again, as after a crash.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tlsrpt_bus::Consumer;
+use tlsrpt_bus::Record;
+use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
+use tlsrpt_bus::embedded::EmbeddedLog;
+use tlsrpt_schemas::layout::FileRange;
+use tlsrpt_schemas::message::{self, MessageError, header};
+use tlsrpt_schemas::tables::TablesBuilder;
+
+use crate::compact::Compactor;
+use crate::error::{Result, TransformError, io};
+use crate::files::{self, Table};
+use crate::staging::{self, FlushFile};
+use crate::stats::TransformStats;
+use crate::{CrashPoint, TransformOptions};
+
+/// Consumes the bus into the Parquet tables, exactly once. See the crate documentation for
+/// the protocol.
+pub struct Transformer<C: Consumer = EmbeddedLog> {
+    core: Box<Core<C>>,
+}
+
+impl<C: Consumer> std::fmt::Debug for Transformer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("root", &self.core.root)
+            .field("group", &self.core.options.group)
+            .field("positions", &self.core.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Messages read from one partition per pass, at most: a pass (which also flushes and
+/// compacts) stays short, so a shutdown request is noticed soon. Batches span passes.
+const FETCH_MAX: usize = 1024;
+
+/// The reports read from one partition and not yet written: one flush's worth.
+struct Batch {
+    /// The offsets read, contiguous: the range the flush accounts for, including messages
+    /// that were duplicates or dead-lettered.
+    range: FileRange,
+    builder: TablesBuilder,
+    /// Messages read into this batch (reports, duplicates and dead letters).
+    messages: usize,
+    /// Reports appended to `builder`.
+    reports: usize,
+    /// Bytes of report JSON appended.
+    bytes: usize,
+    /// When it must be written, full or not: `flush_interval` after its first message.
+    due: Instant,
+}
+
+struct Core<C> {
+    consumer: Arc<C>,
+    root: PathBuf,
+    dead_letters: Arc<DeadLetters>,
+    options: TransformOptions,
+    stats: Arc<TransformStats>,
+    /// Where the transformer resumed, per partition (for logs and tests).
+    resumed: Vec<u64>,
+    /// The next offset to fetch, per partition.
+    positions: Vec<u64>,
+    pending: Vec<Option<Batch>>,
+    /// `report_uid`s written or pending: a report is written once, however often it comes.
+    /// Rebuilt at open from the `reports` files, so it holds across restarts.
+    seen: HashSet<u128>,
+    compactor: Compactor,
+    crash: Option<CrashPoint>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    read: usize,
+    compacted: bool,
+}
+
+impl<C: Consumer> Transformer<C> {
+    /// Opens the transformer over `consumer`, writing the tables under `root`
+    /// (`DATA_DIR/tables`). Recovery happens here, in this order:
+    ///
+    /// 1. interrupted flushes: those past their commit point (a `MANIFEST`) are finished,
+    ///    the others discarded (their offsets are read again);
+    /// 2. leftover temporary files of interrupted compactions are deleted, and superseded
+    ///    files whose grace has passed;
+    /// 3. per partition, reading resumes at the larger of the group's committed offset and
+    ///    one past the highest offset any data file accounts for (the files are the truth:
+    ///    a crash between renaming a flush's files and committing its offset loses nothing
+    ///    and writes nothing twice);
+    /// 4. the `report_uid`s of the `reports` files are loaded, to skip duplicates.
+    ///
+    /// Blocking (file and bus I/O): call it at start-up or from a blocking context.
+    pub fn open(
+        consumer: C,
+        root: PathBuf,
+        dead_letters: Arc<DeadLetters>,
+        options: TransformOptions,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+        let recovered = staging::recover(&root)?;
+        let scan = files::scan(&root)?;
+        let mut compactor = Compactor::new(
+            root.clone(),
+            options.compact_min_files,
+            options.compact_max_file_bytes,
+            options.superseded_grace,
+            options.row_group_rows,
+        );
+        let now = Instant::now();
+        compactor.start(&scan, now, SystemTime::now())?;
+        let deleted = compactor.delete_due(now);
+
+        let partitions = consumer.partitions();
+        let mut from_files = vec![0u64; partitions as usize];
+        for file in &scan.files {
+            match from_files.get_mut(file.range.partition as usize) {
+                Some(next) => *next = (*next).max(file.range.last + 1),
+                None => tracing::warn!(
+                    path = %file.path.display(),
+                    partitions,
+                    "A data file names a partition the bus does not have; it is kept but not resumed from."
+                ),
+            }
+        }
+        let mut committed = Vec::with_capacity(partitions as usize);
+        let mut positions = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let group_offset = consumer.committed(&options.group, partition)?.unwrap_or(0);
+            committed.push(group_offset);
+            positions.push(group_offset.max(from_files[partition as usize]));
+        }
+        // Files ahead of the group's offset (a stop between publishing a flush and its
+        // commit): bring the group up to them, so that lag on the bus side tells the truth.
+        let behind: Vec<(u32, u64)> = (0..partitions)
+            .filter(|&p| positions[p as usize] > committed[p as usize])
+            .map(|p| (p, positions[p as usize]))
+            .collect();
+        if !behind.is_empty() {
+            consumer.commit(&options.group, &behind)?;
+            for &(p, offset) in &behind {
+                committed[p as usize] = offset;
+            }
+        }
+        let ends = consumer.end_offsets();
+        for (partition, (&position, &end)) in positions.iter().zip(&ends).enumerate() {
+            if position > end {
+                // The tables account for offsets the bus never had: the bus was replaced
+                // under existing tables. New messages below `position` would be skipped.
+                tracing::warn!(
+                    partition,
+                    position,
+                    end,
+                    "The tables hold offsets past the end of the bus partition; was the bus recreated?"
+                );
+            }
+        }
+
+        let mut seen = HashSet::new();
+        for file in files::visible(&scan.files) {
+            if file.table == Table::Reports {
+                files::read_report_uids(&file.path, &mut seen)?;
+            }
+        }
+        tracing::info!(
+            root = %root.display(),
+            group = %options.group,
+            rolled_forward = recovered.rolled_forward,
+            discarded = recovered.discarded,
+            superseded_deleted = deleted,
+            reports = seen.len(),
+            ?positions,
+            "Transformer opened."
+        );
+        let stats = Arc::new(TransformStats::new(&committed));
+        stats.add_superseded_deleted(deleted);
+        let pending = (0..partitions).map(|_| None).collect();
+        Ok(Self {
+            core: Box::new(Core {
+                consumer: Arc::new(consumer),
+                root,
+                dead_letters,
+                options,
+                stats,
+                resumed: positions.clone(),
+                positions,
+                pending,
+                seen,
+                compactor,
+                crash: None,
+            }),
+        })
+    }
+
+    /// The counters, shared: keep the `Arc` to read them while [`run`](Self::run) goes on.
+    pub fn stats(&self) -> Arc<TransformStats> {
+        Arc::clone(&self.core.stats)
+    }
+
+    /// Per partition, the offset reading resumed at when opened.
+    pub fn resume_offsets(&self) -> &[u64] {
+        &self.core.resumed
+    }
+
+    /// Reports known to be written (the dedup set's size).
+    pub fn known_reports(&self) -> usize {
+        self.core.seen.len()
+    }
+
+    /// Stops the next flush or compaction at `point` with
+    /// [`TransformError::SimulatedCrash`], leaving the files as a crash there would. For the
+    /// crash-recovery tests: production never sets it, and the order of steps is the same
+    /// with or without it.
+    #[doc(hidden)]
+    pub fn crash_at(&mut self, point: CrashPoint) {
+        self.core.crash = Some(point);
+    }
+
+    /// Consumes every partition until `shutdown` resolves, then writes what it has read,
+    /// commits and returns. Returns an error, without skipping anything, when a file or the
+    /// bus fails: what was not written is not committed, and is read again at the next start.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let consumer = Arc::clone(&self.core.consumer);
+        let mut core = self.core;
+        loop {
+            // Taken before the pass reads, so an append during the pass wakes the wait.
+            let seen = consumer.end_offsets();
+            let progress;
+            (core, progress) = blocking(core, Core::pass).await?;
+            let stop = tokio::select! {
+                biased;
+                () = &mut shutdown => true,
+                () = std::future::ready(()) => false,
+            };
+            if stop {
+                break;
+            }
+            if progress.read > 0 || progress.compacted || core.compactor.has_candidates() {
+                continue;
+            }
+            let deadline = core.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                ends = consumer.wait_for_appends(&seen) => { ends?; }
+                () = sleep => {}
+            }
+        }
+        blocking(core, Core::flush_all).await?;
+        Ok(())
+    }
+}
+
+/// Runs `step` on the core in a blocking thread and hands the core back.
+async fn blocking<C: Consumer, T: Send + 'static>(
+    mut core: Box<Core<C>>,
+    step: fn(&mut Core<C>) -> Result<T>,
+) -> Result<(Box<Core<C>>, T)> {
+    tokio::task::spawn_blocking(move || step(&mut core).map(|value| (core, value)))
+        .await
+        .map_err(|_| TransformError::Panicked)?
+}
+
+impl<C: Consumer> Core<C> {
+    /// Reads what is there (a bounded amount per partition), writes the batches that are
+    /// full or due, deletes superseded files whose time has come, and merges at most one run
+    /// of small files.
+    fn pass(&mut self) -> Result<Progress> {
+        let mut progress = Progress::default();
+        for partition in 0..self.consumer.partitions() {
+            let p = partition as usize;
+            let records = self
+                .consumer
+                .fetch(partition, self.positions[p], FETCH_MAX)?;
+            for record in records {
+                if record.offset < self.positions[p] {
+                    continue;
+                }
+                self.positions[p] = record.offset + 1;
+                progress.read += 1;
+                self.accept(record)?;
+                if self.is_full(p) {
+                    self.flush(partition)?;
+                }
+            }
+        }
+        let now = Instant::now();
+        for partition in 0..self.consumer.partitions() {
+            if self.pending[partition as usize]
+                .as_ref()
+                .is_some_and(|b| b.due <= now)
+            {
+                self.flush(partition)?;
+            }
+        }
+        let deleted = self.compactor.delete_due(Instant::now());
+        self.stats.add_superseded_deleted(deleted);
+        if let Some(merged) = self.compactor.step(self.crash)? {
+            self.stats.compacted(merged.inputs, merged.bytes);
+            progress.compacted = true;
+        }
+        Ok(progress)
+    }
+
+    fn is_full(&self, p: usize) -> bool {
+        self.pending[p].as_ref().is_some_and(|b| {
+            b.messages >= self.options.max_batch_reports.max(1)
+                || b.bytes >= self.options.max_batch_bytes
+        })
+    }
+
+    /// The earliest time something must happen without new messages: a batch falling due,
+    /// a superseded file to delete.
+    fn next_deadline(&self) -> Option<Instant> {
+        let batches = self.pending.iter().flatten().map(|b| b.due);
+        batches.chain(self.compactor.next_deletion()).min()
+    }
+
+    /// Takes one message into its partition's batch: a new report is flattened, a duplicate
+    /// skipped, an unreadable message dead-lettered. Each of the three is consumed: the
+    /// batch's range covers it.
+    fn accept(&mut self, record: Record) -> Result<()> {
+        let p = record.partition as usize;
+        let interval = self.options.flush_interval;
+        let batch = self.pending[p].get_or_insert_with(|| Batch {
+            range: FileRange {
+                partition: record.partition,
+                first: record.offset,
+                last: record.offset,
+            },
+            builder: TablesBuilder::new(),
+            messages: 0,
+            reports: 0,
+            bytes: 0,
+            due: Instant::now() + interval,
+        });
+        batch.range.last = record.offset;
+        batch.messages += 1;
+        // The value is needed again only if the message turns out unreadable; the copy is
+        // small next to parsing it.
+        let received =
+            match message::from_parts(record.message.value.clone(), &record.message.headers) {
+                Ok(received) => received,
+                Err(error) => {
+                    let path = match &error {
+                        MessageError::Report(decode) => decode.path().map(str::to_owned),
+                        _ => None,
+                    };
+                    return self.dead_letter(
+                        &record,
+                        "undecodable_message",
+                        &error.to_string(),
+                        path,
+                    );
+                }
+            };
+        let uid =
+            files::parse_uid(&received.report.report_uid()).expect("report_uid is 32 hex digits");
+        if !self.seen.insert(uid) {
+            self.stats.add_duplicate();
+            return Ok(());
+        }
+        match batch.builder.append(&received) {
+            Ok(()) => {
+                batch.reports += 1;
+                batch.bytes += received.raw_json.len();
+                Ok(())
+            }
+            Err(error) => {
+                // Validation refuses what cannot be flattened; a message that gets here was
+                // written by another program. Set aside like an unreadable one.
+                self.seen.remove(&uid);
+                self.dead_letter(&record, "unflattenable_report", &error.to_string(), None)
+            }
+        }
+    }
+
+    /// Keeps a message that cannot become rows in the dead-letter area. Only once it is kept
+    /// may its offset be committed, so a failure here stops the transformer.
+    fn dead_letter(
+        &self,
+        record: &Record,
+        code: &str,
+        error: &str,
+        path: Option<String>,
+    ) -> Result<()> {
+        let message = &record.message;
+        let bytes = &message.value;
+        let sha256: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let received_at = message
+            .header(header::RECEIVED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        let rejection = Rejection {
+            received_at,
+            transport: message
+                .header(header::TRANSPORT)
+                .unwrap_or("unknown")
+                .chars()
+                .take(32)
+                .collect(),
+            remote_addr: message.header(header::REMOTE_ADDR).map(str::to_owned),
+            code: code.to_owned(),
+            message: format!(
+                "bus partition {} offset {}: {error}",
+                record.partition, record.offset
+            ),
+            path,
+            bytes: bytes.len(),
+            complete: true,
+            sha256,
+        };
+        let id = self
+            .dead_letters
+            .keep(bytes, &rejection)
+            .map_err(TransformError::DeadLetter)?;
+        self.stats.add_dead_lettered();
+        tracing::warn!(
+            partition = record.partition,
+            offset = record.offset,
+            %id,
+            code,
+            error,
+            "Message set aside in the dead-letter area."
+        );
+        Ok(())
+    }
+
+    /// Writes one partition's batch and commits its offsets: files first (staged, then
+    /// published all at once), the commit only after they are in place.
+    fn flush(&mut self, partition: u32) -> Result<()> {
+        let Some(mut batch) = self.pending[partition as usize].take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        // A batch of duplicates and dead letters only writes no file: committing its offset
+        // is enough. Were the process to stop before the commit, the next start would read
+        // those messages again and reach the same verdicts (the duplicates' reports are in
+        // the files, so the rebuilt dedup set still skips them), so no marker file is
+        // needed. The one cost: an unreadable message read again is kept a second time in
+        // the dead-letter area.
+        if batch.reports > 0 {
+            let tables = batch.builder.finish()?;
+            let mut flush_files = Vec::new();
+            for table in Table::ALL {
+                for (date, rows) in files::split_by_date(table.of(&tables))? {
+                    flush_files.push(FlushFile {
+                        table,
+                        date,
+                        batch: files::sort_rows(table, &rows)?,
+                    });
+                }
+            }
+            let published = staging::publish(
+                &self.root,
+                batch.range,
+                &flush_files,
+                self.options.row_group_rows,
+                self.crash,
+            )?;
+            for (file, done) in flush_files.iter().zip(&published) {
+                self.stats
+                    .file_written(done.table, file.batch.num_rows(), done.bytes);
+                self.compactor.touched((done.table, done.date, partition));
+            }
+            if self.crash == Some(CrashPoint::FlushPublished) {
+                return Err(TransformError::SimulatedCrash(CrashPoint::FlushPublished));
+            }
+        }
+        let next = batch.range.last + 1;
+        self.consumer
+            .commit(&self.options.group, &[(partition, next)])?;
+        self.stats
+            .flushed(partition, next, batch.reports, started.elapsed());
+        tracing::debug!(
+            partition,
+            first = batch.range.first,
+            last = batch.range.last,
+            reports = batch.reports,
+            "Flushed."
+        );
+        Ok(())
+    }
+
+    /// Writes and commits every batch (at shutdown).
+    fn flush_all(&mut self) -> Result<()> {
+        for partition in 0..self.consumer.partitions() {
+            self.flush(partition)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `report_uid`s of every report in the tables under `root` (superseded files excluded),
+/// read-only: for `tlsrpt import` and for tests. A flush interrupted past its commit point
+/// is not seen until a transformer opens the tables and finishes it.
+pub fn existing_report_uids(root: &Path) -> Result<HashSet<u128>> {
+    let scan = files::scan(root)?;
+    let mut uids = HashSet::new();
+    for file in files::visible(&scan.files) {
+        if file.table == Table::Reports {
+            files::read_report_uids(&file.path, &mut uids)?;
+        }
+    }
+    Ok(uids)
+}

@@ -1,0 +1,400 @@
+//! Reports from the bus into Parquet: tables, dates, names, values, row order, file settings;
+//! duplicates; restarts; unreadable messages.
+
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Date32Type;
+use parquet::basic::Compression;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use tlsrpt_bus::{Message, partition_for_key};
+use tlsrpt_schemas::layout::FileRange;
+use tlsrpt_schemas::message::header;
+use tlsrpt_schemas::tables::{failures_schema, policies_schema, reports_schema};
+use tlsrpt_transform::{TransformOptions, existing_report_uids};
+
+use crate::{
+    Env, ids, list, message, nth_report, options, read_file, read_table, report_ids, report_json,
+    rows, texts, visible,
+};
+
+#[tokio::test]
+async fn reports_land_in_one_file_per_table_date_and_flush_named_by_offsets() {
+    let env = Env::new(2);
+    for n in 0..30 {
+        env.send(message(&nth_report(n))).await;
+    }
+    let stats = env.drain(options()).await;
+    let ends = env.log.end_offsets();
+    assert_eq!(ends.iter().sum::<u64>(), 30);
+
+    assert_eq!(rows(&env.root, "reports"), 30);
+    assert_eq!(rows(&env.root, "policies"), 30);
+    assert_eq!(rows(&env.root, "failures"), 60);
+    assert_eq!(report_ids(&env.root), ids(0..30));
+    assert_eq!(stats.reports_written(), 30);
+
+    let (files, stray) = list(&env.root);
+    assert!(stray.is_empty(), "{stray:?}");
+    let staging: Vec<_> = std::fs::read_dir(env.root.join("_staging"))
+        .unwrap()
+        .collect();
+    assert!(staging.is_empty(), "staging left behind");
+    // One flush per partition (everything was read in one pass): every file of a partition
+    // accounts for all of its offsets, and there is one per table, date and partition.
+    for file in &files {
+        let p = file.range.partition as usize;
+        assert_eq!(
+            file.range,
+            FileRange {
+                partition: file.range.partition,
+                first: 0,
+                last: ends[p] - 1
+            }
+        );
+    }
+    assert_eq!(stats.files_written(), files.len() as u64);
+    let dirs: std::collections::BTreeSet<(usize, u32)> = (0..30)
+        .map(|n| (n % 3, partition_for_key(&message(&nth_report(n)).key, 2)))
+        .collect();
+    assert_eq!(files.len(), 3 * dirs.len(), "{files:#?}");
+
+    // Rows sit in the directory of their date, and read back with the tables' schemas
+    // (dictionary columns included).
+    for file in &files {
+        let batch = read_file(&file.path);
+        let expected_schema = match file.table.as_str() {
+            "reports" => reports_schema(),
+            "policies" => policies_schema(),
+            _ => failures_schema(),
+        };
+        assert_eq!(batch.schema().fields(), expected_schema.fields());
+        let dates = batch
+            .column_by_name("date")
+            .unwrap()
+            .as_primitive::<Date32Type>();
+        for days in dates.values() {
+            let date = Date32Type::to_naive_date_opt(*days).unwrap();
+            assert_eq!(format!("date={date}"), file.date);
+        }
+    }
+
+    // A few values, report 4: Microsoft, 2026-01-02, d4.example.
+    let reports = read_table(&env.root, "reports");
+    let ids_column = texts(&reports, "report_id");
+    let row = ids_column
+        .iter()
+        .position(|id| id.as_deref() == Some("r4"))
+        .unwrap();
+    assert_eq!(
+        texts(&reports, "organization_name")[row].as_deref(),
+        Some("Microsoft")
+    );
+    assert_eq!(texts(&reports, "transport")[row].as_deref(), Some("https"));
+    assert_eq!(
+        texts(&reports, "raw_json")[row].as_deref(),
+        Some(nth_report(4).as_str())
+    );
+    let policies = read_table(&env.root, "policies");
+    let uids = texts(&policies, "report_uid");
+    let report_uid = texts(&reports, "report_uid")[row].clone();
+    let policy_row = uids.iter().position(|u| *u == report_uid).unwrap();
+    assert_eq!(
+        texts(&policies, "policy_domain")[policy_row].as_deref(),
+        Some("d4.example")
+    );
+    assert_eq!(
+        texts(&policies, "sts_mode")[policy_row].as_deref(),
+        Some("enforce")
+    );
+    let failures = read_table(&env.root, "failures");
+    let mut mxs: Vec<String> = texts(&failures, "report_uid")
+        .iter()
+        .zip(texts(&failures, "receiving_mx_hostname"))
+        .filter(|(u, _)| **u == report_uid)
+        .map(|(_, mx)| mx.unwrap())
+        .collect();
+    mxs.sort();
+    assert_eq!(mxs, ["mx1.d4.example", "mx2.shared.example"]);
+}
+
+#[tokio::test]
+async fn files_are_sorted_zstd_with_a_page_index_and_declare_their_order() {
+    let env = Env::new(1);
+    for n in 0..40 {
+        env.send(message(&nth_report(n))).await;
+    }
+    env.drain(options()).await;
+    for file in visible(&env.root) {
+        let batch = read_file(&file.path);
+        let keys: Vec<&str> = match file.table.as_str() {
+            "failures" => vec!["policy_domain", "receiving_mx_hostname"],
+            "policies" => vec!["policy_domain"],
+            _ => vec!["organization_name"],
+        };
+        let columns: Vec<Vec<Option<String>>> = keys
+            .iter()
+            .map(|k| texts(std::slice::from_ref(&batch), k))
+            .collect();
+        let tuples: Vec<Vec<Option<String>>> = (0..batch.num_rows())
+            .map(|i| columns.iter().map(|c| c[i].clone()).collect())
+            .collect();
+        assert!(
+            tuples.windows(2).all(|w| w[0] <= w[1]),
+            "{} not sorted by {keys:?}",
+            file.path.display()
+        );
+
+        let reader = SerializedFileReader::new(std::fs::File::open(&file.path).unwrap()).unwrap();
+        let metadata = reader.metadata();
+        let row_group = metadata.row_group(0);
+        let sorting = row_group
+            .sorting_columns()
+            .expect("sorting columns declared");
+        let declared: Vec<String> = sorting
+            .iter()
+            .map(|s| {
+                assert!(!s.descending && s.nulls_first);
+                row_group
+                    .column(s.column_idx as usize)
+                    .column_path()
+                    .string()
+            })
+            .collect();
+        let mut expected: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        expected.push("date".into());
+        assert_eq!(declared, expected);
+        for column in row_group.columns() {
+            assert!(
+                matches!(column.compression(), Compression::ZSTD(_)),
+                "{:?}",
+                column.compression()
+            );
+            // The page index: an offset index for every column chunk.
+            assert!(column.offset_index_offset().is_some());
+        }
+        // Page-level statistics (the column index) on the sort columns.
+        let domain = if file.table == "reports" {
+            "organization_name"
+        } else {
+            "policy_domain"
+        };
+        let index = row_group
+            .columns()
+            .iter()
+            .position(|c| c.column_path().string() == domain)
+            .unwrap();
+        assert!(row_group.column(index).column_index_offset().is_some());
+        // The Arrow schema travels with the file: dictionary columns come back as such.
+        assert!(matches!(
+            batch
+                .column_by_name("organization_name")
+                .unwrap()
+                .data_type(),
+            arrow::datatypes::DataType::Dictionary(_, _)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn batches_roll_by_message_count() {
+    let env = Env::new(1);
+    for n in 0..10 {
+        // One day, so each flush writes one file per table.
+        env.send(message(&report_json(
+            "Google",
+            &format!("r{n}"),
+            "2026-02-01",
+            "a.example",
+            &[("mx.a.example", 1)],
+        )))
+        .await;
+    }
+    let stats = env
+        .drain(TransformOptions {
+            max_batch_reports: 3,
+            ..options()
+        })
+        .await;
+    let ranges: Vec<(u64, u64)> = list(&env.root)
+        .0
+        .iter()
+        .filter(|f| f.table == "reports")
+        .map(|f| (f.range.first, f.range.last))
+        .collect();
+    assert_eq!(ranges, [(0, 2), (3, 5), (6, 8), (9, 9)]);
+    assert_eq!(stats.flushes(), 4);
+    assert_eq!(report_ids(&env.root), ids(0..10));
+}
+
+#[tokio::test]
+async fn a_running_transformer_writes_what_arrives_and_flushes_at_shutdown() {
+    let env = Env::new(2);
+    let transformer = env.open(options());
+    let stats = transformer.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(transformer.run(async move {
+        let _ = stopped.await;
+    }));
+    // A guard against a hang, not a timing assertion.
+    let guard = Duration::from_secs(60);
+    for n in 0..5 {
+        env.send(message(&nth_report(n))).await;
+    }
+    tokio::time::timeout(guard, stats.wait_for_committed(&env.log.end_offsets()))
+        .await
+        .expect("the reports were written");
+    assert_eq!(report_ids(&env.root), ids(0..5));
+    for n in 5..12 {
+        env.send(message(&nth_report(n))).await;
+    }
+    tokio::time::timeout(guard, stats.wait_for_committed(&env.log.end_offsets()))
+        .await
+        .expect("the reports were written");
+    assert_eq!(report_ids(&env.root), ids(0..12));
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(stats.committed_offsets(), env.log.end_offsets());
+    let mut text = String::new();
+    stats.render_prometheus(&mut text);
+    assert!(
+        text.contains("tlsrpt_transform_reports_written_total 12"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_report_sent_three_times_is_one_row_also_across_runs() {
+    let env = Env::new(2);
+    let twice_told = nth_report(0);
+    for _ in 0..3 {
+        env.send(message(&twice_told)).await;
+    }
+    env.send(message(&nth_report(1))).await;
+    let stats = env.drain(options()).await;
+    assert_eq!(report_ids(&env.root), ids(0..2));
+    assert_eq!(stats.duplicates_skipped(), 2);
+    assert_eq!(rows(&env.root, "failures"), 4);
+    assert_eq!(existing_report_uids(&env.root).unwrap().len(), 2);
+
+    // The same reports again, by mail this time, and a new one: only the new one is added.
+    let by_mail = |json: &str| {
+        let mut m: Message = message(json);
+        for (name, value) in &mut m.headers {
+            if name == header::TRANSPORT {
+                *value = "smtp".into();
+            }
+        }
+        m
+    };
+    env.send(by_mail(&twice_told)).await;
+    env.send(by_mail(&nth_report(1))).await;
+    env.send(message(&nth_report(2))).await;
+    let transformer = env.open(options());
+    assert_eq!(transformer.known_reports(), 2);
+    drop(transformer);
+    let stats = env.drain(options()).await;
+    assert_eq!(stats.duplicates_skipped(), 2);
+    assert_eq!(stats.reports_written(), 1);
+    assert_eq!(report_ids(&env.root), ids(0..3));
+    assert_eq!(
+        texts(&read_table(&env.root, "reports"), "transport"),
+        vec![Some("https".to_owned()); 3]
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_where_the_files_end() {
+    let env = Env::new(2);
+    for n in 0..10 {
+        env.send(message(&nth_report(n))).await;
+    }
+    env.drain(options()).await;
+    let first_ends = env.log.end_offsets();
+    for n in 10..25 {
+        env.send(message(&nth_report(n))).await;
+    }
+    let transformer = env.open(options());
+    assert_eq!(transformer.resume_offsets(), first_ends.as_slice());
+    drop(transformer);
+    let stats = env.drain(options()).await;
+    assert_eq!(stats.duplicates_skipped(), 0);
+    assert_eq!(stats.reports_written(), 15);
+    assert_eq!(report_ids(&env.root), ids(0..25));
+
+    // Per partition, the files' ranges tile the offsets read: no gap, no overlap.
+    for (partition, end) in env.log.end_offsets().into_iter().enumerate() {
+        let mut ranges: Vec<(u64, u64)> = list(&env.root)
+            .0
+            .iter()
+            .filter(|f| f.table == "reports" && f.range.partition as usize == partition)
+            .map(|f| (f.range.first, f.range.last))
+            .collect();
+        ranges.sort();
+        ranges.dedup();
+        let mut next = 0;
+        for (first, last) in ranges {
+            assert_eq!(first, next);
+            next = last + 1;
+        }
+        assert_eq!(next, end);
+        assert_eq!(
+            env.log.committed("transform", partition as u32).unwrap(),
+            Some(end)
+        );
+    }
+
+    // Nothing new: a restart reads nothing and writes nothing.
+    let stats = env.drain(options()).await;
+    assert_eq!(stats.flushes(), 0);
+    assert_eq!(report_ids(&env.root), ids(0..25));
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_set_aside_and_later_ones_are_written() {
+    let env = Env::new(1);
+    env.send(message(&nth_report(0))).await;
+    let mut broken = message(&nth_report(1));
+    broken.value = b"{\"organization-name\": \"half a report".to_vec();
+    env.send(broken).await;
+    let mut bare = message(&nth_report(2));
+    bare.headers.clear();
+    env.send(bare).await;
+    env.send(message(&nth_report(3))).await;
+
+    let stats = env.drain(options()).await;
+    assert_eq!(stats.dead_lettered(), 2);
+    let mut written = report_ids(&env.root);
+    written.sort();
+    assert_eq!(written, ["r0", "r3"]);
+
+    let kept = env.dead_letters.list().unwrap();
+    assert_eq!(kept.len(), 2);
+    let (id, first) = &kept
+        .iter()
+        .find(|(_, r)| r.message.contains("offset 1"))
+        .unwrap();
+    assert_eq!(first.code, "undecodable_message");
+    assert_eq!(first.transport, "https");
+    assert!(
+        first.message.contains("partition 0 offset 1"),
+        "{}",
+        first.message
+    );
+    assert!(first.message.contains("JSON"), "{}", first.message);
+    assert_eq!(
+        env.dead_letters.bytes(id).unwrap(),
+        b"{\"organization-name\": \"half a report"
+    );
+    let (_, second) = &kept
+        .iter()
+        .find(|(_, r)| r.message.contains("offset 2"))
+        .unwrap();
+    assert_eq!(second.transport, "unknown");
+    assert!(
+        second.message.contains("header transport is missing"),
+        "{}",
+        second.message
+    );
+    assert_eq!(env.log.committed("transform", 0).unwrap(), Some(4));
+}
