@@ -1,8 +1,32 @@
 //! # tlsrpt-query: SQL over the report tables
 //!
-//! Owns the DataFusion catalog over the Hive-partitioned Parquet layout
-//! (`<root>/{reports,policies,failures}/date=YYYY-MM-DD/`), SQL over HTTP and Arrow Flight
-//! SQL, the built-in views and the alert jobs.
+//! Owns the DataFusion catalog over the table layout
+//! (`<root>/{reports,policies,failures}/date=YYYY-MM-DD/p…-….parquet`, see
+//! [`tlsrpt_schemas::layout`]) and answers SQL over it: `POST /v1/sql` on the query port, and
+//! the engine behind `tlsrpt sql` in a terminal. Arrow Flight SQL, the built-in views and the
+//! alert jobs belong here too, and are later work.
 //!
-//! It reads the tables and must never write them. Nothing is implemented yet; see the
-//! project's issues.
+//! It reads the tables and must never write them: every statement but a query (DDL, DML,
+//! `COPY`, `SET`, ...) is refused, and no query can read a file outside the tables.
+//!
+//! ## Layout
+//! - [`engine`]: [`QueryEngine`], one DataFusion session with the three tables, and its
+//!   limits ([`QueryOptions`]: rows, time, concurrency, memory). Start reading here.
+//! - `catalog`: the tables as DataFusion providers that list the files a reader must see
+//!   (superseded and temporary files left out) at every scan, so new files are seen by the
+//!   next query.
+//! - `read_only`: which statements are answered.
+//! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
+//! - [`http`]: the HTTP front end and its status codes.
+//! - [`error`]: [`QueryError`], why a statement got no answer.
+
+mod catalog;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod output;
+mod read_only;
+
+pub use engine::{QueryEngine, QueryOptions, QueryResult};
+pub use error::{QueryError, Result};
+pub use output::{OutputFormat, write_result};

@@ -1,0 +1,271 @@
+//! The three tables as DataFusion sees them: listed afresh at every scan.
+//!
+//! Each table is a [`VisibleFilesTable`], a `TableProvider` that, when a query scans it, lists
+//! `<root>/<table>/date=*/` as [`tlsrpt_schemas::layout`] says a reader must (data names only,
+//! superseded files left out) and hands the resulting file list to a DataFusion
+//! `ListingTable` built for this one scan. The listing table does the rest (projection,
+//! Parquet row-group and page pruning, statistics, limits).
+//!
+//! Why not one `ListingTable` over the table directory: it would read every file a
+//! compaction has superseded but not yet deleted (rows counted twice), temporary files
+//! included, and DataFusion 55 caches directory listings, so new files would not be seen
+//! until the cache expired. Listing per scan costs a `read_dir` per date directory and a
+//! `stat` per file; the Parquet footers and file statistics are cached by the engine's
+//! runtime across queries (keyed by path, size and modification time).
+//!
+//! Date directories are pruned before listing: filters on `date` alone are evaluated
+//! against the directory names, so a one-week query over years of data lists one week.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Date32Array, RecordBatch};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{Column, DFSchema, DataFusionError, project_schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use tlsrpt_schemas::layout::{self, FileRange};
+use tracing::debug;
+
+/// The name of the partition column, stored in the files and in the directory names.
+const DATE: &str = "date";
+
+/// One table (`reports`, `policies` or `failures`) over the files a reader must see.
+#[derive(Debug)]
+pub(crate) struct VisibleFilesTable {
+    /// `<root>/<table>`; it need not exist (a table with no files yet is empty).
+    dir: PathBuf,
+    schema: SchemaRef,
+}
+
+impl VisibleFilesTable {
+    pub(crate) fn new(dir: PathBuf, schema: SchemaRef) -> Self {
+        Self { dir, schema }
+    }
+}
+
+/// Why the files of a table could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("listing {}: {source}", path.display())]
+pub(crate) struct ListingError {
+    pub(crate) path: PathBuf,
+    #[source]
+    pub(crate) source: io::Error,
+}
+
+impl From<ListingError> for DataFusionError {
+    fn from(error: ListingError) -> Self {
+        DataFusionError::External(Box::new(error))
+    }
+}
+
+#[async_trait]
+impl TableProvider for VisibleFilesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Inexact for every filter: date directories are pruned with them, but DataFusion still
+    /// applies each filter to the rows, so a pruning that keeps too much is never wrong.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let dir = self.dir.clone();
+        let dates = blocking(move || list_date_dirs(&dir)).await?;
+        let dates = prune_dates(state, filters, dates);
+        let files = blocking(move || {
+            let mut files = Vec::new();
+            for (_, dir) in &dates {
+                files.extend(visible_files(dir)?);
+            }
+            Ok(files)
+        })
+        .await?;
+        debug!(table = %self.dir.display(), files = files.len(), "Listed a table for a scan.");
+        if files.is_empty() {
+            let schema = project_schema(&self.schema, projection)?;
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+
+        let urls = files
+            .iter()
+            .map(|path| file_url(path))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            // The schema is the contract (tables.rs), never inferred from whichever file
+            // comes first.
+            .with_schema(Arc::clone(&self.schema));
+        let table = ListingTable::try_new(config)?
+            .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// Runs file-system work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ListingError> + Send + 'static,
+) -> datafusion::common::Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(join) => Err(DataFusionError::External(Box::new(join))),
+    }
+}
+
+/// The `date=YYYY-MM-DD` directories of a table, sorted by date. None when the table
+/// directory does not exist yet.
+fn list_date_dirs(table_dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, ListingError> {
+    let mut dates = Vec::new();
+    for name in read_dir_names(table_dir)? {
+        if let Some(date) = layout::parse_date_dir(&name) {
+            dates.push((date, table_dir.join(&name)));
+        }
+    }
+    dates.sort();
+    Ok(dates)
+}
+
+/// The data files of one date directory a reader must read ([`layout::visible`]): data
+/// names only, superseded ones left out. A directory that vanished since it was listed
+/// holds nothing.
+fn visible_files(date_dir: &Path) -> Result<Vec<PathBuf>, ListingError> {
+    let ranges: Vec<FileRange> = read_dir_names(date_dir)?
+        .iter()
+        .filter(|name| layout::is_data_name(name))
+        .filter_map(|name| FileRange::parse(name))
+        .collect();
+    Ok(layout::visible(&ranges)
+        .iter()
+        .map(|range| date_dir.join(range.file_name()))
+        .collect())
+}
+
+/// The entry names of a directory (UTF-8 ones: the layout has no others); empty when it does
+/// not exist.
+fn read_dir_names(dir: &Path) -> Result<Vec<String>, ListingError> {
+    let failed = |source| ListingError {
+        path: dir.to_owned(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(failed(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// A `file://` URL for one data file. Built directly rather than with
+/// `ListingTableUrl::parse`, which would `stat` the path (once more per file) and read glob
+/// characters in the root's name as a pattern.
+fn file_url(path: &Path) -> datafusion::common::Result<ListingTableUrl> {
+    let url = url::Url::from_file_path(path).map_err(|()| {
+        DataFusionError::Execution(format!("{} is not an absolute path", path.display()))
+    })?;
+    ListingTableUrl::try_new(url, None)
+}
+
+/// Keeps the date directories that the filters on `date` alone can match. Anything it cannot
+/// evaluate keeps every directory: the filters are applied to the rows anyway.
+fn prune_dates(
+    state: &dyn Session,
+    filters: &[Expr],
+    dates: Vec<(NaiveDate, PathBuf)>,
+) -> Vec<(NaiveDate, PathBuf)> {
+    let date_filters: Vec<&Expr> = filters.iter().filter(|f| on_date_only(f)).collect();
+    if date_filters.is_empty() || dates.is_empty() {
+        return dates;
+    }
+    match date_matches(state, &date_filters, &dates) {
+        Ok(keep) => dates
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(date, keep)| keep.then_some(date))
+            .collect(),
+        Err(error) => {
+            debug!(%error, "Date filters not evaluated on directory names; listing all dates.");
+            dates
+        }
+    }
+}
+
+fn on_date_only(filter: &Expr) -> bool {
+    let columns = filter.column_refs();
+    !columns.is_empty() && columns.iter().all(|c| c.name == DATE) && !filter.is_volatile()
+}
+
+/// For each date, whether every filter is true for it (null counts as false, as in `WHERE`).
+fn date_matches(
+    state: &dyn Session,
+    filters: &[&Expr],
+    dates: &[(NaiveDate, PathBuf)],
+) -> datafusion::common::Result<Vec<bool>> {
+    let schema = Arc::new(Schema::new(vec![Field::new(DATE, DataType::Date32, false)]));
+    let days: Date32Array = dates
+        .iter()
+        .map(|(date, _)| Some(Date32Type::from_naive_date(*date)))
+        .collect();
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(days)])?;
+    let df_schema = DFSchema::try_from(schema)?;
+    let mut keep = vec![true; dates.len()];
+    for filter in filters {
+        // Filters arrive qualified with the table name; the one-column schema is not.
+        let filter = (*filter)
+            .clone()
+            .transform(|e| {
+                Ok(match e {
+                    Expr::Column(c) if c.relation.is_some() => {
+                        Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                    }
+                    other => Transformed::no(other),
+                })
+            })
+            .data()?;
+        let predicate = state.create_physical_expr(filter, &df_schema)?;
+        let values = predicate.evaluate(&batch)?.into_array(dates.len())?;
+        let Some(values) = values.as_boolean_opt() else {
+            return Err(DataFusionError::Execution(format!(
+                "filter gives {}, not booleans",
+                values.data_type()
+            )));
+        };
+        for (i, keep) in keep.iter_mut().enumerate() {
+            *keep &= values.is_valid(i) && values.value(i);
+        }
+    }
+    Ok(keep)
+}

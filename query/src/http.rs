@@ -1,0 +1,178 @@
+//! SQL over HTTP: `POST /v1/sql`.
+//!
+//! The body is the SQL text, or JSON `{"sql": "..."}` (when the content type is
+//! `application/json` or the body starts with `{`). The answer's format follows `Accept`
+//! ([`OutputFormat::from_accept`]): `application/json` (default, also for `*/*`), `text/csv`,
+//! `application/vnd.apache.arrow.stream`, or `text/plain` for a table.
+//!
+//! Errors have a JSON body `{"error", "code"}` (the code is [`QueryError::code`]):
+//! - 400: not a statement (`invalid`: bad syntax, unknown table or column, wrong types),
+//!   refused (`read_only`: DDL, DML, `COPY`, `SET`, ...), or failed on the data
+//!   (`execution`: a failing cast, a division by zero); also a body that is not UTF-8 text or
+//!   well-formed JSON;
+//! - 406: `Accept` offers none of the formats;
+//! - 413: a body over 1 MiB;
+//! - 422: more rows than the limit (`too_many_rows`); the statement is fine, the answer too
+//!   large: aggregate, filter or add a `LIMIT`;
+//! - 503: over the time limit (`timeout`, waiting for a turn included) or the memory limit
+//!   (`resources_exhausted`). 408 would say the client was too slow to send its request,
+//!   which it was not;
+//! - 500: the tables could not be read (`storage`) or a bug (`internal`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::warn;
+
+use crate::engine::QueryEngine;
+use crate::error::QueryError;
+use crate::output::{OutputFormat, write_result};
+
+/// The largest statement accepted, in bytes.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// The JSON form of a request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+impl QueryEngine {
+    /// The routes: `POST /v1/sql`, `GET /healthz`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/sql", post(post_sql))
+            .route("/healthz", get(|| async { "ok\n" }))
+            // The body cap is ours (answered in JSON).
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets the queries in flight finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": message, "code": code })),
+    )
+        .into_response()
+}
+
+fn error_response(error: &QueryError) -> Response {
+    let status = match error {
+        QueryError::Invalid { .. } | QueryError::ReadOnly { .. } | QueryError::Execution { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        QueryError::TooManyRows { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        QueryError::Timeout { .. } | QueryError::ResourcesExhausted { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        QueryError::Storage { .. }
+        | QueryError::Internal { .. }
+        | QueryError::Output { .. }
+        | QueryError::Io(_) => {
+            warn!(%error, "Query failed on the service's side.");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error_body(status, error.code(), &error.to_string())
+}
+
+/// The statement of a request body.
+fn statement(headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 text".to_owned())?;
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if json_type || text.trim_start().starts_with('{') {
+        serde_json::from_str::<SqlRequest>(text)
+            .map(|request| request.sql)
+            .map_err(|e| format!("the body is not JSON of the form {{\"sql\": \"...\"}}: {e}"))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+async fn post_sql(
+    State(engine): State<Arc<QueryEngine>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let Some(format) = OutputFormat::from_accept(Some(&accept)) else {
+        return error_body(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "Accept offers none of application/json, text/csv, \
+             application/vnd.apache.arrow.stream, text/plain",
+        );
+    };
+    let body = match axum::body::to_bytes(body, MAX_SQL_BYTES).await {
+        Ok(body) => body,
+        // Mostly over the cap; a connection that broke mid-body gets no answer anyway.
+        Err(_) => {
+            return error_body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!(
+                    "the body could not be read whole; a statement is at most {MAX_SQL_BYTES} bytes"
+                ),
+            );
+        }
+    };
+    let sql = match statement(&headers, &body) {
+        Ok(sql) => sql,
+        Err(message) => return error_body(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    let result = match engine.sql(&sql).await {
+        Ok(result) => result,
+        Err(error) => return error_response(&error),
+    };
+    // Encoding a million rows takes a while: off the async workers.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        write_result(&result, format, &mut out).map(|()| out)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(bytes)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, format.content_type())],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(error)) => error_response(&error),
+        Err(join) => error_response(&QueryError::Internal {
+            message: format!("encoding the result: {join}"),
+        }),
+    }
+}

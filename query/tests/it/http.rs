@@ -1,0 +1,327 @@
+//! `POST /v1/sql` over a real socket: formats by `Accept`, status codes by error.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{DataType, Int64Type};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tlsrpt_query::{QueryEngine, QueryOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::support::Root;
+
+struct Server {
+    address: SocketAddr,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    async fn start(engine: Arc<QueryEngine>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(engine.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn post(&self, sql: &str, accept: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .post(format!("http://{}/v1/sql", self.address))
+            .body(sql.to_owned());
+        match accept {
+            Some(accept) => request.header("accept", accept),
+            None => request,
+        }
+    }
+
+    async fn json(&self, sql: &str) -> (StatusCode, Value) {
+        let response = self
+            .post(sql, Some("application/json"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Stops accepting and waits for the server task to end.
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn json_rows_are_objects_with_readable_values() {
+    let root = Root::with_corpus();
+    let server = Server::start(root.engine()).await;
+    let sql = "SELECT report_id, organization_name, start_datetime, date, warnings, dkim, \
+               total_failure_session_count FROM reports ORDER BY date";
+    // No Accept header: JSON.
+    let response = server.post(sql, None).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let rows: Value = response.json().await.unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows[0],
+        json!({
+            "report_id": "5065427c-23d3-47ca-b6e0-946ea0e8c4be",
+            "organization_name": "Company-X",
+            "start_datetime": "2016-04-01T00:00:00Z",
+            "date": "2016-04-01",
+            "warnings": ["mx_host_string"],
+            "dkim": null,
+            "total_failure_session_count": 303,
+        })
+    );
+    assert_eq!(rows[1]["organization_name"], "Mail.ru");
+
+    // The JSON request form, and */*.
+    let response = server
+        .client
+        .post(format!("http://{}/v1/sql", server.address))
+        .header("content-type", "application/json")
+        .header("accept", "*/*")
+        .body(json!({ "sql": "SELECT count(*) AS n FROM failures" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!([{ "n": 5 }]));
+
+    let (status, empty) = server.json("SELECT * FROM failures WHERE false").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(empty, json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn csv_has_a_header_line() {
+    let root = Root::with_corpus();
+    let server = Server::start(root.engine()).await;
+    let response = server
+        .post(
+            "SELECT policy_domain, result_type, sum(failed_session_count) AS sessions \
+             FROM failures GROUP BY 1, 2 ORDER BY 1, 2",
+            Some("text/csv"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        "policy_domain,result_type,sessions\n\
+         company-y.example,certificate-expired,100\n\
+         company-y.example,starttls-not-supported,200\n\
+         company-y.example,validation-failure,3\n\
+         example.com,sts-policy-fetch-error,2\n"
+    );
+
+    // Lists as text, timestamps in RFC 3339; the header even without rows.
+    let text = server
+        .post(
+            "SELECT policy_domain, mx_host, start_datetime FROM policies WHERE date = '2016-04-01'",
+            Some("text/csv"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        "policy_domain,mx_host,start_datetime\n\
+         company-y.example,[*.mail.company-y.example],2016-04-01T00:00:00Z\n"
+    );
+    let text = server
+        .post(
+            "SELECT report_id, warnings FROM reports WHERE false",
+            Some("text/csv"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "report_id,warnings\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn arrow_streams_keep_the_types() {
+    let root = Root::with_corpus();
+    let server = Server::start(root.engine()).await;
+    let response = server
+        .post(
+            "SELECT organization_name, date, total_failure_session_count FROM reports ORDER BY date",
+            Some("application/vnd.apache.arrow.stream"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = response.bytes().await.unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).unwrap();
+    let schema = reader.schema();
+    assert_eq!(
+        schema.field(0).data_type(),
+        &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+    );
+    assert_eq!(schema.field(1).data_type(), &DataType::Date32);
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let failures: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(2).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(failures, [303, 1, 0]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_text_is_a_table_and_unknown_formats_are_not_acceptable() {
+    let root = Root::with_corpus();
+    let server = Server::start(root.engine()).await;
+    let response = server
+        .post(
+            "SELECT count(*) AS reports FROM reports",
+            Some("text/plain"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "+---------+\n| reports |\n+---------+\n| 3       |\n+---------+\n"
+    );
+    let response = server
+        .post("SELECT 1", Some("image/png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "not_acceptable");
+
+    let health = server
+        .client
+        .get(format!("http://{}/healthz", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_and_errors_have_status_codes_and_the_service_keeps_answering() {
+    let root = Root::with_corpus();
+    let server = Server::start(root.engine_with(QueryOptions {
+        max_rows: 2,
+        ..QueryOptions::default()
+    }))
+    .await;
+    for (sql, status, code) in [
+        ("DROP TABLE reports", StatusCode::BAD_REQUEST, "read_only"),
+        (
+            "INSERT INTO failures SELECT * FROM failures",
+            StatusCode::BAD_REQUEST,
+            "read_only",
+        ),
+        (
+            "COPY (SELECT 1) TO '/tmp/tlsrpt-query-test.csv'",
+            StatusCode::BAD_REQUEST,
+            "read_only",
+        ),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            StatusCode::BAD_REQUEST,
+            "read_only",
+        ),
+        ("SELECT FROM WHERE", StatusCode::BAD_REQUEST, "invalid"),
+        ("SELECT * FROM nowhere", StatusCode::BAD_REQUEST, "invalid"),
+        (
+            "SELECT * FROM failures",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_rows",
+        ),
+    ] {
+        let (answer, body) = server.json(sql).await;
+        assert_eq!(answer, status, "{sql}: {body}");
+        assert_eq!(body["code"], code, "{sql}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        let (answer, body) = server.json("SELECT count(*) AS n FROM reports").await;
+        assert_eq!(answer, StatusCode::OK);
+        assert_eq!(body, json!([{ "n": 3 }]));
+    }
+    let (_, body) = server.json("DROP TABLE reports").await;
+    assert!(
+        body["error"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+
+    let response = server
+        .client
+        .post(format!("http://{}/v1/sql", server.address))
+        .header("content-type", "application/json")
+        .body("{\"query\": \"SELECT 1\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = server
+        .post(&"x".repeat(tlsrpt_query::http::MAX_SQL_BYTES + 1), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_timeout_is_service_unavailable() {
+    let root = Root::new();
+    let server = Server::start(root.engine_with(QueryOptions {
+        timeout: std::time::Duration::from_millis(200),
+        ..QueryOptions::default()
+    }))
+    .await;
+    let (status, body) = server
+        .json("SELECT sum(value) FROM generate_series(1, 10000000000)")
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "timeout");
+    server.stop().await;
+}
