@@ -13,6 +13,18 @@
 //! `stat` per file; the Parquet footers and file statistics are cached by the engine's
 //! runtime across queries (keyed by path, size and modification time).
 //!
+//! Measured on this 2-core machine (debug build of this crate, dependencies optimised), 3,000
+//! one-report files per table over 30 dates: listing them here takes 10 ms, the listing
+//! table's `stat` and statistics-cache lookup per file 60 ms, so `count(*)` (answered from
+//! the cached statistics) takes 85 ms warm and 350 ms cold (every footer read once), and
+//! `sum(failed_session_count)`, which opens every file, 325 ms. Listing does not dominate;
+//! compaction, which keeps the file count down, matters more.
+//!
+//! A superseded file is deleted 60 s after its replacement appears (the transformer's grace
+//! period). A query lists once, when it is planned, so one running longer than that (only
+//! possible with a timeout above 60 s) can find a file gone and fail with a storage error;
+//! running it again sees the merged file.
+//!
 //! Date directories are pruned before listing: filters on `date` alone are evaluated
 //! against the directory names, so a one-week query over years of data lists one week.
 

@@ -69,7 +69,7 @@ impl QueryResult {
 /// Answers SQL over `<root>/{reports,policies,failures}`.
 ///
 /// One DataFusion session serves every query: the tables are providers that list their files
-/// at each scan ([`crate::catalog`]), so files written after the engine started are seen by
+/// at each scan (module `catalog`), so files written after the engine started are seen by
 /// the next query, and the session's caches (Parquet footers, file statistics) outlive a
 /// query. No statement can change the session: all but queries are refused.
 pub struct QueryEngine {
