@@ -1,0 +1,314 @@
+//! The settings of `tlsrpt up`: flags, their `TLSRPT_*` environment twins, a TOML file, and
+//! the defaults, merged in that order of precedence (flag or variable, then file, then
+//! default).
+//!
+//! Each setting is written once, in [`Settings`]: clap reads it from the command line and
+//! the environment, serde from the file (same names, kebab-case), so the three cannot drift.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// What `--dkim` asks of mailed reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DkimMode {
+    /// Verify and record the outcome in `reports.dkim`; keep the report whatever it says.
+    Record,
+    /// Refuse mail whose DKIM signature is missing or does not verify (RFC 8460 §3).
+    Enforce,
+}
+
+/// Every setting, each optional so that an unset flag lets the file or the default speak.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// Where the embedded log, the Parquet tables and the refused inputs live
+    /// [default: ./tlsrpt-data].
+    #[arg(long, env = "TLSRPT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the HTTPS report receiver (`POST /v1/reports`, RFC 8460 §5.3.2)
+    /// [default: 127.0.0.1:8460].
+    #[arg(long, env = "TLSRPT_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Address of the mail receiver for `mailto:` reporting addresses, or `off`
+    /// [default: 127.0.0.1:2525].
+    #[arg(long, env = "TLSRPT_SMTP_LISTEN", value_name = "ADDR|off")]
+    pub smtp_listen: Option<String>,
+
+    /// Address of the SQL service (`POST /v1/sql`) [default: 127.0.0.1:8461].
+    #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
+    pub query_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for the report receiver; with --tls-key it serves HTTPS.
+    /// Without them it serves plain HTTP, for use behind a TLS-terminating proxy.
+    #[arg(
+        long,
+        env = "TLSRPT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "TLSRPT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Recipient addresses the mail receiver accepts, comma-separated; mail for others is
+    /// refused. Default: any address.
+    #[arg(
+        long,
+        env = "TLSRPT_SMTP_RECIPIENTS",
+        value_name = "ADDR,...",
+        value_delimiter = ','
+    )]
+    pub smtp_recipients: Option<Vec<String>>,
+
+    /// The name the mail receiver gives in its greeting [default: this host's name].
+    #[arg(long, env = "TLSRPT_SMTP_HOSTNAME", value_name = "NAME")]
+    pub smtp_hostname: Option<String>,
+
+    /// DKIM for mailed reports: `record` the outcome, or `enforce` (refuse unsigned or
+    /// failing mail) [default: record].
+    #[arg(long, env = "TLSRPT_DKIM", value_enum)]
+    pub dkim: Option<DkimMode>,
+
+    /// Largest HTTP body read, before decompression, in bytes [default: 10485760].
+    #[arg(long, env = "TLSRPT_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Largest mail message accepted, in bytes [default: 10485760].
+    #[arg(long, env = "TLSRPT_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Largest report after decompression, in bytes; a gzip bomb stops here
+    /// [default: 20971520].
+    #[arg(long, env = "TLSRPT_MAX_DECOMPRESSED_BYTES", value_name = "BYTES")]
+    pub max_decompressed_bytes: Option<usize>,
+
+    /// Reports handled at once by the HTTP receiver; more get 503 and retry
+    /// [default: 1024].
+    #[arg(long, env = "TLSRPT_MAX_CONCURRENT_REQUESTS", value_name = "N")]
+    pub max_concurrent_requests: Option<usize>,
+
+    /// Deadline for a client to send its request headers or body, or an SMTP command
+    /// (e.g. `30s`, `2m`) [default: 30s].
+    #[arg(long, env = "TLSRPT_CLIENT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub client_timeout: Option<Duration>,
+
+    /// How often the transformer writes what it has to Parquet, which bounds how soon a
+    /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
+    #[arg(long, env = "TLSRPT_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub flush_interval: Option<Duration>,
+
+    /// Partitions of a new embedded log (an existing log keeps its own) [default: 4].
+    #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
+    pub partitions: Option<u32>,
+}
+
+/// The settings with every default applied.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub smtp_listen: Option<SocketAddr>,
+    pub query_listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub smtp_recipients: Option<Vec<String>>,
+    pub smtp_hostname: String,
+    pub dkim: DkimMode,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub client_timeout: Duration,
+    pub flush_interval: Duration,
+    pub partitions: u32,
+}
+
+/// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn duration_from_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+impl Settings {
+    /// Reads a TOML settings file (same names as the flags, without `--`).
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in the settings file {}", path.display()))
+    }
+
+    /// `self` where set, else `file`.
+    pub fn or(self, file: Settings) -> Settings {
+        Settings {
+            data_dir: self.data_dir.or(file.data_dir),
+            http_listen: self.http_listen.or(file.http_listen),
+            smtp_listen: self.smtp_listen.or(file.smtp_listen),
+            query_listen: self.query_listen.or(file.query_listen),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            smtp_recipients: self.smtp_recipients.or(file.smtp_recipients),
+            smtp_hostname: self.smtp_hostname.or(file.smtp_hostname),
+            dkim: self.dkim.or(file.dkim),
+            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+            max_decompressed_bytes: self.max_decompressed_bytes.or(file.max_decompressed_bytes),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests),
+            client_timeout: self.client_timeout.or(file.client_timeout),
+            flush_interval: self.flush_interval.or(file.flush_interval),
+            partitions: self.partitions.or(file.partitions),
+        }
+    }
+
+    /// Applies the defaults and checks what cannot be checked per setting.
+    pub fn resolve(self) -> anyhow::Result<Resolved> {
+        let smtp_listen = match self.smtp_listen.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 2525))),
+            Some("off") => None,
+            Some(text) => Some(text.parse().with_context(|| {
+                format!(
+                    "--smtp-listen {text:?} is neither an address such as 127.0.0.1:2525 nor `off`"
+                )
+            })?),
+        };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let recipients = self.smtp_recipients.map(|list| {
+            list.into_iter()
+                .map(|r| r.trim().to_ascii_lowercase())
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+        });
+        Ok(Resolved {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("tlsrpt-data")),
+            http_listen: self
+                .http_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8460))),
+            smtp_listen,
+            query_listen: self
+                .query_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
+            tls,
+            smtp_recipients: recipients.filter(|r| !r.is_empty()),
+            smtp_hostname: self.smtp_hostname.unwrap_or_else(host_name),
+            dkim: self.dkim.unwrap_or(DkimMode::Record),
+            max_body_bytes: self.max_body_bytes.unwrap_or(10 << 20),
+            max_message_bytes: self.max_message_bytes.unwrap_or(10 << 20),
+            max_decompressed_bytes: self.max_decompressed_bytes.unwrap_or(20 << 20),
+            max_concurrent_requests: self.max_concurrent_requests.unwrap_or(1024),
+            client_timeout: self.client_timeout.unwrap_or(Duration::from_secs(30)),
+            flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
+            partitions: self.partitions.unwrap_or(4).max(1),
+        })
+    }
+}
+
+/// This machine's host name, for the SMTP greeting.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(
+            parse_duration("ten")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: Settings = toml::from_str(
+            r#"
+            data-dir = "/srv/tlsrpt"
+            http-listen = "0.0.0.0:443"
+            flush-interval = "5s"
+            smtp-listen = "off"
+            dkim = "enforce"
+            "#,
+        )
+        .unwrap();
+        let flags = Settings {
+            http_listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Settings::default()
+        };
+        let resolved = flags.or(file).resolve().unwrap();
+        assert_eq!(resolved.data_dir, PathBuf::from("/srv/tlsrpt"));
+        assert_eq!(resolved.http_listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(resolved.flush_interval, Duration::from_secs(5));
+        assert_eq!(resolved.smtp_listen, None);
+        assert_eq!(resolved.dkim, DkimMode::Enforce);
+        assert_eq!(resolved.query_listen, "127.0.0.1:8461".parse().unwrap());
+    }
+
+    #[test]
+    fn a_misspelt_setting_in_the_file_is_named() {
+        let err = toml::from_str::<Settings>("flush-intervall = \"1s\"").unwrap_err();
+        assert!(err.to_string().contains("flush-intervall"), "{err}");
+    }
+}
