@@ -3,11 +3,22 @@
 //! Parses the command line and hands each subcommand to a module that does the work with the
 //! library crates; no report logic lives here (see `schemas/` for decoding and validation).
 //!
+//! - `up`: [`up`], the receivers, the transformer and the SQL service in one process.
+//! - `import`: [`import`], backfill from files, mbox and Maildir through the same bus.
+//! - `sql`: [`sql`], one query over the tables in the terminal.
+//! - `rejected`: [`rejected`], what the receivers refused, and replaying it after a fix.
 //! - `validate`: [`validate`], is each file a report we accept, and with which quirks?
 //! - `explain`: [`explain`], a report in plain language for the domain owner.
 
+mod data_dir;
 mod explain;
+mod import;
 mod input;
+mod logging;
+mod rejected;
+mod settings;
+mod sql;
+mod up;
 mod validate;
 
 use std::process::ExitCode;
@@ -22,8 +33,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Receive, store and analyse SMTP TLS reports (TLS-RPT, RFC 8460).
 ///
 /// Mail servers that cannot set up TLS with your MX hosts send daily JSON reports to the
-/// address or URL in your `_smtp._tls` TXT record. tlsrpt reads those reports (JSON, gzip,
-/// zip, or the whole mail), checks them, and explains them.
+/// address or URL in your `_smtp._tls` TXT record. tlsrpt receives those reports (HTTPS and
+/// mail), checks them, stores them as Parquet tables, answers SQL over them, and explains
+/// each one in plain language.
+///
+/// Start with `tlsrpt up`.
 #[derive(Debug, Parser)]
 #[command(name = "tlsrpt", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -33,6 +47,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Up(up::Args),
+    Import(import::Args),
+    Sql(sql::Args),
+    #[command(subcommand)]
+    Rejected(rejected::Command),
     Validate(validate::Args),
     Explain(explain::Args),
 }
@@ -40,6 +59,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Import(args) => import::run(&args),
+        Command::Sql(args) => sql::run(&args),
+        Command::Rejected(command) => rejected::run(&command),
         Command::Validate(args) => validate::run(&args),
         Command::Explain(args) => explain::run(&args),
     };

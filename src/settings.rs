@@ -15,7 +15,7 @@ use serde::Deserialize;
 /// What `--dkim` asks of mailed reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-pub enum DkimMode {
+pub(crate) enum DkimMode {
     /// Verify and record the outcome in `reports.dkim`; keep the report whatever it says.
     Record,
     /// Refuse mail whose DKIM signature is missing or does not verify (RFC 8460 §3).
@@ -25,25 +25,25 @@ pub enum DkimMode {
 /// Every setting, each optional so that an unset flag lets the file or the default speak.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Where the embedded log, the Parquet tables and the refused inputs live
     /// [default: ./tlsrpt-data].
     #[arg(long, env = "TLSRPT_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 
     /// Address of the HTTPS report receiver (`POST /v1/reports`, RFC 8460 §5.3.2)
     /// [default: 127.0.0.1:8460].
     #[arg(long, env = "TLSRPT_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<SocketAddr>,
+    pub(crate) http_listen: Option<SocketAddr>,
 
     /// Address of the mail receiver for `mailto:` reporting addresses, or `off`
     /// [default: 127.0.0.1:2525].
     #[arg(long, env = "TLSRPT_SMTP_LISTEN", value_name = "ADDR|off")]
-    pub smtp_listen: Option<String>,
+    pub(crate) smtp_listen: Option<String>,
 
     /// Address of the SQL service (`POST /v1/sql`) [default: 127.0.0.1:8461].
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
-    pub query_listen: Option<SocketAddr>,
+    pub(crate) query_listen: Option<SocketAddr>,
 
     /// PEM certificate chain for the report receiver; with --tls-key it serves HTTPS.
     /// Without them it serves plain HTTP, for use behind a TLS-terminating proxy.
@@ -53,7 +53,7 @@ pub struct Settings {
         value_name = "FILE",
         requires = "tls_key"
     )]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert.
     #[arg(
@@ -62,7 +62,7 @@ pub struct Settings {
         value_name = "FILE",
         requires = "tls_cert"
     )]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 
     /// Recipient addresses the mail receiver accepts, comma-separated; mail for others is
     /// refused. Default: any address.
@@ -72,74 +72,74 @@ pub struct Settings {
         value_name = "ADDR,...",
         value_delimiter = ','
     )]
-    pub smtp_recipients: Option<Vec<String>>,
+    pub(crate) smtp_recipients: Option<Vec<String>>,
 
     /// The name the mail receiver gives in its greeting [default: this host's name].
     #[arg(long, env = "TLSRPT_SMTP_HOSTNAME", value_name = "NAME")]
-    pub smtp_hostname: Option<String>,
+    pub(crate) smtp_hostname: Option<String>,
 
     /// DKIM for mailed reports: `record` the outcome, or `enforce` (refuse unsigned or
     /// failing mail) [default: record].
     #[arg(long, env = "TLSRPT_DKIM", value_enum)]
-    pub dkim: Option<DkimMode>,
+    pub(crate) dkim: Option<DkimMode>,
 
     /// Largest HTTP body read, before decompression, in bytes [default: 10485760].
     #[arg(long, env = "TLSRPT_MAX_BODY_BYTES", value_name = "BYTES")]
-    pub max_body_bytes: Option<usize>,
+    pub(crate) max_body_bytes: Option<usize>,
 
     /// Largest mail message accepted, in bytes [default: 10485760].
     #[arg(long, env = "TLSRPT_MAX_MESSAGE_BYTES", value_name = "BYTES")]
-    pub max_message_bytes: Option<usize>,
+    pub(crate) max_message_bytes: Option<usize>,
 
     /// Largest report after decompression, in bytes; a gzip bomb stops here
     /// [default: 20971520].
     #[arg(long, env = "TLSRPT_MAX_DECOMPRESSED_BYTES", value_name = "BYTES")]
-    pub max_decompressed_bytes: Option<usize>,
+    pub(crate) max_decompressed_bytes: Option<usize>,
 
     /// Reports handled at once by the HTTP receiver; more get 503 and retry
     /// [default: 1024].
     #[arg(long, env = "TLSRPT_MAX_CONCURRENT_REQUESTS", value_name = "N")]
-    pub max_concurrent_requests: Option<usize>,
+    pub(crate) max_concurrent_requests: Option<usize>,
 
     /// Deadline for a client to send its request headers or body, or an SMTP command
     /// (e.g. `30s`, `2m`) [default: 30s].
     #[arg(long, env = "TLSRPT_CLIENT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_from_text")]
-    pub client_timeout: Option<Duration>,
+    pub(crate) client_timeout: Option<Duration>,
 
     /// How often the transformer writes what it has to Parquet, which bounds how soon a
     /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
     #[arg(long, env = "TLSRPT_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_from_text")]
-    pub flush_interval: Option<Duration>,
+    pub(crate) flush_interval: Option<Duration>,
 
     /// Partitions of a new embedded log (an existing log keeps its own) [default: 4].
     #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
-    pub partitions: Option<u32>,
+    pub(crate) partitions: Option<u32>,
 }
 
 /// The settings with every default applied.
 #[derive(Debug, Clone)]
-pub struct Resolved {
-    pub data_dir: PathBuf,
-    pub http_listen: SocketAddr,
-    pub smtp_listen: Option<SocketAddr>,
-    pub query_listen: SocketAddr,
-    pub tls: Option<(PathBuf, PathBuf)>,
-    pub smtp_recipients: Option<Vec<String>>,
-    pub smtp_hostname: String,
-    pub dkim: DkimMode,
-    pub max_body_bytes: usize,
-    pub max_message_bytes: usize,
-    pub max_decompressed_bytes: usize,
-    pub max_concurrent_requests: usize,
-    pub client_timeout: Duration,
-    pub flush_interval: Duration,
-    pub partitions: u32,
+pub(crate) struct Resolved {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) http_listen: SocketAddr,
+    pub(crate) smtp_listen: Option<SocketAddr>,
+    pub(crate) query_listen: SocketAddr,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) smtp_recipients: Option<Vec<String>>,
+    pub(crate) smtp_hostname: String,
+    pub(crate) dkim: DkimMode,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_decompressed_bytes: usize,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) client_timeout: Duration,
+    pub(crate) flush_interval: Duration,
+    pub(crate) partitions: u32,
 }
 
 /// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -175,14 +175,14 @@ fn duration_from_text<'de, D: serde::Deserializer<'de>>(
 
 impl Settings {
     /// Reads a TOML settings file (same names as the flags, without `--`).
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the settings file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("in the settings file {}", path.display()))
     }
 
     /// `self` where set, else `file`.
-    pub fn or(self, file: Settings) -> Settings {
+    pub(crate) fn or(self, file: Settings) -> Settings {
         Settings {
             data_dir: self.data_dir.or(file.data_dir),
             http_listen: self.http_listen.or(file.http_listen),
@@ -206,7 +206,7 @@ impl Settings {
     }
 
     /// Applies the defaults and checks what cannot be checked per setting.
-    pub fn resolve(self) -> anyhow::Result<Resolved> {
+    pub(crate) fn resolve(self) -> anyhow::Result<Resolved> {
         let smtp_listen = match self.smtp_listen.as_deref() {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 2525))),
             Some("off") => None,

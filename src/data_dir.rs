@@ -1,0 +1,105 @@
+//! The data directory: where each part of the embedded deployment keeps its files, and how
+//! a command gets write access to the bus (owning it, or through the process that does).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tlsrpt_bus::dead_letter::DeadLetters;
+use tlsrpt_bus::embedded::{EmbeddedLog, EmbeddedOptions};
+use tlsrpt_bus::{BusError, Delivered, Message, Producer};
+use tlsrpt_ingest::local::{LocalProducer, SOCKET_NAME};
+
+/// The default, relative to the working directory.
+pub(crate) const DEFAULT: &str = "tlsrpt-data";
+
+#[derive(Debug, Clone)]
+pub(crate) struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub(crate) fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The embedded log (redb).
+    pub(crate) fn bus(&self) -> PathBuf {
+        self.root.join("bus")
+    }
+
+    /// The Parquet tables.
+    pub(crate) fn tables(&self) -> PathBuf {
+        self.root.join("tables")
+    }
+
+    /// Refused inputs.
+    pub(crate) fn rejected(&self) -> PathBuf {
+        self.root.join("rejected")
+    }
+
+    /// The owner's append socket.
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.root.join(SOCKET_NAME)
+    }
+
+    pub(crate) fn dead_letters(&self) -> anyhow::Result<Arc<DeadLetters>> {
+        let dir = self.rejected();
+        Ok(Arc::new(DeadLetters::open(&dir).with_context(|| {
+            format!("cannot open the dead-letter area {}", dir.display())
+        })?))
+    }
+
+    /// Opens the bus for this process alone; fails with [`BusError::Locked`] when another
+    /// process owns it.
+    pub(crate) fn own_bus(&self, partitions: u32) -> Result<EmbeddedLog, BusError> {
+        EmbeddedLog::open(&self.bus(), EmbeddedOptions { partitions })
+    }
+
+    /// Write access to the bus: this process's own when free, else through the socket of
+    /// the `tlsrpt up` that owns it.
+    pub(crate) async fn bus_writer(&self, partitions: u32) -> anyhow::Result<BusWriter> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        match self.own_bus(partitions) {
+            Ok(log) => Ok(BusWriter::Owned(log)),
+            Err(BusError::Locked { .. }) => {
+                let socket = self.socket();
+                let producer = LocalProducer::connect(&socket).await.with_context(|| {
+                    format!(
+                        "the bus in {} is held by another process, and its socket {} does not answer; \
+                         is a `tlsrpt up` still starting, or stuck?",
+                        self.root.display(),
+                        socket.display()
+                    )
+                })?;
+                Ok(BusWriter::Shared(producer))
+            }
+            Err(err) => Err(err).with_context(|| format!("cannot open {}", self.bus().display())),
+        }
+    }
+}
+
+/// Where a command's messages go.
+#[derive(Debug, Clone)]
+pub(crate) enum BusWriter {
+    /// This process owns the log (no `tlsrpt up` is running on the directory).
+    Owned(EmbeddedLog),
+    /// A running `tlsrpt up` owns it; messages go through its socket.
+    Shared(LocalProducer),
+}
+
+impl Producer for BusWriter {
+    async fn send(&self, message: Message) -> Result<Delivered, BusError> {
+        match self {
+            BusWriter::Owned(log) => log.send(message).await,
+            BusWriter::Shared(producer) => producer.send(message).await,
+        }
+    }
+}

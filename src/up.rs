@@ -1,0 +1,416 @@
+//! `tlsrpt up`: the whole pipeline in one process on the embedded bus: the HTTP and SMTP
+//! receivers, the transformer writing Parquet, and the SQL service.
+//!
+//! Start-up binds every listener before anything is accepted, so a port in use is an error
+//! at once rather than half a service. Shutdown (SIGTERM or Ctrl-C) goes in the order that
+//! loses nothing: stop accepting and finish the requests in flight (each answered only once
+//! durable), then let the transformer write and commit what it has read, then stop the SQL
+//! service and close the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use tlsrpt_bus::BusError;
+use tlsrpt_bus::embedded::EmbeddedLog;
+use tlsrpt_ingest::dkim::DkimVerifier;
+use tlsrpt_ingest::http::{HttpOptions, HttpReceiver};
+use tlsrpt_ingest::metrics::Metrics;
+use tlsrpt_ingest::serve::{ServeOptions, tls_acceptor};
+use tlsrpt_ingest::smtp::{DkimPolicy, SmtpOptions, SmtpReceiver};
+use tlsrpt_query::{QueryEngine, QueryOptions};
+use tlsrpt_schemas::DecodeOptions;
+use tlsrpt_transform::{TransformOptions, Transformer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::data_dir::DataDir;
+use crate::settings::{DkimMode, Resolved, Settings};
+
+/// Run the TLS-RPT receiver: HTTPS and SMTP in, Parquet tables out, SQL on top.
+///
+/// Every setting below can also be given as a `TLSRPT_*` environment variable (shown with
+/// each) or in a TOML file given with --config, using the flag's name without the dashes
+/// (`flush-interval = "2s"`). A flag or its variable wins over the file, and the file over
+/// the default.
+///
+/// Logs go to standard error; set TLSRPT_LOG (e.g. `debug`, `tlsrpt_transform=debug`) for
+/// more or less.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A TOML file with settings (names as the flags, without `--`).
+    #[arg(long, env = "TLSRPT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let settings = args.settings.or(file).resolve()?;
+    crate::logging::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tlsrpt")
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(up(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(address: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address} for {what}; is it in use? (choose another with {flag})")
+    })
+}
+
+/// A future that resolves once `stop` turns true.
+fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+}
+
+async fn up(settings: Resolved) -> anyhow::Result<()> {
+    let data = DataDir::new(&settings.data_dir);
+    std::fs::create_dir_all(data.root())
+        .with_context(|| format!("cannot create the data directory {}", data.root().display()))?;
+    let log = match data.own_bus(settings.partitions) {
+        Ok(log) => log,
+        Err(BusError::Locked { .. }) => bail!(
+            "another tlsrpt process is running on {}; stop it first (tlsrpt import and tlsrpt sql \
+             can run beside it)",
+            data.root().display()
+        ),
+        Err(err) => return Err(err).context("cannot open the embedded log"),
+    };
+    let dead_letters = data.dead_letters()?;
+
+    let http_listener = bind(settings.http_listen, "reports over HTTP", "--http-listen").await?;
+    let smtp_listener = match settings.smtp_listen {
+        Some(address) => Some(bind(address, "reports by mail", "--smtp-listen").await?),
+        None => None,
+    };
+    let query_listener = bind(settings.query_listen, "SQL", "--query-listen").await?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+
+    let transformer = {
+        let log = log.clone();
+        let root = data.tables();
+        let dead_letters = Arc::clone(&dead_letters);
+        let options = TransformOptions {
+            flush_interval: settings.flush_interval,
+            ..TransformOptions::default()
+        };
+        tokio::task::spawn_blocking(move || Transformer::open(log, root, dead_letters, options))
+            .await?
+            .context("cannot open the tables")?
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let transform_stats = transformer.stats();
+    metrics.add_source(Box::new(move |out| transform_stats.render_prometheus(out)));
+    let bus_for_metrics = log.clone();
+    metrics.add_source(Box::new(move |out| render_bus(&bus_for_metrics, out)));
+
+    let decode = DecodeOptions {
+        max_decompressed_bytes: settings.max_decompressed_bytes,
+    };
+    let http = HttpReceiver::new(
+        log.clone(),
+        Arc::clone(&dead_letters),
+        Arc::clone(&metrics),
+        HttpOptions {
+            max_body_bytes: settings.max_body_bytes,
+            decode,
+            max_concurrent_requests: settings.max_concurrent_requests,
+            body_timeout: settings.client_timeout,
+            ..HttpOptions::default()
+        },
+    );
+    let serve_options = ServeOptions {
+        tls,
+        header_timeout: settings.client_timeout,
+        ..ServeOptions::default()
+    };
+    let query = Arc::new(
+        QueryEngine::new(data.tables(), QueryOptions::default())
+            .context("cannot start the SQL engine")?,
+    );
+
+    // Receivers stop first; the transformer after them; the SQL service last.
+    let (stop_receivers, receivers_stop) = watch::channel(false);
+    let (stop_transformer, transformer_stop) = watch::channel(false);
+    let (stop_query, query_stop) = watch::channel(false);
+
+    let http_address = http_listener.local_addr()?;
+    let query_address = query_listener.local_addr()?;
+    let mut receivers = tokio::task::JoinSet::new();
+    {
+        let http = Arc::clone(&http);
+        let stop = stopped(receivers_stop.clone());
+        receivers.spawn(async move {
+            http.serve(http_listener, serve_options, stop)
+                .await
+                .context("the HTTP receiver failed")
+        });
+    }
+    let smtp_address = match smtp_listener {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            let smtp = SmtpReceiver::new(
+                log.clone(),
+                Arc::clone(&dead_letters),
+                Arc::clone(&metrics),
+                DkimVerifier::system(Duration::from_secs(10)),
+                SmtpOptions {
+                    hostname: settings.smtp_hostname.clone(),
+                    max_message_bytes: settings.max_message_bytes,
+                    recipients: settings.smtp_recipients.clone(),
+                    dkim: match settings.dkim {
+                        DkimMode::Record => DkimPolicy::Record,
+                        DkimMode::Enforce => DkimPolicy::Enforce,
+                    },
+                    command_timeout: settings.client_timeout.max(Duration::from_secs(30)),
+                    decode,
+                    ..SmtpOptions::default()
+                },
+            );
+            let stop = stopped(receivers_stop.clone());
+            receivers.spawn(async move {
+                smtp.serve(listener, stop)
+                    .await
+                    .context("the SMTP receiver failed")
+            });
+            Some(address)
+        }
+        None => None,
+    };
+    {
+        let socket = data.socket();
+        let log = Arc::new(log.clone());
+        let stop = stopped(receivers_stop.clone());
+        receivers.spawn(async move {
+            tlsrpt_ingest::local::serve(&socket, log, stop)
+                .await
+                .with_context(|| format!("the local socket {} failed", socket.display()))
+        });
+    }
+    let mut transform_task = tokio::spawn(async move {
+        transformer
+            .run(stopped(transformer_stop))
+            .await
+            .context("the transformer failed")
+    });
+    let mut query_task = {
+        let stop = stopped(query_stop);
+        tokio::spawn(async move {
+            query
+                .serve(query_listener, stop)
+                .await
+                .context("the SQL service failed")
+        })
+    };
+
+    print_banner(&data, http_address, smtp_address, query_address, &settings);
+
+    // Run until a signal, or until a part fails (then stop the rest in order and report).
+    let mut failure: Option<anyhow::Error> = None;
+    let mut transform_done = None;
+    let mut query_done = None;
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!("{signal}: stopping (receivers, then the transformer, then SQL).");
+        }
+        Some(finished) = receivers.join_next() => {
+            failure = Some(flatten_join(finished).err().unwrap_or_else(|| anyhow!("a receiver stopped")));
+        }
+        finished = &mut transform_task => {
+            transform_done = Some(());
+            failure = Some(flatten_join(finished).err().unwrap_or_else(|| anyhow!("the transformer stopped")));
+        }
+        finished = &mut query_task => {
+            query_done = Some(());
+            failure = Some(flatten_join(finished).err().unwrap_or_else(|| anyhow!("the SQL service stopped")));
+        }
+    }
+    if let Some(err) = &failure {
+        tracing::error!("{err:#}; stopping.");
+    }
+
+    let _ = stop_receivers.send(true);
+    while let Some(finished) = receivers.join_next().await {
+        if let Err(err) = flatten_join(finished) {
+            failure.get_or_insert(err);
+        }
+    }
+    let _ = stop_transformer.send(true);
+    if transform_done.is_none()
+        && let Err(err) = flatten_join(transform_task.await)
+    {
+        failure.get_or_insert(err);
+    }
+    let _ = stop_query.send(true);
+    if query_done.is_none()
+        && let Err(err) = flatten_join(query_task.await)
+    {
+        failure.get_or_insert(err);
+    }
+    log.shutdown();
+    match failure {
+        None => {
+            tracing::info!("stopped; everything acknowledged is written.");
+            Ok(())
+        }
+        Some(err) => Err(err),
+    }
+}
+
+fn flatten_join(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    joined.map_err(|e| anyhow!("a task panicked: {e}"))?
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+fn render_bus(log: &EmbeddedLog, out: &mut String) {
+    use std::fmt::Write as _;
+    let stats = log.stats();
+    let _ = writeln!(
+        out,
+        "# HELP tlsrpt_bus_appended_total Messages appended to the embedded log since start.\n\
+         # TYPE tlsrpt_bus_appended_total counter\ntlsrpt_bus_appended_total {}\n\
+         # HELP tlsrpt_bus_commits_total Durable transactions (fsyncs) of the embedded log since start.\n\
+         # TYPE tlsrpt_bus_commits_total counter\ntlsrpt_bus_commits_total {}",
+        stats.appended, stats.commits
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tlsrpt_bus_end_offset The next offset of each partition.\n# TYPE tlsrpt_bus_end_offset gauge"
+    );
+    for (partition, end) in log.end_offsets().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tlsrpt_bus_end_offset{{partition=\"{partition}\"}} {end}"
+        );
+    }
+}
+
+/// An address a client on this machine can use: a wildcard listen address becomes loopback.
+fn reachable(address: SocketAddr) -> SocketAddr {
+    let mut address = address;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    address
+}
+
+fn print_banner(
+    data: &DataDir,
+    http: SocketAddr,
+    smtp: Option<SocketAddr>,
+    query: SocketAddr,
+    settings: &Resolved,
+) {
+    use std::io::Write as _;
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let reports_url = format!("{scheme}://{}/v1/reports", reachable(http));
+    let data_dir = data.root().display();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "tlsrpt up: receiving SMTP TLS reports; data in {data_dir}\n"
+    ));
+    out.push_str(&format!("  reports over HTTP  POST {reports_url}\n"));
+    match smtp {
+        Some(smtp) => out.push_str(&format!(
+            "  reports by mail    smtp://{}  ({})\n",
+            reachable(smtp),
+            match &settings.smtp_recipients {
+                Some(list) => format!("for {}", list.join(", ")),
+                None => "any recipient".to_owned(),
+            }
+        )),
+        None => out.push_str("  reports by mail    off\n"),
+    }
+    out.push_str(&format!(
+        "  SQL                POST http://{}/v1/sql\n",
+        reachable(query)
+    ));
+    out.push_str(&format!(
+        "  metrics            GET  {scheme}://{}/metrics\n",
+        reachable(http)
+    ));
+    let insecure = if settings.tls.is_some() { " -k" } else { "" };
+    out.push_str("Post a sample report:\n");
+    out.push_str(&format!(
+        "  curl -sS{insecure} -H 'Content-Type: application/tlsrpt+json' --data-binary '{}' {reports_url}\n",
+        sample_report()
+    ));
+    out.push_str(&format!(
+        "Then ask:\n  tlsrpt sql --data-dir {data_dir} \"SELECT organization_name, policy_domain, result_type, failed_session_count FROM failures\"\n"
+    ));
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// A small, valid report for yesterday (UTC), as a sender would post it: an MTA-STS domain
+/// whose MX certificate expired for some sessions. Its report-id carries the start time, so
+/// each start gives a new report (and posting it twice shows the dedup).
+fn sample_report() -> String {
+    let now = chrono::Utc::now();
+    let day = (now - chrono::Duration::days(1)).format("%Y-%m-%d");
+    serde_json::json!({
+        "organization-name": "Example Sender",
+        "date-range": {
+            "start-datetime": format!("{day}T00:00:00Z"),
+            "end-datetime": format!("{day}T23:59:59Z"),
+        },
+        "contact-info": "mailto:tlsrpt@sender.example",
+        "report-id": format!("sample-{}", now.format("%Y%m%dT%H%M%SZ")),
+        "policies": [{
+            "policy": {
+                "policy-type": "sts",
+                "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.example.com", "max_age: 86400"],
+                "policy-domain": "example.com",
+                "mx-host": ["mx.example.com"],
+            },
+            "summary": {
+                "total-successful-session-count": 95,
+                "total-failure-session-count": 5,
+            },
+            "failure-details": [{
+                "result-type": "certificate-expired",
+                "sending-mta-ip": "192.0.2.1",
+                "receiving-mx-hostname": "mx.example.com",
+                "failed-session-count": 5,
+            }],
+        }],
+    })
+    .to_string()
+}
