@@ -113,6 +113,11 @@ pub(crate) struct Settings {
     #[serde(default, deserialize_with = "duration_from_text")]
     pub(crate) flush_interval: Option<Duration>,
 
+    /// Small Parquet files of one table, date and partition that are merged into one
+    /// [default: 8].
+    #[arg(long, env = "TLSRPT_COMPACT_MIN_FILES", value_name = "N")]
+    pub(crate) compact_min_files: Option<usize>,
+
     /// Partitions of a new embedded log (an existing log keeps its own) [default: 4].
     #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
     pub(crate) partitions: Option<u32>,
@@ -135,6 +140,7 @@ pub(crate) struct Resolved {
     pub(crate) max_concurrent_requests: usize,
     pub(crate) client_timeout: Duration,
     pub(crate) flush_interval: Duration,
+    pub(crate) compact_min_files: usize,
     pub(crate) partitions: u32,
 }
 
@@ -201,6 +207,7 @@ impl Settings {
                 .or(file.max_concurrent_requests),
             client_timeout: self.client_timeout.or(file.client_timeout),
             flush_interval: self.flush_interval.or(file.flush_interval),
+            compact_min_files: self.compact_min_files.or(file.compact_min_files),
             partitions: self.partitions.or(file.partitions),
         }
     }
@@ -248,6 +255,7 @@ impl Settings {
             max_concurrent_requests: self.max_concurrent_requests.unwrap_or(1024),
             client_timeout: self.client_timeout.unwrap_or(Duration::from_secs(30)),
             flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
+            compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
             partitions: self.partitions.unwrap_or(4).max(1),
         })
     }

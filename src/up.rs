@@ -23,7 +23,7 @@ use tlsrpt_ingest::serve::{ServeOptions, tls_acceptor};
 use tlsrpt_ingest::smtp::{DkimPolicy, SmtpOptions, SmtpReceiver};
 use tlsrpt_query::{QueryEngine, QueryOptions};
 use tlsrpt_schemas::DecodeOptions;
-use tlsrpt_transform::{TransformOptions, Transformer};
+use tlsrpt_transform::{CrashPoint, TransformError, TransformOptions, Transformer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -109,12 +109,17 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
         let dead_letters = Arc::clone(&dead_letters);
         let options = TransformOptions {
             flush_interval: settings.flush_interval,
+            compact_min_files: settings.compact_min_files,
             ..TransformOptions::default()
         };
         tokio::task::spawn_blocking(move || Transformer::open(log, root, dead_letters, options))
             .await?
             .context("cannot open the tables")?
     };
+    let mut transformer = transformer;
+    if let Some(point) = test_crash_point()? {
+        transformer.crash_at(point);
+    }
 
     let metrics = Arc::new(Metrics::new());
     let transform_stats = transformer.stats();
@@ -206,10 +211,13 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
         });
     }
     let mut transform_task = tokio::spawn(async move {
-        transformer
-            .run(stopped(transformer_stop))
-            .await
-            .context("the transformer failed")
+        let result = transformer.run(stopped(transformer_stop)).await;
+        if let Err(TransformError::SimulatedCrash(point)) = &result {
+            // The crash tests' stand-in for SIGKILL at an exact step: no cleanup at all.
+            eprintln!("tlsrpt: simulated crash at {point:?}");
+            std::process::abort();
+        }
+        result.context("the transformer failed")
     });
     let mut query_task = {
         let stop = stopped(query_stop);
@@ -273,6 +281,22 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
         }
         Some(err) => Err(err),
     }
+}
+
+/// `TLSRPT_TEST_CRASH_AT`: for the crash tests only, the transformer step at which the
+/// process aborts, as if killed there: `flush-staged`, `flush-moving`, `flush-published`
+/// or `compaction-renamed`. Unset in production.
+fn test_crash_point() -> anyhow::Result<Option<CrashPoint>> {
+    let Ok(text) = std::env::var("TLSRPT_TEST_CRASH_AT") else {
+        return Ok(None);
+    };
+    Ok(Some(match text.as_str() {
+        "flush-staged" => CrashPoint::FlushStaged,
+        "flush-moving" => CrashPoint::FlushMoving { moved: 1 },
+        "flush-published" => CrashPoint::FlushPublished,
+        "compaction-renamed" => CrashPoint::CompactionRenamed,
+        other => bail!("TLSRPT_TEST_CRASH_AT={other:?} is not a crash point"),
+    }))
 }
 
 fn flatten_join(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
