@@ -47,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Up(up::Args),
+    Up(Box<up::Args>),
     Import(import::Args),
     Sql(sql::Args),
     #[command(subcommand)]
@@ -59,7 +59,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(*args),
         Command::Import(args) => import::run(&args),
         Command::Sql(args) => sql::run(&args),
         Command::Rejected(command) => rejected::run(&command),

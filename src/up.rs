@@ -71,10 +71,8 @@ async fn bind(address: SocketAddr, what: &str, flag: &str) -> anyhow::Result<Tcp
 }
 
 /// A future that resolves once `stop` turns true.
-fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn up(settings: Resolved) -> anyhow::Result<()> {
