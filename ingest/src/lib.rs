@@ -9,6 +9,7 @@
 //!
 //! ## Layout
 //! - [`http`]: `POST /v1/reports`, with the status codes a sender's operator can act on.
+//! - [`smtp`]: the SMTP receiver for `mailto:` reports, with [`dkim`] verification.
 //! - [`metrics`]: counters for `GET /metrics`.
 //! - [`serve`]: serving a router over plain HTTP or TLS, with connection caps, header
 //!   deadlines and a graceful stop.
@@ -16,7 +17,9 @@
 //!
 //! The SMTP receiver and the importer come next (see the project's issues).
 
+pub mod dkim;
 pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod serve;
+pub mod smtp;

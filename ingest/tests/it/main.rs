@@ -2,3 +2,4 @@
 //! clients, the embedded bus on real files.
 
 mod http;
+mod smtp;
