@@ -10,15 +10,18 @@
 //! ## Layout
 //! - [`http`]: `POST /v1/reports`, with the status codes a sender's operator can act on.
 //! - [`smtp`]: the SMTP receiver for `mailto:` reports, with [`dkim`] verification.
+//! - [`local`]: the Unix socket through which a second process appends to a bus `up` owns.
 //! - [`metrics`]: counters for `GET /metrics`.
 //! - [`serve`]: serving a router over plain HTTP or TLS, with connection caps, header
 //!   deadlines and a graceful stop.
 //! - [`publish`]: an accepted report as a bus message (key, value, envelope headers).
 //!
-//! The SMTP receiver and the importer come next (see the project's issues).
+//! The importer itself is a command of the `tlsrpt` binary; it publishes through [`local`]
+//! or the log directly, with [`publish`].
 
 pub mod dkim;
 pub mod http;
+pub mod local;
 pub mod metrics;
 pub mod publish;
 pub mod serve;
