@@ -13,7 +13,6 @@
 //! `application/json` or none, the bytes decide. Refused bodies go to the dead-letter area
 //! ([`tlsrpt_bus::dead_letter`]) before the answer is sent.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,12 +26,10 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use serde_json::json;
 use tlsrpt_bus::{BusError, Producer};
-use tlsrpt_schemas::{
-    DecodeError, DecodeOptions, Decoder, Envelope, ReceivedReport, StatusClass, Transport,
-};
+use tlsrpt_schemas::{DecodeOptions, Envelope, ReceivedReport, StatusClass, Transport};
 
 use crate::metrics::Metrics;
-use crate::publish::{message_for, sha256_hex};
+use crate::publish::{decode, message_for, sha256_hex};
 use crate::serve::ServeOptions;
 use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
 
@@ -116,25 +113,6 @@ impl<P: Producer> HttpReceiver<P> {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-}
-
-thread_local! {
-    /// One decoder per thread: building one per request halved throughput (DESIGN.md).
-    static DECODER: RefCell<Option<Decoder>> = const { RefCell::new(None) };
-}
-
-fn decode(
-    options: DecodeOptions,
-    body: &[u8],
-) -> Result<tlsrpt_schemas::DecodedInput, DecodeError> {
-    DECODER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let decoder = match slot.as_mut() {
-            Some(decoder) if decoder.options() == options => decoder,
-            _ => slot.insert(Decoder::new(options)),
-        };
-        decoder.decode_any(body)
-    })
 }
 
 fn error_body(status: StatusCode, code: &str, message: &str, path: Option<&str>) -> Response {

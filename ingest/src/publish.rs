@@ -4,10 +4,30 @@
 
 use std::net::SocketAddr;
 
+use std::cell::RefCell;
+
 use sha2::{Digest, Sha256};
 use tlsrpt_bus::Message;
-use tlsrpt_schemas::ReceivedReport;
 use tlsrpt_schemas::message::to_parts;
+use tlsrpt_schemas::{DecodeError, DecodeOptions, DecodedInput, Decoder, ReceivedReport};
+
+thread_local! {
+    /// One decoder per thread: building one per report halved throughput (DESIGN.md).
+    static DECODER: RefCell<Option<Decoder>> = const { RefCell::new(None) };
+}
+
+/// Decodes what a receiver got (JSON, gzip, zip, base64 or a whole mail) with this thread's
+/// decoder.
+pub fn decode(options: DecodeOptions, bytes: &[u8]) -> Result<DecodedInput, DecodeError> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decoder = match slot.as_mut() {
+            Some(decoder) if decoder.options() == options => decoder,
+            _ => slot.insert(Decoder::new(options)),
+        };
+        decoder.decode_any(bytes)
+    })
+}
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -34,7 +34,6 @@
 //! `SmtpReceiver::converse` again on the TLS stream with a fresh `Session` (the
 //! conversation is generic over the stream for that reason).
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +43,7 @@ use chrono::{DateTime, Utc};
 use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
 use tlsrpt_bus::{BusError, Producer};
 use tlsrpt_schemas::{
-    DecodeError, DecodeOptions, DecodedInput, Decoder, DkimOutcome, Envelope, ReceivedReport,
-    StatusClass, Transport,
+    DecodeOptions, DkimOutcome, Envelope, ReceivedReport, StatusClass, Transport,
 };
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -54,7 +52,7 @@ use tokio::task::JoinSet;
 
 use crate::dkim::{DkimVerdict, DkimVerifier};
 use crate::metrics::Metrics;
-use crate::publish::{message_for, sha256_hex};
+use crate::publish::{decode, message_for, sha256_hex};
 
 /// The longest command line read, CRLF included. RFC 5321 §4.5.3.1.4 says 512 octets, and
 /// extensions may add to it; real clients stay well below this.
@@ -216,22 +214,6 @@ enum Line {
     Complete(Vec<u8>),
     TooLong,
     Closed,
-}
-
-thread_local! {
-    /// One decoder per thread: building one per report halved throughput (DESIGN.md).
-    static DECODER: RefCell<Option<Decoder>> = const { RefCell::new(None) };
-}
-
-fn decode(options: DecodeOptions, bytes: &[u8]) -> Result<DecodedInput, DecodeError> {
-    DECODER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let decoder = match slot.as_mut() {
-            Some(decoder) if decoder.options() == options => decoder,
-            _ => slot.insert(Decoder::new(options)),
-        };
-        decoder.decode_any(bytes)
-    })
 }
 
 impl<P: Producer> SmtpReceiver<P> {
