@@ -117,3 +117,45 @@ fn each_malformed_kind_is_refused_by_name_and_kept() {
     );
     up.stop();
 }
+
+/// A client that stops sending (mid-body, or before its headers) gets a 408 or is cut off
+/// at the deadline, and does not hold the receiver.
+#[test]
+fn slow_clients_are_cut_off_at_the_deadline() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(&dir.path().join("data"), &["--client-timeout", "1s"], &[]);
+    let address = up
+        .reports_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let mut stalled_body = std::net::TcpStream::connect(&address).unwrap();
+    stalled_body
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stalled_body
+        .write_all(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stalled_body.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+
+    let mut silent = std::net::TcpStream::connect(&address).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buffer = [0u8; 256];
+    // Closed by the server (0 bytes, or an error response) rather than our read timeout.
+    match silent.read(&mut buffer) {
+        Ok(_) => {}
+        Err(err) => panic!("the server kept a silent connection open: {err}"),
+    }
+
+    let (status, _) = up.post(report(3, "example.net").into_bytes(), "application/json");
+    assert_eq!(status, 200);
+    up.stop();
+}
