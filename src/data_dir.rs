@@ -59,7 +59,7 @@ impl DataDir {
     /// Opens the bus for this process alone; fails with [`BusError::Locked`] when another
     /// process owns it.
     pub(crate) fn own_bus(&self, partitions: u32) -> Result<EmbeddedLog, BusError> {
-        EmbeddedLog::open(&self.bus(), EmbeddedOptions { partitions })
+        EmbeddedLog::open(&self.bus(), EmbeddedOptions::with_partitions(partitions))
     }
 
     /// Write access to the bus: this process's own when free, else through the socket of

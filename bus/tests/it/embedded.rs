@@ -36,7 +36,7 @@ fn message(key: &str, value: &str) -> Message {
 }
 
 fn options(partitions: u32) -> EmbeddedOptions {
-    EmbeddedOptions { partitions }
+    EmbeddedOptions::with_partitions(partitions)
 }
 
 #[tokio::test]

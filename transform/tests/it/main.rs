@@ -33,8 +33,11 @@ pub(crate) struct Env {
 impl Env {
     pub(crate) fn new(partitions: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let log =
-            EmbeddedLog::open(&dir.path().join("bus"), EmbeddedOptions { partitions }).unwrap();
+        let log = EmbeddedLog::open(
+            &dir.path().join("bus"),
+            EmbeddedOptions::with_partitions(partitions),
+        )
+        .unwrap();
         let dead_letters = Arc::new(DeadLetters::open(&dir.path().join("rejected")).unwrap());
         let root = dir.path().join("tables");
         Self {

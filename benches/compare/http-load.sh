@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# HTTP load through `tlsrpt up`: gzip reports posted over keep-alive connections by
+# tlsrpt-load on this same machine, acknowledged only once durable in the embedded log,
+# while the transformer writes Parquet and SQL answers in the same process.
+#
+#   benches/compare/http-load.sh [SECONDS] [CONNECTIONS] [extra tlsrpt up flags...]
+#
+# Prints the load client's JSON (acknowledged reports/s after a 2 s warm-up, latency
+# percentiles, freshness from 2xx to visible in SQL, rows in the tables against 2xx
+# answers) and the server's peak RSS (VmHWM), then stops the server with SIGTERM and
+# checks it exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-20}
+connections=${2:-64}
+shift $(( $# < 2 ? $# : 2 ))
+
+cargo build --quiet --release -p tlsrpt --bin tlsrpt
+cargo build --quiet --release -p tlsrpt-benches --bin tlsrpt-load --bin tlsrpt-gen
+
+work=$(mktemp -d)
+server=
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill -9 "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Templates: 20,000 bench-profile reports (every one with failures, about 2 KB of JSON).
+target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
+  --out "$work/gen" >/dev/null
+
+echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+target/release/tlsrpt up --data-dir "$work/data" --http-listen 127.0.0.1:0 \
+  --smtp-listen off --query-listen 127.0.0.1:0 "$@" >"$work/banner" 2>"$work/log" &
+server=$!
+for _ in $(seq 1 200); do
+  grep -q 'SQL  *POST' "$work/banner" 2>/dev/null && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
+  sleep 0.05
+done
+reports_url=$(sed -n 's/.*reports over HTTP  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
+sql_url=$(sed -n 's/.*SQL  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
+echo "server: pid $server, reports $reports_url, sql $sql_url"
+
+# Enough distinct bodies for 60,000 reports/s over the run: none is posted twice.
+bodies=$(( 60000 * seconds ))
+status=0
+target/release/tlsrpt-load --url "$reports_url" --sql-url "$sql_url" \
+  --reports "$work/gen/reports.jsonl" --connections "$connections" --duration "$seconds" \
+  --bodies "$bodies" || status=$?
+
+echo "server peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+kill -TERM "$server"
+if wait "$server"; then echo "server stopped on SIGTERM: exit 0"; else echo "server exit $?" >&2; exit 1; fi
+server=
+exit $status
