@@ -46,9 +46,12 @@ pub enum TransformError {
     /// is not consumed.
     #[error("cannot keep an unreadable message in the dead-letter area: {0}")]
     DeadLetter(std::io::Error),
-    /// A blocking task of the transformer panicked.
-    #[error("a transformer task panicked")]
+    /// A step on the transformer's thread panicked.
+    #[error("the transformer's thread panicked")]
     Panicked,
+    /// The transformer's thread could not be started.
+    #[error("cannot start the transformer's thread: {message}")]
+    Thread { message: String },
     /// A crash simulated by a test ([`crate::Transformer::crash_at`]).
     #[doc(hidden)]
     #[error("simulated crash at {0:?}")]

@@ -64,8 +64,10 @@ struct Args {
     /// Milliseconds between freshness samples (one acknowledged report each).
     #[arg(long, default_value_t = 100)]
     sample_every_ms: u64,
-    /// Milliseconds between freshness polls (one SQL query covers every pending sample).
-    #[arg(long, default_value_t = 100)]
+    /// Milliseconds between freshness polls (one SQL query covers every pending sample). A
+    /// report counts as visible when the answer showing it arrives, so a figure is at most
+    /// this much (plus the query's own time) above the true one.
+    #[arg(long, default_value_t = 250)]
     poll_every_ms: u64,
     /// Seconds to wait after the load for the tables to hold every acknowledged report.
     #[arg(long, default_value_t = 60.0)]

@@ -197,6 +197,66 @@ async fn files_are_sorted_zstd_with_a_page_index_and_declare_their_order() {
 }
 
 #[tokio::test]
+async fn report_files_carry_a_report_id_bloom_filter_sized_for_their_rows() {
+    use parquet::file::properties::ReaderProperties;
+    use parquet::file::serialized_reader::ReadOptionsBuilder;
+
+    let env = Env::new(1);
+    for n in 0..40 {
+        env.send(message(&nth_report(n))).await;
+    }
+    env.drain(options()).await;
+    let reports: Vec<_> = visible(&env.root)
+        .into_iter()
+        .filter(|f| f.table == "reports")
+        .collect();
+    assert!(!reports.is_empty());
+    for file in reports {
+        let ids = texts(std::slice::from_ref(&read_file(&file.path)), "report_id");
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(
+                ReaderProperties::builder()
+                    .set_read_bloom_filter(true)
+                    .build(),
+            )
+            .build();
+        let reader = SerializedFileReader::new_with_options(
+            std::fs::File::open(&file.path).unwrap(),
+            options,
+        )
+        .unwrap();
+        let row_group = reader.get_row_group(0).unwrap();
+        let index = row_group
+            .metadata()
+            .columns()
+            .iter()
+            .position(|c| c.column_path().string() == "report_id")
+            .unwrap();
+        let bloom = row_group
+            .get_column_bloom_filter(index)
+            .unwrap_or_else(|| panic!("no report_id bloom filter in {}", file.path.display()));
+        for id in ids.iter().flatten() {
+            assert!(
+                bloom.check(&id.as_str()),
+                "{id} missing from the bloom filter"
+            );
+        }
+        // Ids not in the file: at 1% false positives, nearly all are ruled out.
+        let outside = (1000..1200)
+            .filter(|n| bloom.check(&format!("r{n}").as_str()))
+            .count();
+        assert!(outside <= 20, "{outside} of 200 absent ids pass the filter");
+        // Sized for the rows, not the writer's default of a million values (1 MiB).
+        let bytes = row_group.metadata().column(index).bloom_filter_length();
+        assert!(
+            bytes.is_some_and(|b| b < 4096),
+            "bloom filter of {bytes:?} bytes for {} rows",
+            ids.len()
+        );
+    }
+}
+
+#[tokio::test]
 async fn batches_roll_by_message_count() {
     let env = Env::new(1);
     for n in 0..10 {
