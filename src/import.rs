@@ -284,11 +284,10 @@ pub(crate) async fn write_parquet(data: &DataDir, log: &EmbeddedLog) -> anyhow::
         let root = data.tables();
         let dead_letters = data.dead_letters()?;
         tokio::task::spawn_blocking(move || {
-            // Everything is on the bus already: a short interval writes the last, partial
-            // batches soon after they are read, instead of a second later (full batches
-            // are written as they fill either way).
+            // Everything is on the bus already: the last, partial batches are written as
+            // soon as a pass finds nothing more, not a flush interval later.
             let options = TransformOptions {
-                flush_interval: Duration::from_millis(250),
+                flush_when_caught_up: true,
                 ..TransformOptions::default()
             };
             Transformer::open(log, root, dead_letters, options)

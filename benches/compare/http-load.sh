@@ -4,6 +4,7 @@
 # while the transformer writes Parquet and SQL answers in the same process.
 #
 #   benches/compare/http-load.sh [SECONDS] [CONNECTIONS] [extra tlsrpt up flags...]
+#   FRESHNESS=0 benches/compare/http-load.sh ...   (no SQL during the run: ingest alone)
 #
 # Prints the load client's JSON (acknowledged reports/s after a 2 s warm-up, latency
 # percentiles, freshness from 2xx to visible in SQL, rows in the tables against 2xx
@@ -45,10 +46,24 @@ echo "server: pid $server, reports $reports_url, sql $sql_url"
 
 # Enough distinct bodies for 60,000 reports/s over the run: none is posted twice.
 bodies=$(( 60000 * seconds ))
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+server_ticks_before=$(ticks "$server")
+sql_flags=(--sql-url "$sql_url")
+if [ "${FRESHNESS:-1}" = 0 ]; then sql_flags=(); fi
 status=0
-target/release/tlsrpt-load --url "$reports_url" --sql-url "$sql_url" \
+target/release/tlsrpt-load --url "$reports_url" "${sql_flags[@]}" \
   --reports "$work/gen/reports.jsonl" --connections "$connections" --duration "$seconds" \
-  --bodies "$bodies" || status=$?
+  --bodies "$bodies" | tee "$work/load.json" || status=$?
+
+# Server CPU over the whole run (warm-up, and with FRESHNESS=1 the catch-up until every
+# acknowledged report is in the tables) per acknowledged report.
+python3 - "$(ticks "$server")" "$server_ticks_before" "$(getconf CLK_TCK)" "$work/load.json" <<'PY'
+import json, sys
+after, before, hz = (float(x) for x in sys.argv[1:4])
+total = json.load(open(sys.argv[4]))["acknowledged_total"]
+seconds = (after - before) / hz
+print(f"server CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.1f} us per acknowledged report")
+PY
 
 echo "server peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -85,6 +85,11 @@ pub struct TransformOptions {
     pub superseded_grace: Duration,
     /// The most rows in a Parquet row group. Default 1 048 576.
     pub row_group_rows: usize,
+    /// Write every batch as soon as a pass finds nothing new on the bus, without waiting for
+    /// `flush_interval`. For a backfill, where everything is on the bus before the
+    /// transformer starts; under a live stream it would write a file per trickle. Default
+    /// false.
+    pub flush_when_caught_up: bool,
 }
 
 impl Default for TransformOptions {
@@ -98,6 +103,7 @@ impl Default for TransformOptions {
             compact_max_file_bytes: 16 << 20,
             superseded_grace: Duration::from_secs(60),
             row_group_rows: 1 << 20,
+            flush_when_caught_up: false,
         }
     }
 }

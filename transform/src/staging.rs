@@ -96,10 +96,12 @@ pub(crate) fn publish(
         files: Vec::with_capacity(files.len()),
     };
     let mut published = Vec::with_capacity(files.len());
+    let mut written = Vec::with_capacity(files.len() + 1);
     for (i, file) in files.iter().enumerate() {
         let staged = format!("{i:03}.parquet");
-        let bytes =
-            files::write_parquet(&dir.join(&staged), file.table, &file.batch, row_group_rows)?;
+        let path = dir.join(&staged);
+        let bytes = files::write_parquet_unsynced(&path, file.table, &file.batch, row_group_rows)?;
+        written.push(path);
         manifest.files.push(ManifestEntry {
             staged,
             path: format!(
@@ -114,9 +116,11 @@ pub(crate) fn publish(
             bytes,
         });
     }
-    // The files' names, and the flush directory's own name, durable before the MANIFEST.
-    sync_dir(&dir)?;
-    sync_dir(&staging)?;
+    // The files, their names, and the flush directory's own name, durable before the
+    // MANIFEST.
+    written.push(dir.clone());
+    written.push(staging.clone());
+    files::sync_files(&written)?;
     if crash == Some(CrashPoint::FlushStaged) {
         return Err(TransformError::SimulatedCrash(CrashPoint::FlushStaged));
     }
@@ -180,10 +184,8 @@ fn roll_forward(
         std::fs::rename(&source, &target).map_err(io("rename", &source))?;
         to_sync.insert(target_dir.to_path_buf());
     }
-    for dir in &to_sync {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    let to_sync: Vec<PathBuf> = to_sync.into_iter().collect();
+    files::sync_files(&to_sync)
 }
 
 fn remove_flush_dir(root: &Path, dir: &Path) -> Result<()> {

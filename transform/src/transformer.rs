@@ -337,10 +337,11 @@ impl<C: Consumer> Core<C> {
             }
         }
         let now = Instant::now();
+        let caught_up = self.options.flush_when_caught_up && progress.read == 0;
         for partition in 0..self.consumer.partitions() {
             if self.pending[partition as usize]
                 .as_ref()
-                .is_some_and(|b| b.due <= now)
+                .is_some_and(|b| caught_up || b.due <= now)
             {
                 self.flush(partition)?;
             }

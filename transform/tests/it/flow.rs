@@ -257,6 +257,33 @@ async fn report_files_carry_a_report_id_bloom_filter_sized_for_their_rows() {
 }
 
 #[tokio::test]
+async fn a_backfill_writes_its_last_batches_once_caught_up_not_a_flush_interval_later() {
+    let env = Env::new(2);
+    for n in 0..3000 {
+        env.send(message(&nth_report(n))).await;
+    }
+    let transformer = env.open(TransformOptions {
+        flush_interval: Duration::from_secs(3600),
+        flush_when_caught_up: true,
+        ..TransformOptions::default()
+    });
+    let stats = transformer.stats();
+    let targets = env.log.end_offsets();
+    let done = {
+        let stats = std::sync::Arc::clone(&stats);
+        async move { stats.wait_for_committed(&targets).await }
+    };
+    // More than one fetch per partition: the batches are only written after the pass that
+    // finds nothing new, an hour before their interval would write them.
+    tokio::time::timeout(Duration::from_secs(30), transformer.run(done))
+        .await
+        .expect("the batches were written once the transformer caught up")
+        .unwrap();
+    assert_eq!(rows(&env.root, "reports"), 3000);
+    assert_eq!(stats.committed_offsets(), env.log.end_offsets());
+}
+
+#[tokio::test]
 async fn batches_roll_by_message_count() {
     let env = Env::new(1);
     for n in 0..10 {
