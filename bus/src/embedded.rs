@@ -31,6 +31,9 @@ use crate::{BusError, Delivered, Message, Record, partition_for_key};
 const RECORDS: TableDefinition<'_, (u32, u64), &[u8]> = TableDefinition::new("records");
 const COMMITTED: TableDefinition<'_, (&str, u32), u64> = TableDefinition::new("committed");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// The layout of the tables above, kept in `meta` under `format`: 2 is one `records` table of
+/// binary records (module `record`).
+const LOG_FORMAT: u64 = 2;
 
 /// The most appends written in one transaction; more wait for the next one. Bounds the
 /// memory a burst can pin and the latency of the first sender in it.
@@ -162,11 +165,23 @@ impl EmbeddedLog {
         let found = {
             let mut meta = txn.open_table(META).map_err(storage)?;
             let found = meta.get("partitions").map_err(storage)?.map(|v| v.value());
-            match found {
-                Some(found) => found,
-                None => {
+            let format = meta.get("format").map_err(storage)?.map(|v| v.value());
+            match (found, format) {
+                (Some(found), Some(LOG_FORMAT)) => found,
+                (Some(_), format) => {
+                    return Err(storage(format!(
+                        "{} holds log format {} and this tlsrpt reads format {LOG_FORMAT} \
+                         (development versions before 2026-11-23 wrote format 1); move the \
+                         bus directory aside to start a new log: what the transformer had \
+                         committed is in the Parquet tables",
+                        path.display(),
+                        format.unwrap_or(1)
+                    )));
+                }
+                (None, _) => {
                     meta.insert("partitions", u64::from(asked.max(1)))
                         .map_err(storage)?;
+                    meta.insert("format", LOG_FORMAT).map_err(storage)?;
                     u64::from(asked.max(1))
                 }
             }

@@ -166,6 +166,33 @@ fn the_partition_count_cannot_change_under_data() {
     );
 }
 
+#[test]
+fn a_log_in_the_older_format_is_refused_with_what_to_do() {
+    let dir = TempDir::new("format");
+    {
+        // What development versions before the binary records left: a partition count and
+        // no format.
+        let db = redb::Database::create(dir.0.join("bus.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
+            txn.open_table(meta)
+                .unwrap()
+                .insert("partitions", 4)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = EmbeddedLog::open(&dir.0, options(4)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("log format 1"), "{text}");
+    assert!(text.contains("move the bus directory aside"), "{text}");
+    // A log this version made opens again.
+    let fresh = TempDir::new("format-fresh");
+    EmbeddedLog::open(&fresh.0, options(4)).unwrap().shutdown();
+    EmbeddedLog::open(&fresh.0, options(4)).unwrap().shutdown();
+}
+
 #[tokio::test]
 async fn readers_wake_up_on_appends_and_sends_fail_after_shutdown() {
     let dir = TempDir::new("wake");
