@@ -10,19 +10,14 @@
 #
 # Both are timed from process start to exit, with the files already in the page cache. When
 # SAMPLE < FILES, parsedmarc gets only the first SAMPLE files (it is slow) and its rate is
-# taken over those; the output says so. Installs parsedmarc (the version pinned in
-# parsedmarc.sh) into benches/.venv on first use, as parsedmarc.sh does.
+# taken over those; the output says so. Installs parsedmarc (parsedmarc-venv.sh) into
+# benches/.venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 files=${1:-20000}
 sample=${2:-$files}
 if [ "$sample" -gt "$files" ]; then sample=$files; fi
-PARSEDMARC_VERSION=$(sed -n 's/^PARSEDMARC_VERSION=//p' benches/compare/parsedmarc.sh)
-
-if [ ! -x benches/.venv/bin/python ] || ! benches/.venv/bin/python -c "import parsedmarc" 2>/dev/null; then
-  python3 -m venv benches/.venv
-  benches/.venv/bin/pip install --quiet "parsedmarc==${PARSEDMARC_VERSION}"
-fi
+source benches/compare/parsedmarc-venv.sh
 
 cargo build --quiet --release -p tlsrpt -p tlsrpt-benches --bin tlsrpt --bin tlsrpt-gen
 work=$(mktemp -d)

@@ -10,12 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 reports=${1:-20000}
 runs=${2:-5}
-PARSEDMARC_VERSION=11.1.0
-
-if [ ! -x benches/.venv/bin/python ] || ! benches/.venv/bin/python -c "import parsedmarc" 2>/dev/null; then
-  python3 -m venv benches/.venv
-  benches/.venv/bin/pip install --quiet "parsedmarc==${PARSEDMARC_VERSION}"
-fi
+source benches/compare/parsedmarc-venv.sh
 
 cargo build --quiet --release -p tlsrpt-benches --bin tlsrpt-gen --bin tlsrpt-throughput
 work=$(mktemp -d)

@@ -22,7 +22,7 @@ use tlsrpt_schemas::layout::FileRange;
 
 use crate::CrashPoint;
 use crate::error::{Result, TransformError, io};
-use crate::files::{self, DataFile, Scan, TEMP_PREFIX, Table, sync_dir};
+use crate::files::{self, DataFile, Scan, TEMP_PREFIX, Table, sync_path};
 
 /// Directories examined for a merge per pass, at most: bounds the listing work of a pass.
 const DIRS_PER_PASS: usize = 16;
@@ -194,7 +194,7 @@ impl Compactor {
         let target = dir.join(&name);
         let bytes = files::write_parquet(&tmp, table, &rows, self.row_group_rows)?;
         std::fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
-        sync_dir(&dir)?;
+        sync_path(&dir)?;
         if crash == Some(CrashPoint::CompactionRenamed) {
             return Err(TransformError::SimulatedCrash(
                 CrashPoint::CompactionRenamed,

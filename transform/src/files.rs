@@ -195,11 +195,12 @@ pub(crate) fn visible(files: &[DataFile]) -> Vec<&DataFile> {
     out
 }
 
-/// Makes a directory's entries durable (a created, renamed or removed name in it).
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync", dir))
+/// Makes a file's contents, or a directory's entries (a created, renamed or removed name in
+/// it), durable.
+pub(crate) fn sync_path(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync", path))
 }
 
 /// The writer properties of a table's files: zstd, Parquet dictionary pages, page-level
@@ -273,29 +274,24 @@ pub(crate) fn write_parquet(
     batch: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<u64> {
-    let bytes = write_parquet_unsynced(path, table, batch, row_group_rows)?;
-    sync_files(std::slice::from_ref(&path.to_path_buf()))?;
+    let (file, bytes) = write_parquet_file(path, table, batch, row_group_rows)?;
+    file.sync_all().map_err(io("sync", path))?;
     Ok(bytes)
 }
 
 /// Makes the contents of `paths` (files or directories) durable, several at a time: a flush
 /// writes a file per table and date, and syncing them one after the other cost a few ms
 /// each on this machine's disk; concurrent syncs share the file system's journal commits.
-pub(crate) fn sync_files(paths: &[PathBuf]) -> Result<()> {
+pub(crate) fn sync_paths(paths: &[PathBuf]) -> Result<()> {
     const THREADS: usize = 8;
-    let sync = |path: &PathBuf| {
-        File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(io("sync", path))
-    };
     if paths.len() <= 1 {
-        return paths.iter().try_for_each(sync);
+        return paths.iter().try_for_each(|p| sync_path(p));
     }
     let per_thread = paths.len().div_ceil(THREADS);
     std::thread::scope(|scope| {
         let workers: Vec<_> = paths
             .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
+            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(|p| sync_path(p))))
             .collect();
         workers
             .into_iter()
@@ -303,7 +299,7 @@ pub(crate) fn sync_files(paths: &[PathBuf]) -> Result<()> {
     })
 }
 
-/// Writes `batch` to a new file at `path` without syncing it ([`sync_files`] does, for
+/// Writes `batch` to a new file at `path` without syncing it ([`sync_paths`] does, for
 /// several files at once). Returns the file's size.
 pub(crate) fn write_parquet_unsynced(
     path: &Path,
@@ -311,6 +307,16 @@ pub(crate) fn write_parquet_unsynced(
     batch: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<u64> {
+    write_parquet_file(path, table, batch, row_group_rows).map(|(_, bytes)| bytes)
+}
+
+/// Writes `batch` to a new file at `path`; returns the file, still open, and its size.
+fn write_parquet_file(
+    path: &Path,
+    table: Table,
+    batch: &RecordBatch,
+    row_group_rows: usize,
+) -> Result<(File, u64)> {
     let parquet = |source| TransformError::Parquet {
         path: path.to_path_buf(),
         source,
@@ -324,7 +330,7 @@ pub(crate) fn write_parquet_unsynced(
     writer.write(batch).map_err(parquet)?;
     let file = writer.into_inner().map_err(parquet)?;
     let bytes = file.metadata().map_err(io("read metadata of", path))?.len();
-    Ok(bytes)
+    Ok((file, bytes))
 }
 
 /// Every row of a file, as the table's schema.

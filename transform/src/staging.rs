@@ -25,7 +25,7 @@ use tlsrpt_schemas::layout::{self, FileRange};
 
 use crate::CrashPoint;
 use crate::error::{Result, TransformError, io};
-use crate::files::{self, Table, sync_dir};
+use crate::files::{self, Table, sync_path};
 
 /// The staging area, under the root.
 pub(crate) const STAGING_DIR: &str = "_staging";
@@ -120,7 +120,7 @@ pub(crate) fn publish(
     // MANIFEST.
     written.push(dir.clone());
     written.push(staging.clone());
-    files::sync_files(&written)?;
+    files::sync_paths(&written)?;
     if crash == Some(CrashPoint::FlushStaged) {
         return Err(TransformError::SimulatedCrash(CrashPoint::FlushStaged));
     }
@@ -134,7 +134,7 @@ pub(crate) fn publish(
     let manifest_path = dir.join(MANIFEST);
     std::fs::rename(&tmp, &manifest_path).map_err(io("rename", &tmp))?;
     // The commit point: from here on the flush happens, now or at the next start.
-    sync_dir(&dir)?;
+    sync_path(&dir)?;
 
     roll_forward(root, &dir, &manifest, crash)?;
     remove_flush_dir(root, &dir)?;
@@ -185,12 +185,12 @@ fn roll_forward(
         to_sync.insert(target_dir.to_path_buf());
     }
     let to_sync: Vec<PathBuf> = to_sync.into_iter().collect();
-    files::sync_files(&to_sync)
+    files::sync_paths(&to_sync)
 }
 
 fn remove_flush_dir(root: &Path, dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).map_err(io("remove", dir))?;
-    sync_dir(&root.join(STAGING_DIR))
+    sync_path(&root.join(STAGING_DIR))
 }
 
 /// What [`recover`] did.
@@ -231,7 +231,7 @@ pub(crate) fn recover(root: &Path) -> Result<Recovered> {
         }
     }
     if recovered != Recovered::default() {
-        sync_dir(&staging)?;
+        sync_path(&staging)?;
     }
     Ok(recovered)
 }

@@ -5,8 +5,9 @@
 //! runtime. One thread rather than `spawn_blocking`: a pass allocates tens of MB (a flush's
 //! batches), and on whichever of the blocking pool's threads it lands (DataFusion's file reads
 //! keep dozens busy under query load) the allocator keeps those pages for that thread;
-//! measured under HTTP load with SQL polling, the process grew to 2.4 GB that way. Keeping the steps synchronous also lets the tests stop a flush at any step
-//! ([`CrashPoint`]) and open again, as after a crash.
+//! measured under HTTP load with SQL polling, the process grew to 2.4 GB that way. Keeping
+//! the steps synchronous also lets the tests stop a flush at any step ([`CrashPoint`]) and
+//! open again, as after a crash.
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -379,6 +379,18 @@ async fn poll_freshness(
     (fresh_ms, pending.len())
 }
 
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`, whose times
+/// are in USER_HZ ticks, 100 per second on Linux. None elsewhere.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: state is
+    // field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) / 100.0)
+}
+
 fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
@@ -417,6 +429,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let (sample_tx, sample_rx) = mpsc::unbounded_channel();
+        let cpu_before = process_cpu_seconds();
         let started = Instant::now();
         let shared = Arc::new(Shared {
             bodies,
@@ -451,6 +464,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let ended = Instant::now();
+        let client_cpu = process_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
         let posted = shared.next.load(Ordering::Relaxed).min(shared.bodies.gzipped.len());
         let ran_out = posted >= shared.bodies.gzipped.len() && ended < shared.stop_at;
         let window = ended.duration_since(shared.measure_from).as_secs_f64();
@@ -492,6 +506,9 @@ fn main() -> anyhow::Result<()> {
             "acknowledged_total": acknowledged,
             "errors_by_status": errors.iter().map(|(k, v)| (k.to_string(), v)).collect::<HashMap<_, _>>(),
             "bodies_ran_out": ran_out,
+            // The client's own CPU while posting (warm-up included), per acknowledged report:
+            // it shares the machine with the server.
+            "client_cpu_us_per_report": client_cpu.map(|cpu| cpu * 1e6 / acknowledged.max(1) as f64),
             "latency_ms": {
                 "p50": ms(percentile(&latencies, 50.0)),
                 "p90": ms(percentile(&latencies, 90.0)),

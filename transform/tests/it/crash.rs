@@ -11,9 +11,7 @@ use crate::{Env, ids, list, message, nth_report, options, report_ids, report_jso
 /// Six reports over three days on one partition: a flush of them writes nine files.
 async fn six_reports() -> Env {
     let env = Env::new(1);
-    for n in 0..6 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..6).await;
     env
 }
 

@@ -21,9 +21,7 @@ use crate::{
 #[tokio::test]
 async fn reports_land_in_one_file_per_table_date_and_flush_named_by_offsets() {
     let env = Env::new(2);
-    for n in 0..30 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..30).await;
     let stats = env.drain(options()).await;
     let ends = env.log.end_offsets();
     assert_eq!(ends.iter().sum::<u64>(), 30);
@@ -121,9 +119,7 @@ async fn reports_land_in_one_file_per_table_date_and_flush_named_by_offsets() {
 #[tokio::test]
 async fn files_are_sorted_zstd_with_a_page_index_and_declare_their_order() {
     let env = Env::new(1);
-    for n in 0..40 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..40).await;
     env.drain(options()).await;
     for file in visible(&env.root) {
         let batch = read_file(&file.path);
@@ -202,9 +198,7 @@ async fn report_files_carry_a_report_id_bloom_filter_sized_for_their_rows() {
     use parquet::file::serialized_reader::ReadOptionsBuilder;
 
     let env = Env::new(1);
-    for n in 0..40 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..40).await;
     env.drain(options()).await;
     let reports: Vec<_> = visible(&env.root)
         .into_iter()
@@ -259,9 +253,7 @@ async fn report_files_carry_a_report_id_bloom_filter_sized_for_their_rows() {
 #[tokio::test]
 async fn a_backfill_writes_its_last_batches_once_caught_up_not_a_flush_interval_later() {
     let env = Env::new(2);
-    for n in 0..3000 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..3000).await;
     let transformer = env.open(TransformOptions {
         flush_interval: Duration::from_secs(3600),
         flush_when_caught_up: true,
@@ -325,9 +317,7 @@ async fn a_running_transformer_writes_what_arrives_and_flushes_at_shutdown() {
     }));
     // A guard against a hang, not a timing assertion.
     let guard = Duration::from_secs(60);
-    for n in 0..5 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..5).await;
     tokio::time::timeout(guard, stats.wait_for_committed(&env.log.end_offsets()))
         .await
         .expect("the reports were written");
@@ -393,9 +383,7 @@ async fn a_report_sent_three_times_is_one_row_also_across_runs() {
 #[tokio::test]
 async fn a_restart_resumes_where_the_files_end() {
     let env = Env::new(2);
-    for n in 0..10 {
-        env.send(message(&nth_report(n))).await;
-    }
+    env.send_reports(0..10).await;
     env.drain(options()).await;
     let first_ends = env.log.end_offsets();
     for n in 10..25 {

@@ -62,6 +62,13 @@ impl Env {
         self.log.send(message).await.unwrap()
     }
 
+    /// Sends the test reports `nth_report(n)` for every `n` in `range`, in order.
+    pub(crate) async fn send_reports(&self, range: std::ops::Range<usize>) {
+        for n in range {
+            self.send(message(&nth_report(n))).await;
+        }
+    }
+
     /// Opens a transformer, lets it read everything on the bus, and stops it (which flushes
     /// and commits). Returns it stopped: its stats stay readable through the `Arc`.
     pub(crate) async fn drain(
