@@ -58,16 +58,22 @@ impl DataDir {
 
     /// Opens the bus for this process alone; fails with [`BusError::Locked`] when another
     /// process owns it.
-    pub(crate) fn own_bus(&self, partitions: u32) -> Result<EmbeddedLog, BusError> {
-        EmbeddedLog::open(&self.bus(), EmbeddedOptions::with_partitions(partitions))
+    pub(crate) fn own_bus(&self, partitions: Option<u32>) -> Result<EmbeddedLog, BusError> {
+        EmbeddedLog::open(
+            &self.bus(),
+            EmbeddedOptions {
+                partitions,
+                ..EmbeddedOptions::default()
+            },
+        )
     }
 
     /// Write access to the bus: this process's own when free, else through the socket of
     /// the `tlsrpt up` that owns it.
-    pub(crate) async fn bus_writer(&self, partitions: u32) -> anyhow::Result<BusWriter> {
+    pub(crate) async fn bus_writer(&self) -> anyhow::Result<BusWriter> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("cannot create {}", self.root.display()))?;
-        match self.own_bus(partitions) {
+        match self.own_bus(None) {
             Ok(log) => Ok(BusWriter::Owned(log)),
             Err(BusError::Locked { .. }) => {
                 let socket = self.socket();

@@ -110,7 +110,7 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
     for path in &args.paths {
         std::fs::metadata(path).with_context(|| format!("cannot import {}", path.display()))?;
     }
-    let writer = open_writer(&data).await?;
+    let writer = data.bus_writer().await?;
     let dead_letters = data.dead_letters()?;
     let seen = known_report_uids(&data).await?;
     let kept_before = {
@@ -311,20 +311,6 @@ pub(crate) async fn write_parquet(data: &DataDir, log: &EmbeddedLog) -> anyhow::
         dead_lettered: stats.dead_lettered(),
         took: started.elapsed(),
     })
-}
-
-/// Write access to the bus of `data` (see [`DataDir::bus_writer`]), whatever partition count
-/// its log was created with.
-pub(crate) async fn open_writer(data: &DataDir) -> anyhow::Result<BusWriter> {
-    const DEFAULT_PARTITIONS: u32 = 4;
-    match data.bus_writer(DEFAULT_PARTITIONS).await {
-        Err(err) => match err.downcast_ref::<BusError>() {
-            // A log made with `up --partitions N` keeps N: write to it as it is.
-            Some(BusError::PartitionCount { found, .. }) => data.bus_writer(*found).await,
-            _ => Err(err),
-        },
-        ok => ok,
-    }
 }
 
 /// The `report_uid`s in the tables, as numbers ([`uid_number`]). A compaction by a running

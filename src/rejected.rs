@@ -20,7 +20,7 @@ use tlsrpt_schemas::{Envelope, ReceivedReport, Transport};
 
 use crate::data_dir::{DEFAULT, DataDir};
 use crate::import::{
-    finish_writing, init_logging, known_report_uids, open_writer, runtime, shorten, uid_number,
+    finish_writing, init_logging, known_report_uids, runtime, shorten, uid_number,
 };
 use crate::input::DecodeArgs;
 
@@ -223,7 +223,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let writer = open_writer(&data).await?;
+    let writer = data.bus_writer().await?;
     let mut seen = known_report_uids(&data).await?;
     let mut decoder = args.decode.decoder();
     let replayed_dir = area.dir().join("replayed");

@@ -118,7 +118,8 @@ pub(crate) struct Settings {
     #[arg(long, env = "TLSRPT_COMPACT_MIN_FILES", value_name = "N")]
     pub(crate) compact_min_files: Option<usize>,
 
-    /// Partitions of a new embedded log (an existing log keeps its own) [default: 4].
+    /// Partitions of a new embedded log [default: 1]. Without this flag an existing log keeps its
+    /// own count; with it, a log with another count is refused.
     #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
     pub(crate) partitions: Option<u32>,
 }
@@ -141,7 +142,8 @@ pub(crate) struct Resolved {
     pub(crate) client_timeout: Duration,
     pub(crate) flush_interval: Duration,
     pub(crate) compact_min_files: usize,
-    pub(crate) partitions: u32,
+    /// `None`: an existing log's own count, or the embedded default for a new one.
+    pub(crate) partitions: Option<u32>,
 }
 
 /// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -256,7 +258,7 @@ impl Settings {
             client_timeout: self.client_timeout.unwrap_or(Duration::from_secs(30)),
             flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
             compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
-            partitions: self.partitions.unwrap_or(4).max(1),
+            partitions: self.partitions.map(|n| n.max(1)),
         })
     }
 }

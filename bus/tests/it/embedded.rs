@@ -138,6 +138,20 @@ async fn concurrent_sends_share_commits() {
     // One fsync per report would be `sends` commits; while one commit syncs, the others
     // queue and share the next.
     assert!(stats.commits < sends as u64 / 2, "{stats:?}");
+    // Groups are stored as batches of up to 256 messages: every offset reads back once and in
+    // order, from any starting point and with any limit, across batch boundaries.
+    for partition in 0..4 {
+        let end = log.end_offset(partition).unwrap();
+        let all = log.fetch(partition, 0, usize::MAX).unwrap();
+        let offsets: Vec<u64> = all.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..end).collect::<Vec<_>>());
+        for from in [1, end / 3, end.saturating_sub(257), end - 1] {
+            let some = log.fetch(partition, from, 300).unwrap();
+            let expected = usize::try_from((end - from).min(300)).unwrap();
+            assert_eq!(some.len(), expected, "partition {partition} from {from}");
+            assert_eq!(some[..], all[from as usize..from as usize + expected]);
+        }
+    }
 }
 
 /// redb locks the file (an OS file lock), so this holds across processes too; the crash and
@@ -167,6 +181,19 @@ fn the_partition_count_cannot_change_under_data() {
 }
 
 #[test]
+fn without_a_count_asked_a_log_keeps_its_own_and_a_new_one_has_one_partition() {
+    let dir = TempDir::new("default-partitions");
+    let log = EmbeddedLog::open(&dir.0, EmbeddedOptions::default()).unwrap();
+    assert_eq!(log.partitions(), tlsrpt_bus::embedded::DEFAULT_PARTITIONS);
+    assert_eq!(log.partitions(), 1);
+    log.shutdown();
+    let other = TempDir::new("default-partitions-kept");
+    EmbeddedLog::open(&other.0, options(3)).unwrap().shutdown();
+    let log = EmbeddedLog::open(&other.0, EmbeddedOptions::default()).unwrap();
+    assert_eq!(log.partitions(), 3);
+}
+
+#[test]
 fn a_log_in_the_older_format_is_refused_with_what_to_do() {
     let dir = TempDir::new("format");
     {
@@ -186,7 +213,7 @@ fn a_log_in_the_older_format_is_refused_with_what_to_do() {
     let err = EmbeddedLog::open(&dir.0, options(4)).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("log format 1"), "{text}");
-    assert!(text.contains("move the bus directory aside"), "{text}");
+    assert!(text.contains("Move the bus directory aside"), "{text}");
     // A log this version made opens again.
     let fresh = TempDir::new("format-fresh");
     EmbeddedLog::open(&fresh.0, options(4)).unwrap().shutdown();
