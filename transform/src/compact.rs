@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use arrow::compute::concat_batches;
 use chrono::NaiveDate;
 use tlsrpt_schemas::layout::FileRange;
 
@@ -185,10 +184,8 @@ impl Compactor {
         for file in &run {
             batches.extend(files::read_parquet(&file.path, table)?);
         }
-        let schema = table.schema();
-        let rows = concat_batches(&schema, &batches)?;
+        let rows = files::merge_sorted(table, &batches)?;
         drop(batches);
-        let rows = files::sort_rows(table, &rows)?;
         let name = merged_range.file_name();
         let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
         let target = dir.join(&name);
@@ -225,32 +222,36 @@ impl Compactor {
     }
 
     /// The first run of consecutive small files, at least `min_files` long, whose total size
-    /// stays within `max_file_bytes` (the output's size, roughly: bounds a merge's memory).
+    /// stays within `max_file_bytes` (the output's size, roughly: bounds a merge's memory),
+    /// and in which no file outweighs the others together.
+    ///
+    /// That last rule makes compaction size-tiered. Without it, a merged file was merged again
+    /// with the next few flushes, and again, until it reached the size cap: each report was
+    /// rewritten up to `max_file_bytes / (min_files * flush size)` times (about 20 under HTTP
+    /// load). With it, every merge at least doubles the largest of its inputs, so a report is
+    /// rewritten at most `log2(cap / flush size)` times, and about `log_min_files` of that
+    /// when files merge with files of their own size, as they do.
     fn find_run<'a>(&self, shown: &[&'a DataFile]) -> Option<Vec<&'a DataFile>> {
-        let mut run: Vec<&DataFile> = Vec::new();
-        let mut run_bytes = 0u64;
-        for &file in shown {
-            if file.bytes >= self.max_file_bytes {
-                if run.len() >= self.min_files {
-                    return Some(run);
+        for start in 0..shown.len() {
+            let mut longest = None;
+            let mut total = 0u64;
+            let mut largest = 0u64;
+            for (len, file) in (1..).zip(&shown[start..]) {
+                if file.bytes >= self.max_file_bytes || total + file.bytes > self.max_file_bytes {
+                    break;
                 }
-                run.clear();
-                run_bytes = 0;
-                continue;
-            }
-            if run_bytes + file.bytes > self.max_file_bytes {
-                if run.len() >= self.min_files {
-                    return Some(run);
-                }
-                // Drop from the front until the file fits.
-                while !run.is_empty() && run_bytes + file.bytes > self.max_file_bytes {
-                    run_bytes -= run.remove(0).bytes;
+                total += file.bytes;
+                largest = largest.max(file.bytes);
+                let balanced = largest <= total - largest;
+                if len >= self.min_files && balanced {
+                    longest = Some(len);
                 }
             }
-            run.push(file);
-            run_bytes += file.bytes;
+            if let Some(len) = longest {
+                return Some(shown[start..start + len].to_vec());
+            }
         }
-        (run.len() >= self.min_files).then_some(run)
+        None
     }
 }
 
@@ -305,5 +306,27 @@ mod tests {
         ];
         let shown: Vec<&DataFile> = big.iter().collect();
         assert_eq!(firsts(compactor.find_run(&shown)), Some(vec![1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn a_merged_file_waits_for_files_of_its_own_size() {
+        let compactor = Compactor::new(PathBuf::new(), 3, 1000, Duration::ZERO, 10);
+        // A merge's output and two new flushes: not merged again yet.
+        let files = [file(0, 29, 30), file(30, 39, 10), file(40, 49, 10)];
+        let shown: Vec<&DataFile> = files.iter().collect();
+        assert_eq!(firsts(compactor.find_run(&shown)), None);
+        // A third flush makes a run of its own tier.
+        let files = [
+            file(0, 29, 30),
+            file(30, 39, 10),
+            file(40, 49, 10),
+            file(50, 59, 9),
+        ];
+        let shown: Vec<&DataFile> = files.iter().collect();
+        assert_eq!(firsts(compactor.find_run(&shown)), Some(vec![30, 40, 50]));
+        // Three outputs of about one size merge into the next tier.
+        let files = [file(0, 29, 30), file(30, 59, 34), file(60, 89, 28)];
+        let shown: Vec<&DataFile> = files.iter().collect();
+        assert_eq!(firsts(compactor.find_run(&shown)), Some(vec![0, 30, 60]));
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{Date32Type, SchemaRef};
 use chrono::NaiveDate;
@@ -412,59 +412,108 @@ pub(crate) fn read_report_uids(path: &Path, uids: &mut HashSet<u128>) -> Result<
     Ok(())
 }
 
-/// The rows of `batch` in the table's file order ([`Table::sort_columns`]).
-pub(crate) fn sort_rows(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
-    if batch.num_rows() < 2 {
-        return Ok(batch.clone());
-    }
-    let columns: Vec<SortColumn> = table
-        .sort_columns()
-        .iter()
-        .map(|name| {
-            let values = batch
+/// The sort keys of `table`'s file order ([`Table::sort_columns`]) taken from `batch`,
+/// optionally led by `date`.
+fn sort_keys(table: Table, batch: &RecordBatch, date_first: bool) -> Vec<SortColumn> {
+    let date = date_first.then_some("date");
+    date.into_iter()
+        .chain(table.sort_columns().iter().copied())
+        .map(|name| SortColumn {
+            values: batch
                 .column_by_name(name)
                 .cloned()
-                .expect("sort columns are columns of the table");
+                .expect("sort columns are columns of the table"),
             // Ascending, nulls first: what the files declare (`SortingColumn`).
-            SortColumn {
-                values,
-                options: None,
-            }
+            options: None,
         })
-        .collect();
-    let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+        .collect()
 }
 
-/// The rows of `batch` per value of its `date` column, in date order.
-pub(crate) fn split_by_date(batch: &RecordBatch) -> Result<Vec<(NaiveDate, RecordBatch)>> {
+/// The rows of one flush per value of its `date` column, in date order, each part in the
+/// table's file order ([`Table::sort_columns`]). One sort by date and then the file order, one
+/// copy of the rows (a `take`), and the parts are slices of it: sorting each date's rows
+/// after splitting copied every row twice, `raw_json` included.
+pub(crate) fn sorted_by_date(
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<Vec<(NaiveDate, RecordBatch)>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let dates = batch
+    let sorted = if batch.num_rows() < 2 {
+        batch.clone()
+    } else {
+        let indices = lexsort_to_indices(&sort_keys(table, batch, true), None)?;
+        take_record_batch(batch, &indices)?
+    };
+    let dates = sorted
         .column_by_name("date")
         .and_then(|c| c.as_primitive_opt::<Date32Type>())
         .expect("every table has a Date32 date column");
-    let first = dates.value(0);
-    let to_date = |days: i32| {
-        Date32Type::to_naive_date_opt(days).ok_or_else(|| {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let values = dates.values();
+    while start < values.len() {
+        let days = values[start];
+        let len = values[start..].partition_point(|&d| d == days);
+        let date = Date32Type::to_naive_date_opt(days).ok_or_else(|| {
             TransformError::Arrow(arrow::error::ArrowError::ComputeError(format!(
                 "date {days} out of range"
             )))
-        })
+        })?;
+        parts.push((date, sorted.slice(start, len)));
+        start += len;
+    }
+    Ok(parts)
+}
+
+/// The rows of `parts` (files of one table and date) merged into one batch in the table's
+/// file order. Only the sort keys are concatenated to find the order; the rows are copied
+/// once, straight from the parts (`interleave`), rather than concatenated and then sorted.
+pub(crate) fn merge_sorted(table: Table, parts: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = table.schema();
+    let keys: Vec<SortColumn> = if parts.len() == 1 {
+        sort_keys(table, &parts[0], false)
+    } else {
+        let names = table.sort_columns();
+        let mut keys = Vec::with_capacity(names.len());
+        for name in names {
+            let columns: Vec<&dyn Array> = parts
+                .iter()
+                .map(|part| {
+                    part.column_by_name(name)
+                        .expect("sort columns are columns of the table")
+                        .as_ref()
+                })
+                .collect();
+            keys.push(SortColumn {
+                values: arrow::compute::concat(&columns)?,
+                options: None,
+            });
+        }
+        keys
     };
-    // Most flushes hold one day's reports: no copy then.
-    if dates.values().iter().all(|&d| d == first) {
-        return Ok(vec![(to_date(first)?, batch.clone())]);
+    let rows: usize = parts.iter().map(RecordBatch::num_rows).sum();
+    if rows == 0 {
+        return Ok(RecordBatch::new_empty(schema));
     }
-    let mut rows: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
-    for (row, &days) in dates.values().iter().enumerate() {
-        rows.entry(days).or_default().push(row as u32);
+    let order = lexsort_to_indices(&keys, None)?;
+    // Row `i` of the concatenation is row `i - starts[part]` of `part`.
+    let mut starts = Vec::with_capacity(parts.len());
+    let mut at = 0;
+    for part in parts {
+        starts.push(at);
+        at += part.num_rows();
     }
-    rows.into_iter()
-        .map(|(days, rows)| {
-            let part = take_record_batch(batch, &UInt32Array::from(rows))?;
-            Ok((to_date(days)?, part))
+    let pairs: Vec<(usize, usize)> = order
+        .values()
+        .iter()
+        .map(|&row| {
+            let row = row as usize;
+            let part = starts.partition_point(|&start| start <= row) - 1;
+            (part, row - starts[part])
         })
-        .collect()
+        .collect();
+    let refs: Vec<&RecordBatch> = parts.iter().collect();
+    Ok(arrow::compute::interleave_record_batch(&refs, &pairs)?)
 }

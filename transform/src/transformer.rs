@@ -500,11 +500,11 @@ impl<C: Consumer> Core<C> {
             let tables = batch.builder.finish()?;
             let mut flush_files = Vec::new();
             for table in Table::ALL {
-                for (date, rows) in files::split_by_date(table.of(&tables))? {
+                for (date, rows) in files::sorted_by_date(table, table.of(&tables))? {
                     flush_files.push(FlushFile {
                         table,
                         date,
-                        batch: files::sort_rows(table, &rows)?,
+                        batch: rows,
                     });
                 }
             }
