@@ -180,16 +180,11 @@ impl Compactor {
         // Visible files of one partition have disjoint ranges (flushes never overlap, and a
         // merge covers consecutive files only), so the run is every visible file inside the
         // merged range: nothing else is superseded by the new file.
-        let mut batches = Vec::new();
-        for file in &run {
-            batches.extend(files::read_parquet(&file.path, table)?);
-        }
-        let rows = files::merge_sorted(table, &batches)?;
-        drop(batches);
         let name = merged_range.file_name();
         let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
         let target = dir.join(&name);
-        let bytes = files::write_parquet(&tmp, table, &rows, self.row_group_rows)?;
+        let inputs: Vec<PathBuf> = run.iter().map(|f| f.path.clone()).collect();
+        let (bytes, rows) = files::merge_files(table, &inputs, &tmp, self.row_group_rows)?;
         std::fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
         sync_path(&dir)?;
         if crash == Some(CrashPoint::CompactionRenamed) {
@@ -211,7 +206,7 @@ impl Compactor {
             %date,
             partition,
             inputs = run.len(),
-            rows = rows.num_rows(),
+            rows,
             bytes,
             "Files compacted."
         );

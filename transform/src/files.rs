@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{Date32Type, SchemaRef};
+use arrow::row::{RowConverter, Rows, SortField};
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter, ProjectionMask};
@@ -267,18 +268,6 @@ fn writer_properties(table: Table, row_group_rows: usize, rows: usize) -> Result
     Ok(builder.build())
 }
 
-/// Writes `batch` to a new file at `path` and syncs it. Returns the file's size.
-pub(crate) fn write_parquet(
-    path: &Path,
-    table: Table,
-    batch: &RecordBatch,
-    row_group_rows: usize,
-) -> Result<u64> {
-    let (file, bytes) = write_parquet_file(path, table, batch, row_group_rows)?;
-    file.sync_all().map_err(io("sync", path))?;
-    Ok(bytes)
-}
-
 /// Makes the contents of `paths` (files or directories) durable, several at a time: a flush
 /// writes a file per table and date, and syncing them one after the other cost a few ms
 /// each on this machine's disk; concurrent syncs share the file system's journal commits.
@@ -333,33 +322,6 @@ fn write_parquet_file(
     Ok((file, bytes))
 }
 
-/// Every row of a file, as the table's schema.
-pub(crate) fn read_parquet(path: &Path, table: Table) -> Result<Vec<RecordBatch>> {
-    let parquet = |source| TransformError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io("open", path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet)?
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(parquet)?;
-    let schema = table.schema();
-    let mut batches = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet(e.into()))?;
-        if batch.schema().fields() != schema.fields() {
-            return Err(TransformError::Unexpected {
-                path: path.to_path_buf(),
-                message: format!("not the schema of the {} table", table.name()),
-            });
-        }
-        batches.push(batch.with_schema(Arc::clone(&schema))?);
-    }
-    Ok(batches)
-}
-
 /// A `report_uid` (32 lower-case hex digits) as a number: 16 bytes in the dedup set instead
 /// of a 32-byte string and its allocation.
 pub(crate) fn parse_uid(text: &str) -> Option<u128> {
@@ -412,11 +374,10 @@ pub(crate) fn read_report_uids(path: &Path, uids: &mut HashSet<u128>) -> Result<
     Ok(())
 }
 
-/// The sort keys of `table`'s file order ([`Table::sort_columns`]) taken from `batch`,
-/// optionally led by `date`.
-fn sort_keys(table: Table, batch: &RecordBatch, date_first: bool) -> Vec<SortColumn> {
-    let date = date_first.then_some("date");
-    date.into_iter()
+/// The sort keys of `date` and then `table`'s file order ([`Table::sort_columns`]), taken
+/// from `batch`.
+fn date_and_sort_keys(table: Table, batch: &RecordBatch) -> Vec<SortColumn> {
+    std::iter::once("date")
         .chain(table.sort_columns().iter().copied())
         .map(|name| SortColumn {
             values: batch
@@ -443,7 +404,7 @@ pub(crate) fn sorted_by_date(
     let sorted = if batch.num_rows() < 2 {
         batch.clone()
     } else {
-        let indices = lexsort_to_indices(&sort_keys(table, batch, true), None)?;
+        let indices = lexsort_to_indices(&date_and_sort_keys(table, batch), None)?;
         take_record_batch(batch, &indices)?
     };
     let dates = sorted
@@ -467,53 +428,160 @@ pub(crate) fn sorted_by_date(
     Ok(parts)
 }
 
-/// The rows of `parts` (files of one table and date) merged into one batch in the table's
-/// file order. Only the sort keys are concatenated to find the order; the rows are copied
-/// once, straight from the parts (`interleave`), rather than concatenated and then sorted.
-pub(crate) fn merge_sorted(table: Table, parts: &[RecordBatch]) -> Result<RecordBatch> {
+/// Rows read at a time from each input of a merge: bounds a merge's memory by the number of
+/// its inputs, not by their size (a `reports` row carries about 2 KB of `raw_json`).
+const MERGE_READ_ROWS: usize = 1024;
+/// Rows written to the output at a time by a merge.
+const MERGE_WRITE_ROWS: usize = 4096;
+
+/// One input of a merge: its reader, the batch being consumed and its sort keys as rows.
+struct MergeInput {
+    path: PathBuf,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// Index of the current batch in the merge's `sources`, its sort keys, the next row.
+    current: Option<(usize, Rows, usize)>,
+}
+
+/// Merges `inputs` (files of one table and date, each in the table's file order) into a new
+/// file at `output`, synced, in the same order; returns its size and rows. A streaming k-way
+/// merge: each input is read [`MERGE_READ_ROWS`] rows at a time and the output written as it
+/// goes, so memory stays near `inputs × MERGE_READ_ROWS` rows plus the output's encoded row
+/// group, where reading every input whole held the merge's rows decoded twice (about 300 MB
+/// for a 16 MiB `reports` merge). Rows with equal keys keep the order of the inputs.
+pub(crate) fn merge_files(
+    table: Table,
+    inputs: &[PathBuf],
+    output: &Path,
+    row_group_rows: usize,
+) -> Result<(u64, usize)> {
     let schema = table.schema();
-    let keys: Vec<SortColumn> = if parts.len() == 1 {
-        sort_keys(table, &parts[0], false)
-    } else {
-        let names = table.sort_columns();
-        let mut keys = Vec::with_capacity(names.len());
-        for name in names {
-            let columns: Vec<&dyn Array> = parts
-                .iter()
-                .map(|part| {
-                    part.column_by_name(name)
-                        .expect("sort columns are columns of the table")
-                        .as_ref()
-                })
-                .collect();
-            keys.push(SortColumn {
-                values: arrow::compute::concat(&columns)?,
-                options: None,
+    let key_indices: Vec<usize> = table
+        .sort_columns()
+        .iter()
+        .map(|name| schema.index_of(name).expect("sort columns are columns"))
+        .collect();
+    let converter = RowConverter::new(
+        key_indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )?;
+    let mut rows = 0usize;
+    let mut readers = Vec::with_capacity(inputs.len());
+    for path in inputs {
+        let parquet = |source| TransformError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(path).map_err(io("open", path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+        rows += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let reader = builder
+            .with_batch_size(MERGE_READ_ROWS)
+            .build()
+            .map_err(parquet)?;
+        readers.push(MergeInput {
+            path: path.clone(),
+            reader,
+            current: None,
+        });
+    }
+    // The batches the output chunk being gathered takes rows from.
+    let mut sources: Vec<RecordBatch> = Vec::new();
+    let load = |input: &mut MergeInput, sources: &mut Vec<RecordBatch>| -> Result<()> {
+        input.current = None;
+        let Some(batch) = input.reader.next() else {
+            return Ok(());
+        };
+        let batch = batch.map_err(|e| TransformError::Parquet {
+            path: input.path.clone(),
+            source: e.into(),
+        })?;
+        if batch.schema().fields() != schema.fields() {
+            return Err(TransformError::Unexpected {
+                path: input.path.clone(),
+                message: format!("not the schema of the {} table", table.name()),
             });
         }
-        keys
+        let batch = batch.with_schema(Arc::clone(&schema))?;
+        let keys: Vec<_> = key_indices
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
+        let key_rows = converter.convert_columns(&keys)?;
+        sources.push(batch);
+        input.current = Some((sources.len() - 1, key_rows, 0));
+        Ok(())
     };
-    let rows: usize = parts.iter().map(RecordBatch::num_rows).sum();
-    if rows == 0 {
-        return Ok(RecordBatch::new_empty(schema));
+    for input in &mut readers {
+        load(input, &mut sources)?;
     }
-    let order = lexsort_to_indices(&keys, None)?;
-    // Row `i` of the concatenation is row `i - starts[part]` of `part`.
-    let mut starts = Vec::with_capacity(parts.len());
-    let mut at = 0;
-    for part in parts {
-        starts.push(at);
-        at += part.num_rows();
+
+    let parquet = |source| TransformError::Parquet {
+        path: output.to_path_buf(),
+        source,
+    };
+    let file = File::create(output).map_err(io("create", output))?;
+    let properties = writer_properties(table, row_group_rows, rows)?;
+    let mut writer =
+        ArrowWriter::try_new(file, Arc::clone(&schema), Some(properties)).map_err(parquet)?;
+    let mut written = 0usize;
+    let mut chunk: Vec<(usize, usize)> = Vec::with_capacity(MERGE_WRITE_ROWS);
+    loop {
+        // The input whose next row is smallest; the first such input on ties.
+        let mut smallest: Option<usize> = None;
+        for (i, input) in readers.iter().enumerate() {
+            let Some((_, keys, row)) = &input.current else {
+                continue;
+            };
+            let better = match smallest {
+                None => true,
+                Some(s) => {
+                    let (_, best_keys, best_row) =
+                        readers[s].current.as_ref().expect("a current batch");
+                    keys.row(*row) < best_keys.row(*best_row)
+                }
+            };
+            if better {
+                smallest = Some(i);
+            }
+        }
+        let exhausted = match smallest {
+            Some(i) => {
+                let (source, keys, row) = readers[i].current.as_mut().expect("a current batch");
+                chunk.push((*source, *row));
+                *row += 1;
+                *row == keys.num_rows()
+            }
+            None => false,
+        };
+        if chunk.len() == MERGE_WRITE_ROWS || (smallest.is_none() && !chunk.is_empty()) {
+            let refs: Vec<&RecordBatch> = sources.iter().collect();
+            let out = arrow::compute::interleave_record_batch(&refs, &chunk)?;
+            writer.write(&out).map_err(parquet)?;
+            written += out.num_rows();
+            chunk.clear();
+            // Keep only the batches still being read, renumbered.
+            let mut kept = Vec::new();
+            for input in &mut readers {
+                if let Some((source, _, _)) = &mut input.current {
+                    kept.push(sources[*source].clone());
+                    *source = kept.len() - 1;
+                }
+            }
+            sources = kept;
+        }
+        match smallest {
+            None => break,
+            Some(i) if exhausted => load(&mut readers[i], &mut sources)?,
+            Some(_) => {}
+        }
     }
-    let pairs: Vec<(usize, usize)> = order
-        .values()
-        .iter()
-        .map(|&row| {
-            let row = row as usize;
-            let part = starts.partition_point(|&start| start <= row) - 1;
-            (part, row - starts[part])
-        })
-        .collect();
-    let refs: Vec<&RecordBatch> = parts.iter().collect();
-    Ok(arrow::compute::interleave_record_batch(&refs, &pairs)?)
+    let file = writer.into_inner().map_err(parquet)?;
+    file.sync_all().map_err(io("sync", output))?;
+    let bytes = file
+        .metadata()
+        .map_err(io("read metadata of", output))?
+        .len();
+    Ok((bytes, written))
 }

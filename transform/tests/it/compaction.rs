@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tlsrpt_transform::TransformOptions;
 
-use crate::{Env, ids, list, message, read_file, report_ids, report_json, rows, texts, visible};
+use crate::{
+    Env, ids, list, message, read_file, read_table, report_ids, report_json, row_texts, rows,
+    texts, visible,
+};
 
 #[tokio::test]
 async fn small_flushes_are_merged_into_one_file_per_directory() {
@@ -96,4 +99,78 @@ async fn small_flushes_are_merged_into_one_file_per_directory() {
             .collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{keys:?}");
     }
+}
+
+#[tokio::test]
+async fn a_merge_larger_than_what_it_reads_at_a_time_keeps_every_row_once_in_order() {
+    let env = Env::new(1);
+    // Three flushes of 1,500 reports of one day, two failure rows each: 3,000 failure rows
+    // per file, more than a merge reads from one input at a time, so the merge streams.
+    let sends = (0..4500).map(|n| {
+        let mx = format!("mx{}.example", n % 11);
+        env.send(message(&report_json(
+            "Google",
+            &format!("r{n}"),
+            "2026-04-01",
+            &format!("d{}.example", n % 7),
+            &[(&mx, 1 + n as u64 % 3), ("mx.z.example", 2)],
+        )))
+    });
+    futures::future::join_all(sends).await;
+    let flushing = TransformOptions {
+        max_batch_reports: 1500,
+        flush_interval: Duration::from_secs(600),
+        compact_min_files: 1000,
+        ..crate::options()
+    };
+    let transformer = env.open(flushing);
+    let stats = transformer.stats();
+    let ends = env.log.end_offsets();
+    let watched = std::sync::Arc::clone(&stats);
+    transformer
+        .run(async move {
+            while watched.committed_offsets() != ends {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.flushes(), 3);
+    let before: Vec<Vec<String>> = ["reports", "policies", "failures"]
+        .iter()
+        .map(|table| row_texts(&read_table(&env.root, table)))
+        .collect();
+    assert_eq!(before[2].len(), 9000);
+
+    let compacting = TransformOptions {
+        compact_min_files: 3,
+        superseded_grace: Duration::ZERO,
+        ..crate::options()
+    };
+    for _ in 0..10 {
+        if env.drain(compacting.clone()).await.compactions() == 0 {
+            break;
+        }
+    }
+    let shown = visible(&env.root);
+    assert_eq!(shown.len(), 3, "one file per table: {shown:?}");
+    for (table, rows_before) in ["reports", "policies", "failures"].iter().zip(&before) {
+        assert_eq!(
+            &row_texts(&read_table(&env.root, table)),
+            rows_before,
+            "{table}"
+        );
+    }
+    let failures = shown.iter().find(|f| f.table == "failures").unwrap();
+    let batch = read_file(&failures.path);
+    let one = std::slice::from_ref(&batch);
+    let keys: Vec<(Option<String>, Option<String>)> = texts(one, "policy_domain")
+        .into_iter()
+        .zip(texts(one, "receiving_mx_hostname"))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] <= w[1]),
+        "merged rows out of order"
+    );
+    assert_eq!(report_ids(&env.root).len(), 4500);
 }

@@ -15,7 +15,7 @@ use tlsrpt_transform::{TransformOptions, existing_report_uids};
 
 use crate::{
     Env, ids, list, message, nth_report, options, read_file, read_table, report_ids, report_json,
-    rows, texts, visible,
+    row_texts, rows, texts, visible,
 };
 
 #[tokio::test]
@@ -472,30 +472,6 @@ async fn an_unreadable_message_is_set_aside_and_later_ones_are_written() {
         second.message
     );
     assert_eq!(env.log.committed("transform", 0).unwrap(), Some(4));
-}
-
-/// Every row of `batches` as text, sorted: compares tables regardless of file order and of
-/// the row order inside files.
-fn row_texts(batches: &[arrow::array::RecordBatch]) -> Vec<String> {
-    use arrow::util::display::{ArrayFormatter, FormatOptions};
-    let options = FormatOptions::default().with_null("∅");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<ArrayFormatter<'_>> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out.sort();
-    out
 }
 
 #[tokio::test]

@@ -261,3 +261,27 @@ pub(crate) fn ids(range: std::ops::Range<usize>) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Every row of `batches` as text, sorted: compares tables regardless of file order and of
+/// the row order inside files.
+pub(crate) fn row_texts(batches: &[arrow::array::RecordBatch]) -> Vec<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("∅");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters: Vec<ArrayFormatter<'_>> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            out.push(cells.join(" | "));
+        }
+    }
+    out.sort();
+    out
+}
