@@ -11,6 +11,10 @@
 //!
 //! Compaction runs in the transformer's own loop between flushes, one merge per pass, so it
 //! never races a flush into the same directory and never holds back new reports for long.
+//!
+//! Runs are size-tiered (a file merges only with files that together outweigh it, see
+//! `find_run`), and a merge streams its inputs through a k-way merge (`files::merge_files`),
+//! so its memory depends on the number of inputs, not their size.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -217,8 +221,8 @@ impl Compactor {
     }
 
     /// The first run of consecutive small files, at least `min_files` long, whose total size
-    /// stays within `max_file_bytes` (the output's size, roughly: bounds a merge's memory),
-    /// and in which no file outweighs the others together.
+    /// stays within `max_file_bytes` (roughly the output's size), and in which no file
+    /// outweighs the others together.
     ///
     /// That last rule makes compaction size-tiered. Without it, a merged file was merged again
     /// with the next few flushes, and again, until it reached the size cap: each report was

@@ -77,8 +77,8 @@ pub struct TransformOptions {
     /// Merge once a (table, date, partition) has this many consecutive small files (at
     /// least 2). Default 8.
     pub compact_min_files: usize,
-    /// Files from this size on are left alone, and a merge's inputs add up to at most this.
-    /// A merge holds its rows in memory: this bounds it. Default 16 MiB.
+    /// Files from this size on are left alone, and a merge's inputs add up to at most this
+    /// (a merge streams, so this bounds file sizes, not memory). Default 16 MiB.
     pub compact_max_file_bytes: u64,
     /// How long a file superseded by a merge stays on disk for queries that listed it
     /// before. Default 60 s.
