@@ -401,12 +401,8 @@ pub(crate) fn sorted_by_date(
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let sorted = if batch.num_rows() < 2 {
-        batch.clone()
-    } else {
-        let indices = lexsort_to_indices(&date_and_sort_keys(table, batch), None)?;
-        take_record_batch(batch, &indices)?
-    };
+    let indices = lexsort_to_indices(&date_and_sort_keys(table, batch), None)?;
+    let sorted = take_record_batch(batch, &indices)?;
     let dates = sorted
         .column_by_name("date")
         .and_then(|c| c.as_primitive_opt::<Date32Type>())
