@@ -233,8 +233,8 @@ impl<C: Consumer> Transformer<C> {
         self.core.crash = Some(point);
     }
 
-    /// Consumes every partition until `shutdown` resolves, then writes what it has read,
-    /// commits and returns. Returns an error, without skipping anything, when a file or the
+    /// Consumes every partition until `shutdown` resolves, then reads what is left on the
+    /// bus, writes it, commits and returns. Returns an error, without skipping anything, when a file or the
     /// bus fails: what was not written is not committed, and is read again at the next start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -271,7 +271,7 @@ impl<C: Consumer> Transformer<C> {
                 () = sleep => {}
             }
         }
-        worker.run(core, Core::flush_all).await?;
+        worker.run(core, Core::finish).await?;
         Ok(())
     }
 }
@@ -319,24 +319,10 @@ impl<C: Consumer> Core<C> {
     /// full or due, deletes superseded files whose time has come, and merges at most one run
     /// of small files.
     fn pass(&mut self) -> Result<Progress> {
-        let mut progress = Progress::default();
-        for partition in 0..self.consumer.partitions() {
-            let p = partition as usize;
-            let records = self
-                .consumer
-                .fetch(partition, self.positions[p], FETCH_MAX)?;
-            for record in records {
-                if record.offset < self.positions[p] {
-                    continue;
-                }
-                self.positions[p] = record.offset + 1;
-                progress.read += 1;
-                self.accept(record)?;
-                if self.is_full(p) {
-                    self.flush(partition)?;
-                }
-            }
-        }
+        let mut progress = Progress {
+            read: self.read_available()?,
+            compacted: false,
+        };
         let now = Instant::now();
         let caught_up = self.options.flush_when_caught_up && progress.read == 0;
         for partition in 0..self.consumer.partitions() {
@@ -354,6 +340,30 @@ impl<C: Consumer> Core<C> {
             progress.compacted = true;
         }
         Ok(progress)
+    }
+
+    /// Reads up to [`FETCH_MAX`] messages of each partition into the batches, writing those
+    /// that fill up. Returns how many it read.
+    fn read_available(&mut self) -> Result<usize> {
+        let mut read = 0;
+        for partition in 0..self.consumer.partitions() {
+            let p = partition as usize;
+            let records = self
+                .consumer
+                .fetch(partition, self.positions[p], FETCH_MAX)?;
+            for record in records {
+                if record.offset < self.positions[p] {
+                    continue;
+                }
+                self.positions[p] = record.offset + 1;
+                read += 1;
+                self.accept(record)?;
+                if self.is_full(p) {
+                    self.flush(partition)?;
+                }
+            }
+        }
+        Ok(read)
     }
 
     fn is_full(&self, p: usize) -> bool {
@@ -539,8 +549,12 @@ impl<C: Consumer> Core<C> {
         Ok(())
     }
 
-    /// Writes and commits every batch (at shutdown).
-    fn flush_all(&mut self) -> Result<()> {
+    /// At shutdown: reads everything on the bus (the receivers have stopped, so it ends), then
+    /// writes and commits every batch. Stopping after the last pass instead left the messages
+    /// appended since (the receivers' last requests) and any backlog past one fetch for the
+    /// next start: acknowledged, durable, but not in the tables when `up` exited.
+    fn finish(&mut self) -> Result<()> {
+        while self.read_available()? > 0 {}
         for partition in 0..self.consumer.partitions() {
             self.flush(partition)?;
         }

@@ -91,13 +91,7 @@ async fn small_flushes_are_merged_into_one_file_per_directory() {
 
     // A merged file is sorted like any other.
     for file in files.iter().filter(|f| f.table == "failures") {
-        let batch = read_file(&file.path);
-        let one = std::slice::from_ref(&batch);
-        let keys: Vec<(Option<String>, Option<String>)> = texts(one, "policy_domain")
-            .into_iter()
-            .zip(texts(one, "receiving_mx_hostname"))
-            .collect();
-        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{keys:?}");
+        assert_failures_sorted(&file.path);
     }
 }
 
@@ -123,18 +117,8 @@ async fn a_merge_larger_than_what_it_reads_at_a_time_keeps_every_row_once_in_ord
         compact_min_files: 1000,
         ..crate::options()
     };
-    let transformer = env.open(flushing);
-    let stats = transformer.stats();
-    let ends = env.log.end_offsets();
-    let watched = std::sync::Arc::clone(&stats);
-    transformer
-        .run(async move {
-            while watched.committed_offsets() != ends {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap();
+    // More than one fetch's worth: the shutdown reads all of it before it stops.
+    let stats = env.drain(flushing).await;
     assert_eq!(stats.flushes(), 3);
     let before: Vec<Vec<String>> = ["reports", "policies", "failures"]
         .iter()
@@ -162,7 +146,14 @@ async fn a_merge_larger_than_what_it_reads_at_a_time_keeps_every_row_once_in_ord
         );
     }
     let failures = shown.iter().find(|f| f.table == "failures").unwrap();
-    let batch = read_file(&failures.path);
+    assert_failures_sorted(&failures.path);
+    assert_eq!(report_ids(&env.root).len(), 4500);
+}
+
+/// Asserts that the `failures` file at `path` is in its file order (policy domain, then
+/// receiving MX).
+fn assert_failures_sorted(path: &std::path::Path) {
+    let batch = read_file(path);
     let one = std::slice::from_ref(&batch);
     let keys: Vec<(Option<String>, Option<String>)> = texts(one, "policy_domain")
         .into_iter()
@@ -170,7 +161,7 @@ async fn a_merge_larger_than_what_it_reads_at_a_time_keeps_every_row_once_in_ord
         .collect();
     assert!(
         keys.windows(2).all(|w| w[0] <= w[1]),
-        "merged rows out of order"
+        "{} out of order",
+        path.display()
     );
-    assert_eq!(report_ids(&env.root).len(), 4500);
 }

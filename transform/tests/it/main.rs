@@ -77,8 +77,8 @@ impl Env {
     ) -> Arc<tlsrpt_transform::TransformStats> {
         let transformer = self.open(options);
         let stats = transformer.stats();
-        // Shutdown already requested: one pass reads what is there (less than a fetch's
-        // worth in these tests), then the shutdown flushes it.
+        // Shutdown already requested: the transformer reads what is on the bus, however
+        // much, writes it and commits.
         transformer.run(std::future::ready(())).await.unwrap();
         assert_eq!(stats.committed_offsets(), self.log.end_offsets());
         stats
