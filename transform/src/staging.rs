@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, UInt32Array};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use tlsrpt_schemas::layout::{self, FileRange};
@@ -49,12 +49,15 @@ struct ManifestEntry {
     path: String,
 }
 
-/// One file of a flush, sorted, before it is written.
+/// One file of a flush before it is written: which rows of the flush's table, in file order.
 #[derive(Debug)]
 pub(crate) struct FlushFile {
     pub(crate) table: Table,
     pub(crate) date: NaiveDate,
+    /// The flush's whole table (shared by the files of its dates).
     pub(crate) batch: RecordBatch,
+    /// Indices into `batch`: this file's rows, sorted.
+    pub(crate) rows: UInt32Array,
 }
 
 /// A file a flush put in place.
@@ -100,7 +103,13 @@ pub(crate) fn publish(
     for (i, file) in files.iter().enumerate() {
         let staged = format!("{i:03}.parquet");
         let path = dir.join(&staged);
-        let bytes = files::write_parquet_unsynced(&path, file.table, &file.batch, row_group_rows)?;
+        let bytes = files::write_parquet_unsynced(
+            &path,
+            file.table,
+            &file.batch,
+            &file.rows,
+            row_group_rows,
+        )?;
         written.push(path);
         manifest.files.push(ManifestEntry {
             staged,

@@ -510,11 +510,13 @@ impl<C: Consumer> Core<C> {
             let tables = batch.builder.finish()?;
             let mut flush_files = Vec::new();
             for table in Table::ALL {
-                for (date, rows) in files::sorted_by_date(table, table.of(&tables))? {
+                let batch = table.of(&tables);
+                for (date, rows) in files::sorted_by_date(table, batch)? {
                     flush_files.push(FlushFile {
                         table,
                         date,
-                        batch: rows,
+                        batch: batch.clone(),
+                        rows,
                     });
                 }
             }
@@ -527,7 +529,7 @@ impl<C: Consumer> Core<C> {
             )?;
             for (file, done) in flush_files.iter().zip(&published) {
                 self.stats
-                    .file_written(done.table, file.batch.num_rows(), done.bytes);
+                    .file_written(done.table, file.rows.len(), done.bytes);
                 self.compactor.touched((done.table, done.date, partition));
             }
             if self.crash == Some(CrashPoint::FlushPublished) {
