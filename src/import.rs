@@ -37,7 +37,7 @@ use tlsrpt_bus::embedded::EmbeddedLog;
 use tlsrpt_bus::{BusError, Message, Producer};
 use tlsrpt_ingest::publish::{message_for, sha256_hex};
 use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport};
-use tlsrpt_transform::{TransformOptions, Transformer, existing_report_uids};
+use tlsrpt_transform::{TransformOptions, TransformStats, Transformer, existing_report_uids};
 
 use crate::data_dir::{BusWriter, DEFAULT, DataDir};
 use crate::input::DecodeArgs;
@@ -113,6 +113,10 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
     let writer = data.bus_writer().await?;
     let dead_letters = data.dead_letters()?;
     let seen = known_report_uids(&data).await?;
+    let parquet = match &writer {
+        BusWriter::Owned(log) => Some(ParquetWriting::start(&data, log).await?),
+        BusWriter::Shared(_) => None,
+    };
     let kept_before = {
         let dead_letters = Arc::clone(&dead_letters);
         let listed = tokio::task::spawn_blocking(move || dead_letters.list()).await?;
@@ -218,7 +222,7 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
         (Ok(()), Some(err)) => Some(err),
         (Ok(()), None) => None,
     };
-    let finish = finish_writing(&data, writer, &mut text).await;
+    let finish = finish_writing(&data, writer, parquet, &mut text).await;
     if let Some(err) = failure {
         eprint!("{text}");
         return Err(err.context(
@@ -230,24 +234,33 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
     Ok(Summary { text, refused })
 }
 
-/// When this process owns the bus: writes everything on it to Parquet and closes it, and says
-/// so in `text`. When `up` owns it: says that `up` writes the reports.
+/// When this process owns the bus: waits for its transformer to write everything on the bus
+/// to Parquet, closes the bus, and says so in `text`. When `up` owns it: says that `up`
+/// writes the reports.
 pub(crate) async fn finish_writing(
     data: &DataDir,
     writer: BusWriter,
+    parquet: Option<ParquetWriting>,
     text: &mut String,
 ) -> anyhow::Result<()> {
     match writer {
         BusWriter::Owned(log) => {
+            let parquet = match parquet {
+                Some(parquet) => Ok(parquet),
+                None => ParquetWriting::start(data, &log).await,
+            };
             eprintln!("writing Parquet…");
-            let written = write_parquet(data, &log).await;
+            let written = match parquet {
+                Ok(parquet) => parquet.finish().await,
+                Err(err) => Err(err),
+            };
             log.shutdown();
             let written = written?;
             text.push_str(&format!(
-                "wrote {} reports to Parquet in {:.1} s; ask with: tlsrpt sql --data-dir {} \
-                 \"SELECT count(*) FROM reports\"\n",
+                "wrote {} reports to Parquet (the last files {:.1} s after the last report \
+                 was read); ask with: tlsrpt sql --data-dir {} \"SELECT count(*) FROM reports\"\n",
                 written.reports,
-                written.took.as_secs_f64(),
+                written.tail.as_secs_f64(),
                 data.root().display()
             ));
             if written.dead_lettered > 0 {
@@ -267,50 +280,73 @@ pub(crate) async fn finish_writing(
     Ok(())
 }
 
-/// What [`write_parquet`] did.
+/// What [`ParquetWriting`] did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Written {
     pub(crate) reports: u64,
     pub(crate) dead_lettered: u64,
-    pub(crate) took: Duration,
+    /// From [`ParquetWriting::finish`] to the last commit: what the writing added to the
+    /// command's time.
+    pub(crate) tail: Duration,
 }
 
-/// Runs the transformer until everything on the bus now is in the tables and committed.
-/// Only for a process that owns the bus (no `up` runs, so no other transformer either).
-pub(crate) async fn write_parquet(data: &DataDir, log: &EmbeddedLog) -> anyhow::Result<Written> {
-    let started = Instant::now();
-    let transformer = {
-        let log = log.clone();
-        let root = data.tables();
-        let dead_letters = data.dead_letters()?;
-        tokio::task::spawn_blocking(move || {
-            // Everything is on the bus already: the last, partial batches are written as
-            // soon as a pass finds nothing more, not a flush interval later.
-            let options = TransformOptions {
-                flush_when_caught_up: true,
-                ..TransformOptions::default()
+/// The transformer of a process that owns the bus (no `up` runs, so no other transformer
+/// either), writing Parquet while the command still publishes: a backfill's reading and
+/// its writing overlap instead of following one another (20,000 mails: 0.50 s to 0.39 s).
+/// Batches are written as in `up` (full, or a flush interval after their first report) and
+/// the rest when [`finish`](Self::finish) is called.
+pub(crate) struct ParquetWriting {
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stats: Arc<TransformStats>,
+}
+
+impl ParquetWriting {
+    /// Opens the tables (recovering an interrupted flush) and starts consuming.
+    pub(crate) async fn start(data: &DataDir, log: &EmbeddedLog) -> anyhow::Result<Self> {
+        let transformer = {
+            let log = log.clone();
+            let root = data.tables();
+            let dead_letters = data.dead_letters()?;
+            tokio::task::spawn_blocking(move || {
+                Transformer::open(log, root, dead_letters, TransformOptions::default())
+            })
+            .await?
+            .context("cannot open the tables")?
+        };
+        let stats = transformer.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            let stopped = async {
+                // A dropped sender (the command failed) stops it too.
+                let _ = stopped.await;
             };
-            Transformer::open(log, root, dead_letters, options)
+            transformer.run(stopped).await.context(
+                "cannot write the Parquet files; the reports are safe on the bus, and the next \
+                 `tlsrpt up` or `tlsrpt import` on this directory writes them",
+            )
+        });
+        Ok(Self {
+            stop,
+            running,
+            stats,
         })
-        .await?
-        .context("cannot open the tables")?
-    };
-    let stats = transformer.stats();
-    // Everything appended so far, this import's reports and any left by an earlier run.
-    let targets = log.end_offsets();
-    let done = {
-        let stats = Arc::clone(&stats);
-        async move { stats.wait_for_committed(&targets).await }
-    };
-    transformer.run(done).await.context(
-        "cannot write the Parquet files; the reports are safe on the bus, and the next \
-         `tlsrpt up` or `tlsrpt import` on this directory writes them",
-    )?;
-    Ok(Written {
-        reports: stats.reports_written(),
-        dead_lettered: stats.dead_lettered(),
-        took: started.elapsed(),
-    })
+    }
+
+    /// Call once nothing more is published: reads what is left on the bus, writes it,
+    /// commits, and returns once every report is in the tables.
+    pub(crate) async fn finish(self) -> anyhow::Result<Written> {
+        let started = Instant::now();
+        let _ = self.stop.send(());
+        self.running
+            .await
+            .context("the Parquet writer panicked")??;
+        Ok(Written {
+            reports: self.stats.reports_written(),
+            dead_lettered: self.stats.dead_lettered(),
+            tail: started.elapsed(),
+        })
+    }
 }
 
 /// The `report_uid`s in the tables, as numbers ([`uid_number`]). A compaction by a running

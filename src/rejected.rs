@@ -309,7 +309,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         "{replayed} replayed (moved to {}), {not_replayed} still refused\n",
         replayed_dir.display()
     ));
-    finish_writing(&data, writer, &mut text).await?;
+    finish_writing(&data, writer, None, &mut text).await?;
     print!("{text}");
     Ok(if not_replayed > 0 {
         ExitCode::from(1)

@@ -1,0 +1,168 @@
+//! `tlsrpt-transform-bench`: the transformer alone, from a full embedded log to committed
+//! Parquet files, timed.
+//!
+//! Setup (not timed): generate `--reports` reports, decode each as a receiver would and
+//! append it to a fresh embedded log in a temporary directory. Timed: open a transformer with
+//! `tlsrpt up`'s defaults (10,000-report batches, compaction on) and run it until every
+//! offset is committed, as `tlsrpt import` does. Prints one JSON line: reports per second
+//! of wall time, and the process's CPU time per report (the other threads are idle while
+//! the transformer runs, so that is the transformer's cost).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tlsrpt_benches::generator::{Generator, GeneratorConfig};
+use tlsrpt_bus::Message;
+use tlsrpt_bus::dead_letter::DeadLetters;
+use tlsrpt_bus::embedded::{EmbeddedLog, EmbeddedOptions};
+use tlsrpt_schemas::message::to_parts;
+use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport};
+use tlsrpt_transform::{TransformOptions, Transformer};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Time the transformer alone: bus to committed Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "tlsrpt-transform-bench", about, long_about)]
+struct Args {
+    /// Reports on the log before the transformer starts.
+    #[arg(long, default_value_t = 100_000)]
+    reports: usize,
+    /// `bench`: about 2 KB of JSON and 4-8 failure details per report (what the HTTP load
+    /// posts); `default`: the generator's mix, about 650 bytes.
+    #[arg(long, value_enum, default_value_t = Profile::Bench)]
+    profile: Profile,
+    /// Generator seed.
+    #[arg(long, default_value_t = 8460)]
+    seed: u64,
+    /// Partitions of the log.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Keep the data directory here instead of a temporary one (it must not exist).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Profile {
+    Default,
+    Bench,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let temp;
+    let dir = match &args.keep {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let log = EmbeddedLog::open(
+        &dir.join("bus"),
+        EmbeddedOptions::with_partitions(args.partitions),
+    )?;
+    runtime.block_on(fill(&log, &args))?;
+
+    let dead_letters = Arc::new(DeadLetters::open(&dir.join("rejected"))?);
+    let usage_before = cpu_time();
+    let started = Instant::now();
+    let transformer = Transformer::open(
+        log.clone(),
+        dir.join("tables"),
+        dead_letters,
+        TransformOptions {
+            flush_when_caught_up: true,
+            ..TransformOptions::default()
+        },
+    )?;
+    let stats = transformer.stats();
+    let targets = log.end_offsets();
+    runtime.block_on(async {
+        let done = {
+            let stats = Arc::clone(&stats);
+            async move { stats.wait_for_committed(&targets).await }
+        };
+        transformer.run(done).await
+    })?;
+    let wall = started.elapsed();
+    let cpu = cpu_time() - usage_before;
+    let written = stats.reports_written();
+    anyhow::ensure!(
+        written == args.reports as u64,
+        "wrote {written} reports of {}",
+        args.reports
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "reports": written,
+            "seconds": wall.as_secs_f64(),
+            "reports_per_second": written as f64 / wall.as_secs_f64(),
+            "cpu_us_per_report": cpu.as_secs_f64() * 1e6 / written as f64,
+            "reports_per_cpu_second": written as f64 / cpu.as_secs_f64(),
+        })
+    );
+    log.shutdown();
+    Ok(())
+}
+
+/// Appends the generated reports, many in flight so the log groups them.
+async fn fill(log: &EmbeddedLog, args: &Args) -> anyhow::Result<()> {
+    let config = match args.profile {
+        Profile::Default => GeneratorConfig::default(),
+        Profile::Bench => GeneratorConfig::bench(),
+    };
+    let mut decoder = Decoder::default();
+    let mut in_flight = FuturesUnordered::new();
+    for generated in Generator::new(config, args.seed).take(args.reports) {
+        let decoded = decoder
+            .decode(generated.json.as_bytes())
+            .context("a generated report does not decode")?;
+        let received = ReceivedReport {
+            envelope: Envelope::now(Transport::Https),
+            report: decoded.report,
+            raw_json: decoded.raw_json,
+        };
+        let parts = to_parts(&received, Some("192.0.2.1:4000"), None);
+        in_flight.push(log.send(Message {
+            key: parts.key,
+            value: parts.value,
+            headers: parts.headers,
+        }));
+        if in_flight.len() >= 4096 {
+            in_flight.next().await.transpose()?;
+        }
+    }
+    while let Some(delivered) = in_flight.next().await {
+        delivered?;
+    }
+    Ok(())
+}
+
+/// The process's user plus system CPU time so far (from `/proc/self/stat`, in the kernel's
+/// clock ticks of 10 ms: runs of a second or more keep the error near 1%).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
