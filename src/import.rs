@@ -292,7 +292,7 @@ pub(crate) struct Written {
 
 /// The transformer of a process that owns the bus (no `up` runs, so no other transformer
 /// either), writing Parquet while the command still publishes: a backfill's reading and
-/// its writing overlap instead of following one another (20,000 mails: 0.50 s to 0.39 s).
+/// its writing overlap instead of following one another (figures in BENCHMARKS.md).
 /// Batches are written as in `up` (full, or a flush interval after their first report) and
 /// the rest when [`finish`](Self::finish) is called.
 pub(crate) struct ParquetWriting {
