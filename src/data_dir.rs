@@ -101,6 +101,22 @@ pub(crate) enum BusWriter {
     Shared(LocalProducer),
 }
 
+impl BusWriter {
+    /// Sends `messages` and resolves once all are durable: in one transaction when this
+    /// process owns the log, each in flight at once through `up`'s socket otherwise.
+    pub(crate) async fn send_all(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Delivered>, BusError> {
+        match self {
+            BusWriter::Owned(log) => log.send_all(messages).await,
+            BusWriter::Shared(producer) => {
+                futures::future::try_join_all(messages.into_iter().map(|m| producer.send(m))).await
+            }
+        }
+    }
+}
+
 impl Producer for BusWriter {
     async fn send(&self, message: Message) -> Result<Delivered, BusError> {
         match self {

@@ -40,6 +40,49 @@ fn options(partitions: u32) -> EmbeddedOptions {
 }
 
 #[tokio::test]
+async fn messages_sent_together_are_one_commit_in_order_beside_single_sends() {
+    let dir = TempDir::new("send-all");
+    let log = EmbeddedLog::open(&dir.0, options(2)).unwrap();
+    let chunk: Vec<Message> = (0..600)
+        .map(|i| message(&format!("sender{}", i % 7), &format!("chunk {i}")))
+        .collect();
+    let commits_before = log.stats().commits;
+    let (together, alone) = tokio::join!(
+        log.send_all(chunk.clone()),
+        log.send(message("sender1", "alone"))
+    );
+    let together = together.unwrap();
+    alone.unwrap();
+    assert_eq!(together.len(), 600);
+    // One transaction for the 600 (the single send may share it or take its own).
+    assert!(
+        log.stats().commits - commits_before <= 2,
+        "{:?}",
+        log.stats()
+    );
+    for (sent, delivered) in chunk.iter().zip(&together) {
+        assert_eq!(delivered.partition, partition_for_key(&sent.key, 2));
+        let read = log.fetch(delivered.partition, delivered.offset, 1).unwrap();
+        assert_eq!(read[0].message.value, sent.value, "at {delivered:?}");
+    }
+    // Within a partition the chunk's offsets keep its order.
+    for partition in 0..2 {
+        let offsets: Vec<u64> = together
+            .iter()
+            .filter(|d| d.partition == partition)
+            .map(|d| d.offset)
+            .collect();
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    }
+    assert!(log.send_all(Vec::new()).await.unwrap().is_empty());
+    log.shutdown();
+    assert!(matches!(
+        log.send_all(vec![message("k", "v")]).await,
+        Err(BusError::Closed)
+    ));
+}
+
+#[tokio::test]
 async fn appended_messages_read_back_in_order_with_their_positions() {
     let dir = TempDir::new("order");
     let log = EmbeddedLog::open(&dir.0, options(3)).unwrap();
