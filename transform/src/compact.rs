@@ -13,8 +13,8 @@
 //! never races a flush into the same directory and never holds back new reports for long.
 //!
 //! Runs are size-tiered (a file merges only with files that together outweigh it several
-//! times over, see `find_run`), and a merge streams its inputs through a k-way merge (`files::merge_files`),
-//! so its memory depends on the number of inputs, not their size.
+//! times over, see `find_run`), and a merge streams its inputs through a k-way merge
+//! (`files::merge_files`), so its memory depends on the number of inputs, not their size.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
