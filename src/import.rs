@@ -250,15 +250,16 @@ pub(crate) async fn finish_writing(
 ) -> anyhow::Result<()> {
     match writer {
         BusWriter::Owned(log) => {
-            let parquet = match parquet {
-                Some(parquet) => Ok(parquet),
-                None => ParquetWriting::start(data, &log).await,
-            };
-            eprintln!("writing Parquet…");
-            let written = match parquet {
-                Ok(parquet) => parquet.finish().await,
-                Err(err) => Err(err),
-            };
+            // The log is shut down whether or not the writing worked.
+            let written = async {
+                let parquet = match parquet {
+                    Some(parquet) => parquet,
+                    None => ParquetWriting::start(data, &log).await?,
+                };
+                eprintln!("writing Parquet…");
+                parquet.finish().await
+            }
+            .await;
             log.shutdown();
             let written = written?;
             text.push_str(&format!(
