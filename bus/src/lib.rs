@@ -8,8 +8,9 @@
 //! This crate holds that interface and its embedded implementation ([`embedded::EmbeddedLog`]),
 //! a log in the data directory on redb (an ACID, crash-safe B-tree file), with group commit so
 //! that one fsync covers every report that arrived while the previous one ran. The Kafka
-//! implementation joins it later, behind the same types, so that neither the receivers
-//! (`tlsrpt-ingest`) nor the transformer (`tlsrpt-transform`) know which one runs.
+//! implementation ([`kafka`], over librdkafka) sits behind the same types, so that neither
+//! the receivers (`tlsrpt-ingest`) nor the transformer (`tlsrpt-transform`) know which one
+//! runs.
 //!
 //! Why a crate of its own: both sides of the log use it, and the receivers must not depend on
 //! the transformer or the other way round (DESIGN.md, "Workspace").
@@ -18,6 +19,7 @@
 
 pub mod dead_letter;
 pub mod embedded;
+pub mod kafka;
 
 use thiserror::Error;
 
@@ -91,7 +93,7 @@ impl BusError {
 }
 
 /// What a receiver needs of the bus: append a message and hear back once it is durable.
-/// The embedded log implements it, and the Kafka producer will.
+/// The embedded log implements it, and so does [`kafka::KafkaProducer`].
 pub trait Producer: Send + Sync + 'static {
     /// Appends `message` and resolves once it is durable (or refused).
     fn send(

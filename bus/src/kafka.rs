@@ -1,0 +1,166 @@
+//! The bus on Kafka: the receivers' [`Producer`] over librdkafka.
+//!
+//! What "acknowledged" means here is what it means on the embedded log: a message counts as
+//! delivered only once every in-sync replica has it (`acks=all`), and the producer is
+//! idempotent, so its own retries after a lost acknowledgement never write a message twice.
+//! The key is the report's dedup key and chooses the partition with Kafka's usual hash
+//! (murmur2, as Java clients use), so every copy of a report lands beside the first and
+//! the transformer of that partition can drop it.
+//!
+//! While the broker is unreachable librdkafka keeps retrying; a message that is not
+//! acknowledged within [`KafkaProducerOptions::delivery_timeout`] fails with
+//! [`BusError::Storage`], which the receivers answer with 503 / 451 so that the sender
+//! retries later. Nothing else is needed to recover: the same producer reconnects when the
+//! broker is back.
+//!
+//! librdkafka is built from the source rdkafka bundles (2.12): Debian's 2.0 fails the
+//! ApiVersions handshake with the broker the tests use (tansu).
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::{BusError, Delivered, Message, Producer};
+
+/// The topic reports go to unless configured otherwise.
+pub const DEFAULT_TOPIC: &str = "tlsrpt.reports";
+
+/// How the producer talks to the brokers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaProducerOptions {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    /// How long a message may wait for the brokers' acknowledgement, retries included,
+    /// before the sender is told to try again later. Senders wait on the answer: keep it
+    /// well under their HTTP and SMTP timeouts.
+    pub delivery_timeout: Duration,
+    /// How long the producer waits to fill a batch: a few ms of latency buys batches that
+    /// make the broker's work per report small.
+    pub linger: Duration,
+    /// `lz4` or `zstd` (or any codec librdkafka knows).
+    pub compression: String,
+    /// Further librdkafka properties, applied last (for TLS and SASL settings, say).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaProducerOptions {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: DEFAULT_TOPIC.to_owned(),
+            delivery_timeout: Duration::from_secs(10),
+            linger: Duration::from_millis(5),
+            compression: "lz4".to_owned(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A [`Producer`] that publishes to a Kafka topic. Cheap to clone: clones share one
+/// librdkafka producer and its connections.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    producer: FutureProducer,
+    topic: String,
+    delivery_timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProducer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaProducer {
+    /// Creates the producer. Connecting happens in the background: an unreachable broker is
+    /// not an error here but a [`BusError::Storage`] on the first sends.
+    pub fn new(options: &KafkaProducerOptions) -> Result<Self, BusError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &options.brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", &options.compression)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", options.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                options.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            // Many reports per request: a batch of up to 10,000 messages or 4 MiB.
+            .set("batch.num.messages", "10000")
+            .set("batch.size", (4 << 20).to_string());
+        for (key, value) in &options.extra {
+            config.set(key, value);
+        }
+        let producer: FutureProducer = config
+            .create()
+            .map_err(|e| BusError::Storage(format!("cannot create the Kafka producer: {e}")))?;
+        Ok(Self {
+            producer,
+            topic: options.topic.clone(),
+            delivery_timeout: options.delivery_timeout,
+        })
+    }
+
+    /// Waits until every message handed over is acknowledged or has failed, at most
+    /// `timeout`. For an orderly shutdown.
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        use rdkafka::producer::Producer as _;
+        self.producer
+            .flush(timeout)
+            .map_err(|e| BusError::Storage(format!("the Kafka producer could not flush: {e}")))
+    }
+
+    async fn publish(&self, message: Message) -> Result<Delivered, BusError> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (name, value) in &message.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(&self.topic)
+            .key(&message.key)
+            .payload(&message.value)
+            .headers(headers);
+        // A full local queue is answered at once ("try again"), not waited out: the sender's
+        // retry is cheaper than a request held open.
+        match self.producer.send(record, Duration::ZERO).await {
+            Ok(delivery) => Ok(Delivered {
+                partition: u32::try_from(delivery.partition).unwrap_or(0),
+                offset: u64::try_from(delivery.offset).unwrap_or(0),
+            }),
+            Err((error, _message)) => Err(self.describe(&error)),
+        }
+    }
+
+    fn describe(&self, error: &KafkaError) -> BusError {
+        let code = error.rdkafka_error_code();
+        let message = match code {
+            Some(RDKafkaErrorCode::MessageTimedOut) => format!(
+                "the Kafka brokers did not acknowledge the report within {} s",
+                self.delivery_timeout.as_secs_f64()
+            ),
+            Some(RDKafkaErrorCode::QueueFull) => {
+                "the Kafka producer's queue is full (the brokers are slower than the receivers)"
+                    .to_owned()
+            }
+            _ => format!("Kafka: {error}"),
+        };
+        BusError::Storage(message)
+    }
+}
+
+impl Producer for KafkaProducer {
+    fn send(&self, message: Message) -> impl Future<Output = Result<Delivered, BusError>> + Send {
+        self.publish(message)
+    }
+}

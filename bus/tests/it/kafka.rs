@@ -1,0 +1,255 @@
+//! The Kafka producer against a real Kafka-protocol broker: tansu, started by each test on a
+//! free loopback port with in-memory storage (`scripts/kafka-broker.sh install` puts it in
+//! `~/.cargo/bin`; `scripts/test` does so on a fresh machine). Without it these tests fail
+//! and say how to get it: they never pass without a broker.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions};
+use tlsrpt_bus::{BusError, Message, Producer};
+
+/// The tansu binary: `TLSRPT_TANSU`, else `tansu` on the PATH, else `~/.cargo/bin/tansu`.
+fn tansu() -> PathBuf {
+    if let Some(path) = std::env::var_os("TLSRPT_TANSU") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "TLSRPT_TANSU={} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("tansu"))
+        .find(|p| p.is_file());
+    let in_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
+    on_path
+        .or(in_cargo.filter(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the Kafka tests need the tansu broker (a Kafka-protocol broker) and found none: \
+                 run `scripts/kafka-broker.sh install` (about 20 minutes to compile) or set \
+                 TLSRPT_TANSU to its path"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker of this test's own; killed when dropped.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start_on(port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let broker = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(tansu())
+            .args(["topic", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--partitions", &partitions.to_string(), name])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create runs");
+        assert!(status.success(), "tansu topic create {name}: {status}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn options(broker: &str, topic: &str) -> KafkaProducerOptions {
+    let mut options = KafkaProducerOptions::new(broker);
+    options.topic = topic.to_owned();
+    options
+}
+
+fn message(i: usize) -> Message {
+    Message {
+        key: format!("example.com\u{1f}report-{i}").into_bytes(),
+        value: format!("{{\"n\":{i}}}").into_bytes(),
+        headers: vec![
+            ("transport".into(), "https".into()),
+            ("received_at".into(), "2026-11-24T00:00:00.000000Z".into()),
+        ],
+    }
+}
+
+/// Everything of `topic`'s `partitions` partitions, from the start, as (partition, offset,
+/// key, value, headers).
+type Read = (u32, u64, Vec<u8>, Vec<u8>, Vec<(String, String)>);
+
+fn read_all(broker: &str, topic: &str, partitions: u32, expected: usize) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "bus-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p as i32, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.len() < expected && Instant::now() < deadline {
+        let Some(next) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = next.expect("a readable message");
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8(h.value.unwrap_or_default().to_vec());
+                        (h.key.to_owned(), value.unwrap())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        read.push((
+            m.partition() as u32,
+            m.offset() as u64,
+            m.key().unwrap_or_default().to_vec(),
+            m.payload().unwrap_or_default().to_vec(),
+            headers,
+        ));
+    }
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_is_where_the_broker_said() {
+    let broker = Broker::start_on(free_port());
+    let topic = "tlsrpt.reports";
+    broker.create_topic(topic, 6);
+    let producer = KafkaProducer::new(&options(&broker.address(), topic)).unwrap();
+
+    let sends = (0..300).map(|i| {
+        let producer = producer.clone();
+        async move { producer.send(message(i)).await }
+    });
+    let delivered = futures::future::join_all(sends).await;
+    let delivered: Vec<_> = delivered
+        .into_iter()
+        .map(|d| d.expect("the broker acknowledges"))
+        .collect();
+    // The same key again goes where its first copy went: duplicates meet in one partition.
+    let again = producer.send(message(7)).await.unwrap();
+    assert_eq!(again.partition, delivered[7].partition);
+    let used: std::collections::BTreeSet<u32> = delivered.iter().map(|d| d.partition).collect();
+    assert!(
+        used.len() > 1,
+        "300 keys spread over 6 partitions: {used:?}"
+    );
+
+    let read = read_all(&broker.address(), topic, 6, 301);
+    assert_eq!(
+        read.len(),
+        301,
+        "every acknowledged message is on the topic"
+    );
+    for (i, at) in delivered.iter().enumerate() {
+        let sent = message(i);
+        let found = read
+            .iter()
+            .find(|r| r.0 == at.partition && r.1 == at.offset)
+            .unwrap_or_else(|| panic!("message {i} is not at {at:?}"));
+        assert_eq!(found.2, sent.key);
+        assert_eq!(found.3, sent.value);
+        assert_eq!(found.4, sent.headers);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_sends_fail_in_time_and_recover_when_it_comes() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut options = options(&address, "tlsrpt.reports");
+    options.delivery_timeout = Duration::from_secs(2);
+    let producer = KafkaProducer::new(&options).unwrap();
+
+    // Nothing listens: the send fails within its delivery timeout (with some slack for a
+    // loaded machine), as a transient error the receivers answer with 503 / 451.
+    let started = Instant::now();
+    let err = producer.send(message(1)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, BusError::Storage(_)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("did not acknowledge"), "{err}");
+
+    // The broker comes up on that address: the same producer delivers without a restart.
+    let broker = Broker::start_on(port);
+    broker.create_topic("tlsrpt.reports", 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = loop {
+        match producer.send(message(2)).await {
+            Ok(delivered) => break delivered,
+            Err(err) => assert!(Instant::now() < deadline, "still failing: {err}"),
+        }
+    };
+    let read = read_all(&address, "tlsrpt.reports", 1, 1);
+    assert!(
+        read.iter()
+            .any(|r| r.1 == delivered.offset && r.2 == message(2).key),
+        "{read:?}"
+    );
+}
