@@ -4,6 +4,7 @@
 //! library crates; no report logic lives here (see `schemas/` for decoding and validation).
 //!
 //! - `up`: [`up`], the receivers, the transformer and the SQL service in one process.
+//! - `ingest`: [`ingest`], the receivers alone, publishing to Kafka ([`receivers`] is shared).
 //! - `import`: [`import`], backfill from files, mbox and Maildir through the same bus.
 //! - `sql`: [`sql`], one query over the tables in the terminal.
 //! - `rejected`: [`rejected`], what the receivers refused, and replaying it after a fix.
@@ -13,8 +14,10 @@
 mod data_dir;
 mod explain;
 mod import;
+mod ingest;
 mod input;
 mod logging;
+mod receivers;
 mod rejected;
 mod settings;
 mod sql;
@@ -48,6 +51,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Up(Box<up::Args>),
+    Ingest(Box<ingest::Args>),
     Import(import::Args),
     Sql(sql::Args),
     #[command(subcommand)]
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(*args),
+        Command::Ingest(args) => ingest::run(*args),
         Command::Import(args) => import::run(&args),
         Command::Sql(args) => sql::run(&args),
         Command::Rejected(command) => rejected::run(&command),

@@ -22,15 +22,74 @@ pub(crate) enum DkimMode {
     Enforce,
 }
 
-/// Every setting, each optional so that an unset flag lets the file or the default speak.
+/// The settings of `tlsrpt up`, each optional so that an unset flag lets the file or the
+/// default speak.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub(crate) struct Settings {
     /// Where the embedded log, the Parquet tables and the refused inputs live
     /// [default: ./tlsrpt-data].
     #[arg(long, env = "TLSRPT_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 
+    /// Address of the SQL service (`POST /v1/sql`) [default: 127.0.0.1:8461].
+    #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
+    pub(crate) query_listen: Option<SocketAddr>,
+
+    /// How often the transformer writes what it has to Parquet, which bounds how soon a
+    /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
+    #[arg(long, env = "TLSRPT_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub(crate) flush_interval: Option<Duration>,
+
+    /// Small Parquet files of one table, date and partition that are merged into one
+    /// [default: 8].
+    #[arg(long, env = "TLSRPT_COMPACT_MIN_FILES", value_name = "N")]
+    pub(crate) compact_min_files: Option<usize>,
+
+    /// Partitions of a new embedded log [default: 1]. Without this flag an existing log keeps its
+    /// own count; with it, a log with another count is refused.
+    #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
+    pub(crate) partitions: Option<u32>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) receivers: ReceiverSettings,
+}
+
+/// The settings of `tlsrpt ingest`: the receivers, publishing to Kafka.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct IngestSettings {
+    /// Kafka bootstrap brokers the receivers publish to, `host:port[,host:port...]`
+    /// (required).
+    #[arg(long, env = "TLSRPT_KAFKA", value_name = "BROKERS")]
+    pub(crate) kafka: Option<String>,
+
+    /// The topic reports go to [default: tlsrpt.reports].
+    #[arg(long, env = "TLSRPT_TOPIC", value_name = "NAME")]
+    pub(crate) topic: Option<String>,
+
+    /// How long a report may wait for the brokers' acknowledgement before its sender is told
+    /// to try again later (HTTP 503, SMTP 451) (e.g. `10s`) [default: 10s].
+    #[arg(long, env = "TLSRPT_DELIVERY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub(crate) delivery_timeout: Option<Duration>,
+
+    /// Where refused inputs are kept for `tlsrpt rejected list` and `replay`
+    /// [default: ./tlsrpt-data].
+    #[arg(long, env = "TLSRPT_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) receivers: ReceiverSettings,
+}
+
+/// The receivers' settings, shared by `tlsrpt up` and `tlsrpt ingest`.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct ReceiverSettings {
     /// Address of the HTTPS report receiver (`POST /v1/reports`, RFC 8460 §5.3.2)
     /// [default: 127.0.0.1:8460].
     #[arg(long, env = "TLSRPT_HTTP_LISTEN", value_name = "ADDR")]
@@ -40,10 +99,6 @@ pub(crate) struct Settings {
     /// [default: 127.0.0.1:2525].
     #[arg(long, env = "TLSRPT_SMTP_LISTEN", value_name = "ADDR|off")]
     pub(crate) smtp_listen: Option<String>,
-
-    /// Address of the SQL service (`POST /v1/sql`) [default: 127.0.0.1:8461].
-    #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
-    pub(crate) query_listen: Option<SocketAddr>,
 
     /// PEM certificate chain for the report receiver; with --tls-key it serves HTTPS.
     /// Without them it serves plain HTTP, for use behind a TLS-terminating proxy.
@@ -106,31 +161,35 @@ pub(crate) struct Settings {
     #[arg(long, env = "TLSRPT_CLIENT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_from_text")]
     pub(crate) client_timeout: Option<Duration>,
-
-    /// How often the transformer writes what it has to Parquet, which bounds how soon a
-    /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
-    #[arg(long, env = "TLSRPT_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_from_text")]
-    pub(crate) flush_interval: Option<Duration>,
-
-    /// Small Parquet files of one table, date and partition that are merged into one
-    /// [default: 8].
-    #[arg(long, env = "TLSRPT_COMPACT_MIN_FILES", value_name = "N")]
-    pub(crate) compact_min_files: Option<usize>,
-
-    /// Partitions of a new embedded log [default: 1]. Without this flag an existing log keeps its
-    /// own count; with it, a log with another count is refused.
-    #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
-    pub(crate) partitions: Option<u32>,
 }
 
-/// The settings with every default applied.
+/// `tlsrpt up`'s settings with every default applied.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub(crate) data_dir: PathBuf,
+    pub(crate) query_listen: SocketAddr,
+    pub(crate) flush_interval: Duration,
+    pub(crate) compact_min_files: usize,
+    /// `None`: an existing log's own count, or the embedded default for a new one.
+    pub(crate) partitions: Option<u32>,
+    pub(crate) receivers: ReceiversResolved,
+}
+
+/// `tlsrpt ingest`'s settings with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct IngestResolved {
+    pub(crate) kafka: String,
+    pub(crate) topic: String,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) receivers: ReceiversResolved,
+}
+
+/// The receivers' settings with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct ReceiversResolved {
     pub(crate) http_listen: SocketAddr,
     pub(crate) smtp_listen: Option<SocketAddr>,
-    pub(crate) query_listen: SocketAddr,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     pub(crate) smtp_recipients: Option<Vec<String>>,
     pub(crate) smtp_hostname: String,
@@ -140,10 +199,6 @@ pub(crate) struct Resolved {
     pub(crate) max_decompressed_bytes: usize,
     pub(crate) max_concurrent_requests: usize,
     pub(crate) client_timeout: Duration,
-    pub(crate) flush_interval: Duration,
-    pub(crate) compact_min_files: usize,
-    /// `None`: an existing log's own count, or the embedded default for a new one.
-    pub(crate) partitions: Option<u32>,
 }
 
 /// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -181,21 +236,102 @@ fn duration_from_text<'de, D: serde::Deserializer<'de>>(
         .transpose()
 }
 
-impl Settings {
-    /// Reads a TOML settings file (same names as the flags, without `--`).
-    pub(crate) fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("in the settings file {}", path.display()))
+/// Reads a TOML settings file into `T` (names as `T`'s flags, without `--`). A name that is
+/// not one of `T`'s flags is refused by name: a misspelt setting must not be ignored.
+pub(crate) fn from_file<T: clap::Args + serde::de::DeserializeOwned>(
+    path: &Path,
+) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("in the settings file {}", path.display()))?;
+    let command = T::augment_args(clap::Command::new("settings"));
+    let known: Vec<&str> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .collect();
+    if let Some(unknown) = table.keys().find(|k| !known.contains(&k.as_str())) {
+        bail!(
+            "in the settings file {}: unknown setting `{unknown}` (known: {})",
+            path.display(),
+            known.join(", ")
+        );
     }
+    table
+        .try_into()
+        .with_context(|| format!("in the settings file {}", path.display()))
+}
 
+impl Settings {
     /// `self` where set, else `file`.
     pub(crate) fn or(self, file: Settings) -> Settings {
         Settings {
             data_dir: self.data_dir.or(file.data_dir),
+            query_listen: self.query_listen.or(file.query_listen),
+            flush_interval: self.flush_interval.or(file.flush_interval),
+            compact_min_files: self.compact_min_files.or(file.compact_min_files),
+            partitions: self.partitions.or(file.partitions),
+            receivers: self.receivers.or(file.receivers),
+        }
+    }
+
+    /// Applies the defaults and checks what cannot be checked per setting.
+    pub(crate) fn resolve(self) -> anyhow::Result<Resolved> {
+        Ok(Resolved {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("tlsrpt-data")),
+            query_listen: self
+                .query_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
+            flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
+            compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
+            partitions: self.partitions.map(|n| n.max(1)),
+            receivers: self.receivers.resolve()?,
+        })
+    }
+}
+
+impl IngestSettings {
+    /// `self` where set, else `file`.
+    pub(crate) fn or(self, file: IngestSettings) -> IngestSettings {
+        IngestSettings {
+            kafka: self.kafka.or(file.kafka),
+            topic: self.topic.or(file.topic),
+            delivery_timeout: self.delivery_timeout.or(file.delivery_timeout),
+            data_dir: self.data_dir.or(file.data_dir),
+            receivers: self.receivers.or(file.receivers),
+        }
+    }
+
+    /// Applies the defaults and checks what cannot be checked per setting.
+    pub(crate) fn resolve(self) -> anyhow::Result<IngestResolved> {
+        let Some(kafka) = self.kafka.filter(|k| !k.trim().is_empty()) else {
+            bail!(
+                "tlsrpt ingest publishes to Kafka: give the brokers with --kafka HOST:PORT (or \
+                 TLSRPT_KAFKA, or `kafka` in the settings file); `tlsrpt up` runs without one"
+            );
+        };
+        Ok(IngestResolved {
+            kafka,
+            topic: self
+                .topic
+                .unwrap_or_else(|| tlsrpt_bus::kafka::DEFAULT_TOPIC.to_owned()),
+            delivery_timeout: self.delivery_timeout.unwrap_or(Duration::from_secs(10)),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("tlsrpt-data")),
+            receivers: self.receivers.resolve()?,
+        })
+    }
+}
+
+impl ReceiverSettings {
+    /// `self` where set, else `file`.
+    pub(crate) fn or(self, file: ReceiverSettings) -> ReceiverSettings {
+        ReceiverSettings {
             http_listen: self.http_listen.or(file.http_listen),
             smtp_listen: self.smtp_listen.or(file.smtp_listen),
-            query_listen: self.query_listen.or(file.query_listen),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             smtp_recipients: self.smtp_recipients.or(file.smtp_recipients),
@@ -208,14 +344,11 @@ impl Settings {
                 .max_concurrent_requests
                 .or(file.max_concurrent_requests),
             client_timeout: self.client_timeout.or(file.client_timeout),
-            flush_interval: self.flush_interval.or(file.flush_interval),
-            compact_min_files: self.compact_min_files.or(file.compact_min_files),
-            partitions: self.partitions.or(file.partitions),
         }
     }
 
     /// Applies the defaults and checks what cannot be checked per setting.
-    pub(crate) fn resolve(self) -> anyhow::Result<Resolved> {
+    pub(crate) fn resolve(self) -> anyhow::Result<ReceiversResolved> {
         let smtp_listen = match self.smtp_listen.as_deref() {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 2525))),
             Some("off") => None,
@@ -236,17 +369,11 @@ impl Settings {
                 .filter(|r| !r.is_empty())
                 .collect::<Vec<_>>()
         });
-        Ok(Resolved {
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("tlsrpt-data")),
+        Ok(ReceiversResolved {
             http_listen: self
                 .http_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8460))),
             smtp_listen,
-            query_listen: self
-                .query_listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
             tls,
             smtp_recipients: recipients.filter(|r| !r.is_empty()),
             smtp_hostname: self.smtp_hostname.unwrap_or_else(host_name),
@@ -256,9 +383,6 @@ impl Settings {
             max_decompressed_bytes: self.max_decompressed_bytes.unwrap_or(20 << 20),
             max_concurrent_requests: self.max_concurrent_requests.unwrap_or(1024),
             client_timeout: self.client_timeout.unwrap_or(Duration::from_secs(30)),
-            flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
-            compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
-            partitions: self.partitions.map(|n| n.max(1)),
         })
     }
 }
@@ -304,21 +428,38 @@ mod tests {
         )
         .unwrap();
         let flags = Settings {
-            http_listen: Some("127.0.0.1:9000".parse().unwrap()),
+            receivers: ReceiverSettings {
+                http_listen: Some("127.0.0.1:9000".parse().unwrap()),
+                ..ReceiverSettings::default()
+            },
             ..Settings::default()
         };
         let resolved = flags.or(file).resolve().unwrap();
         assert_eq!(resolved.data_dir, PathBuf::from("/srv/tlsrpt"));
-        assert_eq!(resolved.http_listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            resolved.receivers.http_listen,
+            "127.0.0.1:9000".parse().unwrap()
+        );
         assert_eq!(resolved.flush_interval, Duration::from_secs(5));
-        assert_eq!(resolved.smtp_listen, None);
-        assert_eq!(resolved.dkim, DkimMode::Enforce);
+        assert_eq!(resolved.receivers.smtp_listen, None);
+        assert_eq!(resolved.receivers.dkim, DkimMode::Enforce);
         assert_eq!(resolved.query_listen, "127.0.0.1:8461".parse().unwrap());
     }
 
     #[test]
     fn a_misspelt_setting_in_the_file_is_named() {
-        let err = toml::from_str::<Settings>("flush-intervall = \"1s\"").unwrap_err();
-        assert!(err.to_string().contains("flush-intervall"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tlsrpt.toml");
+        std::fs::write(&path, "dkim = \"enforce\"\nflush-intervall = \"1s\"\n").unwrap();
+        let err = from_file::<Settings>(&path).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown setting `flush-intervall`"),
+            "{err:#}"
+        );
+        // The receivers' settings are read through the flattened struct.
+        std::fs::write(&path, "dkim = \"enforce\"\nflush-interval = \"2s\"\n").unwrap();
+        let settings = from_file::<Settings>(&path).unwrap();
+        assert_eq!(settings.receivers.dkim, Some(DkimMode::Enforce));
+        assert_eq!(settings.flush_interval, Some(Duration::from_secs(2)));
     }
 }

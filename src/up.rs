@@ -11,24 +11,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tlsrpt_bus::BusError;
 use tlsrpt_bus::embedded::EmbeddedLog;
-use tlsrpt_ingest::dkim::DkimVerifier;
-use tlsrpt_ingest::http::{HttpOptions, HttpReceiver};
 use tlsrpt_ingest::metrics::Metrics;
-use tlsrpt_ingest::serve::{ServeOptions, tls_acceptor};
-use tlsrpt_ingest::smtp::{DkimPolicy, SmtpOptions, SmtpReceiver};
 use tlsrpt_query::{QueryEngine, QueryOptions};
-use tlsrpt_schemas::DecodeOptions;
 use tlsrpt_transform::{CrashPoint, TransformError, TransformOptions, Transformer};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::data_dir::DataDir;
-use crate::settings::{DkimMode, Resolved, Settings};
+use crate::receivers::{self, Addresses, bind, stopped};
+use crate::settings::{Resolved, Settings};
 
 /// Run the TLS-RPT receiver: HTTPS and SMTP in, Parquet tables out, SQL on top.
 ///
@@ -50,7 +44,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let file = match &args.config {
-        Some(path) => Settings::from_file(path)?,
+        Some(path) => crate::settings::from_file::<Settings>(path)?,
         None => Settings::default(),
     };
     let settings = args.settings.or(file).resolve()?;
@@ -62,17 +56,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot start the runtime")?;
     runtime.block_on(up(settings))?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn bind(address: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).await.with_context(|| {
-        format!("cannot listen on {address} for {what}; is it in use? (choose another with {flag})")
-    })
-}
-
-/// A future that resolves once `stop` turns true.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn up(settings: Resolved) -> anyhow::Result<()> {
@@ -90,16 +73,8 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     };
     let dead_letters = data.dead_letters()?;
 
-    let http_listener = bind(settings.http_listen, "reports over HTTP", "--http-listen").await?;
-    let smtp_listener = match settings.smtp_listen {
-        Some(address) => Some(bind(address, "reports by mail", "--smtp-listen").await?),
-        None => None,
-    };
+    let listeners = receivers::bind_all(&settings.receivers).await?;
     let query_listener = bind(settings.query_listen, "SQL", "--query-listen").await?;
-    let tls = match &settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key).map_err(|e| anyhow!(e))?),
-        None => None,
-    };
 
     let transformer = {
         let log = log.clone();
@@ -125,26 +100,6 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     let bus_for_metrics = log.clone();
     metrics.add_source(Box::new(move |out| render_bus(&bus_for_metrics, out)));
 
-    let decode = DecodeOptions {
-        max_decompressed_bytes: settings.max_decompressed_bytes,
-    };
-    let http = HttpReceiver::new(
-        log.clone(),
-        Arc::clone(&dead_letters),
-        Arc::clone(&metrics),
-        HttpOptions {
-            max_body_bytes: settings.max_body_bytes,
-            decode,
-            max_concurrent_requests: settings.max_concurrent_requests,
-            body_timeout: settings.client_timeout,
-            ..HttpOptions::default()
-        },
-    );
-    let serve_options = ServeOptions {
-        tls,
-        header_timeout: settings.client_timeout,
-        ..ServeOptions::default()
-    };
     let query = Arc::new(
         QueryEngine::new(data.tables(), QueryOptions::default())
             .context("cannot start the SQL engine")?,
@@ -155,49 +110,17 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     let (stop_transformer, transformer_stop) = watch::channel(false);
     let (stop_query, query_stop) = watch::channel(false);
 
-    let http_address = http_listener.local_addr()?;
     let query_address = query_listener.local_addr()?;
     let mut receivers = tokio::task::JoinSet::new();
-    {
-        let http = Arc::clone(&http);
-        let stop = stopped(receivers_stop.clone());
-        receivers.spawn(async move {
-            http.serve(http_listener, serve_options, stop)
-                .await
-                .context("the HTTP receiver failed")
-        });
-    }
-    let smtp_address = match smtp_listener {
-        Some(listener) => {
-            let address = listener.local_addr()?;
-            let smtp = SmtpReceiver::new(
-                log.clone(),
-                Arc::clone(&dead_letters),
-                Arc::clone(&metrics),
-                DkimVerifier::system(Duration::from_secs(10)),
-                SmtpOptions {
-                    hostname: settings.smtp_hostname.clone(),
-                    max_message_bytes: settings.max_message_bytes,
-                    recipients: settings.smtp_recipients.clone(),
-                    dkim: match settings.dkim {
-                        DkimMode::Record => DkimPolicy::Record,
-                        DkimMode::Enforce => DkimPolicy::Enforce,
-                    },
-                    command_timeout: settings.client_timeout.max(Duration::from_secs(30)),
-                    decode,
-                    ..SmtpOptions::default()
-                },
-            );
-            let stop = stopped(receivers_stop.clone());
-            receivers.spawn(async move {
-                smtp.serve(listener, stop)
-                    .await
-                    .context("the SMTP receiver failed")
-            });
-            Some(address)
-        }
-        None => None,
-    };
+    let addresses = receivers::spawn(
+        &log,
+        &dead_letters,
+        &metrics,
+        &settings.receivers,
+        listeners,
+        &receivers_stop,
+        &mut receivers,
+    )?;
     {
         let socket = data.socket();
         let log = Arc::new(log.clone());
@@ -227,7 +150,7 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
         })
     };
 
-    print_banner(&data, http_address, smtp_address, query_address, &settings);
+    print_banner(&data, addresses, query_address, &settings);
 
     // Run until a signal, or until a part fails (then stop the rest in order and report).
     let mut failure: Option<anyhow::Error> = None;
@@ -297,11 +220,13 @@ fn test_crash_point() -> anyhow::Result<Option<CrashPoint>> {
     }))
 }
 
-fn flatten_join(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+pub(crate) fn flatten_join(
+    joined: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
     joined.map_err(|e| anyhow!("a task panicked: {e}"))?
 }
 
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -335,7 +260,7 @@ fn render_bus(log: &EmbeddedLog, out: &mut String) {
 }
 
 /// An address a client on this machine can use: a wildcard listen address becomes loopback.
-fn reachable(address: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(address: SocketAddr) -> SocketAddr {
     let mut address = address;
     if address.ip().is_unspecified() {
         address.set_ip(if address.is_ipv4() {
@@ -347,15 +272,10 @@ fn reachable(address: SocketAddr) -> SocketAddr {
     address
 }
 
-fn print_banner(
-    data: &DataDir,
-    http: SocketAddr,
-    smtp: Option<SocketAddr>,
-    query: SocketAddr,
-    settings: &Resolved,
-) {
+fn print_banner(data: &DataDir, addresses: Addresses, query: SocketAddr, settings: &Resolved) {
+    let (http, smtp) = (addresses.http, addresses.smtp);
     use std::io::Write as _;
-    let scheme = if settings.tls.is_some() {
+    let scheme = if settings.receivers.tls.is_some() {
         "https"
     } else {
         "http"
@@ -371,7 +291,7 @@ fn print_banner(
         Some(smtp) => out.push_str(&format!(
             "  reports by mail    smtp://{}  ({})\n",
             reachable(smtp),
-            match &settings.smtp_recipients {
+            match &settings.receivers.smtp_recipients {
                 Some(list) => format!("for {}", list.join(", ")),
                 None => "any recipient".to_owned(),
             }
@@ -386,7 +306,11 @@ fn print_banner(
         "  metrics            GET  {scheme}://{}/metrics\n",
         reachable(http)
     ));
-    let insecure = if settings.tls.is_some() { " -k" } else { "" };
+    let insecure = if settings.receivers.tls.is_some() {
+        " -k"
+    } else {
+        ""
+    };
     out.push_str("Post a sample report:\n");
     out.push_str(&format!(
         "  curl -sS{insecure} -H 'Content-Type: application/tlsrpt+json' --data-binary '{}' {reports_url}\n",

@@ -10,19 +10,24 @@
 //! While the broker is unreachable librdkafka keeps retrying; a message that is not
 //! acknowledged within [`KafkaProducerOptions::delivery_timeout`] fails with
 //! [`BusError::Storage`], which the receivers answer with 503 / 451 so that the sender
-//! retries later. Nothing else is needed to recover: the same producer reconnects when the
-//! broker is back.
+//! retries later. The producer reconnects by itself when the broker is back. One case needs
+//! more: an idempotent producer whose in-flight messages timed out must bump its epoch, and
+//! if the broker then fences it (`ProducerFenced`, seen here after a broker stalled for
+//! longer than the delivery timeout) every later message of that instance fails the same way,
+//! as after a librdkafka "fatal error". A send failing with either therefore replaces the
+//! instance with a new one (new producer id), so that the receivers heal without a restart.
 //!
 //! librdkafka is built from the source rdkafka bundles (2.12): Debian's 2.0 fails the
 //! ApiVersions handshake with the broker the tests use (tansu).
 
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use crate::{BusError, Delivered, Message, Producer};
 
@@ -65,7 +70,9 @@ impl KafkaProducerOptions {
 /// librdkafka producer and its connections.
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    /// Replaced after a fatal error (see the module documentation).
+    producer: Arc<RwLock<FutureProducer>>,
+    config: ClientConfig,
     topic: String,
     delivery_timeout: Duration,
 }
@@ -100,21 +107,65 @@ impl KafkaProducer {
         for (key, value) in &options.extra {
             config.set(key, value);
         }
-        let producer: FutureProducer = config
-            .create()
-            .map_err(|e| BusError::Storage(format!("cannot create the Kafka producer: {e}")))?;
+        let producer = create(&config)?;
         Ok(Self {
-            producer,
+            producer: Arc::new(RwLock::new(producer)),
+            config,
             topic: options.topic.clone(),
             delivery_timeout: options.delivery_timeout,
         })
     }
 
+    fn current(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a failed send: if `failed` (the instance that sent) is in a fatal state, or the
+    /// brokers no longer accept its producer id and epoch, and it is still the current one,
+    /// put a new instance in its place.
+    fn replace_if_broken(&self, failed: &FutureProducer, error: &KafkaError) {
+        let out_of_step = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+            )
+        );
+        let fatal = failed.client().fatal_error();
+        if fatal.is_none() && !out_of_step {
+            return;
+        }
+        let (code, reason) = fatal.unwrap_or_else(|| {
+            let code = error
+                .rdkafka_error_code()
+                .unwrap_or(RDKafkaErrorCode::Unknown);
+            (code, error.to_string())
+        });
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !std::ptr::eq(current.client().native_ptr(), failed.client().native_ptr()) {
+            return; // another send replaced it already
+        }
+        match create(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(%code, reason, "The Kafka producer failed for good; replaced it with a new one.");
+                *current = fresh;
+            }
+            Err(err) => {
+                tracing::error!(%err, "The Kafka producer failed for good and cannot be replaced.")
+            }
+        }
+    }
+
     /// Waits until every message handed over is acknowledged or has failed, at most
     /// `timeout`. For an orderly shutdown.
     pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        use rdkafka::producer::Producer as _;
-        self.producer
+        self.current()
             .flush(timeout)
             .map_err(|e| BusError::Storage(format!("the Kafka producer could not flush: {e}")))
     }
@@ -133,12 +184,16 @@ impl KafkaProducer {
             .headers(headers);
         // A full local queue is answered at once ("try again"), not waited out: the sender's
         // retry is cheaper than a request held open.
-        match self.producer.send(record, Duration::ZERO).await {
+        let producer = self.current();
+        match producer.send(record, Duration::ZERO).await {
             Ok(delivery) => Ok(Delivered {
                 partition: u32::try_from(delivery.partition).unwrap_or(0),
                 offset: u64::try_from(delivery.offset).unwrap_or(0),
             }),
-            Err((error, _message)) => Err(self.describe(&error)),
+            Err((error, _message)) => {
+                self.replace_if_broken(&producer, &error);
+                Err(self.describe(&error))
+            }
         }
     }
 
@@ -157,6 +212,12 @@ impl KafkaProducer {
         };
         BusError::Storage(message)
     }
+}
+
+fn create(config: &ClientConfig) -> Result<FutureProducer, BusError> {
+    config
+        .create()
+        .map_err(|e| BusError::Storage(format!("cannot create the Kafka producer: {e}")))
 }
 
 impl Producer for KafkaProducer {

@@ -20,6 +20,7 @@
 pub mod dead_letter;
 pub mod embedded;
 pub mod kafka;
+pub mod test_broker;
 
 use thiserror::Error;
 

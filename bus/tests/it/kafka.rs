@@ -1,11 +1,7 @@
 //! The Kafka producer against a real Kafka-protocol broker: tansu, started by each test on a
-//! free loopback port with in-memory storage (`scripts/kafka-broker.sh install` puts it in
-//! `~/.cargo/bin`; `scripts/test` does so on a fresh machine). Without it these tests fail
-//! and say how to get it: they never pass without a broker.
+//! free loopback port ([`tlsrpt_bus::test_broker`]). Without tansu these tests fail and say
+//! how to get it: they never pass without a broker.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -13,100 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions};
+use tlsrpt_bus::test_broker::{TestBroker, free_port};
 use tlsrpt_bus::{BusError, Message, Producer};
-
-/// The tansu binary: `TLSRPT_TANSU`, else `tansu` on the PATH, else `~/.cargo/bin/tansu`.
-fn tansu() -> PathBuf {
-    if let Some(path) = std::env::var_os("TLSRPT_TANSU") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "TLSRPT_TANSU={} is not a file",
-            path.display()
-        );
-        return path;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("tansu"))
-        .find(|p| p.is_file());
-    let in_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
-    on_path
-        .or(in_cargo.filter(|p| p.is_file()))
-        .unwrap_or_else(|| {
-            panic!(
-                "the Kafka tests need the tansu broker (a Kafka-protocol broker) and found none: \
-                 run `scripts/kafka-broker.sh install` (about 20 minutes to compile) or set \
-                 TLSRPT_TANSU to its path"
-            )
-        })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker of this test's own; killed when dropped.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start_on(port: u16) -> Self {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let broker = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        broker
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let status = Command::new(tansu())
-            .args(["topic", "create", "--broker"])
-            .arg(format!("tcp://127.0.0.1:{}", self.port))
-            .args(["--partitions", &partitions.to_string(), name])
-            .stdout(Stdio::null())
-            .status()
-            .expect("tansu topic create runs");
-        assert!(status.success(), "tansu topic create {name}: {status}");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn options(broker: &str, topic: &str) -> KafkaProducerOptions {
     let mut options = KafkaProducerOptions::new(broker);
@@ -174,7 +78,7 @@ fn read_all(broker: &str, topic: &str, partitions: u32, expected: usize) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_is_where_the_broker_said() {
-    let broker = Broker::start_on(free_port());
+    let broker = TestBroker::start();
     let topic = "tlsrpt.reports";
     broker.create_topic(topic, 6);
     let producer = KafkaProducer::new(&options(&broker.address(), topic)).unwrap();
@@ -237,7 +141,7 @@ async fn without_a_broker_sends_fail_in_time_and_recover_when_it_comes() {
     assert!(err.to_string().contains("did not acknowledge"), "{err}");
 
     // The broker comes up on that address: the same producer delivers without a restart.
-    let broker = Broker::start_on(port);
+    let broker = TestBroker::start_on(port);
     broker.create_topic("tlsrpt.reports", 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     let delivered = loop {

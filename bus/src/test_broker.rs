@@ -1,0 +1,147 @@
+//! A Kafka-protocol broker of one's own on a loopback port, for the tests and benches: tansu
+//! (crates.io, Apache-2.0), since Apache Kafka's distribution cannot be fetched on the
+//! machines this project is built on. In-memory storage: a broker is started per test, so
+//! tests never see each other's topics.
+//!
+//! `scripts/kafka-broker.sh install` puts tansu in `~/.cargo/bin` (the test command does it
+//! on a fresh machine). When it cannot be found, [`TestBroker::start`] panics and says how to
+//! get it: a test that needs a broker must fail without one, never pass.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tansu broker, killed when dropped.
+#[derive(Debug)]
+pub struct TestBroker {
+    child: Option<Child>,
+    port: u16,
+}
+
+/// The tansu binary: `TLSRPT_TANSU`, else `tansu` on the `PATH`, else `~/.cargo/bin/tansu`.
+/// Panics with what to do when there is none.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TLSRPT_TANSU") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "TLSRPT_TANSU={} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("tansu"))
+        .find(|p| p.is_file());
+    let in_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
+    on_path
+        .or(in_cargo.filter(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the Kafka tests need the tansu broker (a Kafka-protocol broker) and found none: \
+                 run `scripts/kafka-broker.sh install` (about 20 minutes to compile) or set \
+                 TLSRPT_TANSU to its path"
+            )
+        })
+}
+
+/// A loopback port nobody listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl TestBroker {
+    /// Starts a broker on a free port.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a broker on `port` and waits until it listens (at most 30 s).
+    pub fn start_on(port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let broker = Self {
+            child: Some(child),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    /// `127.0.0.1:PORT`, as `bootstrap.servers` wants it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates `name` with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(tansu_binary())
+            .args(["topic", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--partitions", &partitions.to_string(), name])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create runs");
+        assert!(status.success(), "tansu topic create {name}: {status}");
+    }
+
+    /// Stops the broker's process without killing it (SIGSTOP): its connections stay open and
+    /// go silent, as in a network partition or a stalled broker. [`resume`](Self::resume)
+    /// lets it go on with everything it held.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {signal} the broker: {status}");
+        }
+    }
+
+    /// Kills the broker now (an outage); everything it held is gone with it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
