@@ -42,12 +42,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let settings = args.settings.or(file).resolve()?;
     crate::logging::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tlsrpt")
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(ingest(settings))?;
+    crate::up::runtime()?.block_on(ingest(settings))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,13 +49,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let settings = args.settings.or(file).resolve()?;
     crate::logging::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(up(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The runtime of the long-running services (`up`, `ingest`).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tlsrpt")
         .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(up(settings))?;
-    Ok(ExitCode::SUCCESS)
+        .context("cannot start the runtime")
 }
 
 async fn up(settings: Resolved) -> anyhow::Result<()> {

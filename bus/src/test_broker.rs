@@ -12,6 +12,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{Message, Record};
+
 /// A tansu broker, killed when dropped.
 #[derive(Debug)]
 pub struct TestBroker {
@@ -144,4 +151,51 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Reads `topic`'s partitions `0..partitions` from the start until `expected` messages are
+/// read or 30 s have passed, as the bus's own [`Record`]s (headers as UTF-8 text).
+pub fn read_topic(brokers: &str, topic: &str, partitions: u32, expected: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tlsrpt-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a Kafka consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Beginning)
+            .expect("a partition to read");
+    }
+    consumer.assign(&assignment).expect("the assignment");
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.len() < expected && Instant::now() < deadline {
+        let Some(next) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = next.expect("a readable message");
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        read.push(Record {
+            partition: m.partition() as u32,
+            offset: m.offset() as u64,
+            message: Message {
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            },
+        });
+    }
+    read
 }

@@ -3,7 +3,6 @@
 //! once the broker has it; while the broker is gone senders hear 503 and 451 in bounded time,
 //! and acceptance comes back by itself with the broker.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,11 +11,7 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::{SmtpTransport, Transport as _};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
-use rdkafka::{Offset, TopicPartitionList};
-use tlsrpt_bus::test_broker::TestBroker;
+use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 
 use crate::support::{fixtures, gzip, post, report};
 
@@ -127,37 +122,16 @@ fn envelope() -> Envelope {
     .unwrap()
 }
 
-/// The topic's messages, from the start, until `expected` are read (30 s at most): per
-/// `report_uid` header, the transport headers seen.
+/// The topic's messages, from the start, until `expected` are read (30 s at most), as
+/// (`report_uid`, `transport`) headers.
 fn topic_by_report(brokers: &str, partitions: u32, expected: usize) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "ingest-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(TOPIC, p as i32, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut read = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while read.len() < expected && Instant::now() < deadline {
-        let Some(next) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = next.expect("a readable message");
-        let mut headers = BTreeMap::new();
-        for header in message.headers().expect("headers").iter() {
-            let value = String::from_utf8_lossy(header.value.unwrap_or_default());
-            headers.insert(header.key.to_owned(), value.into_owned());
-        }
-        read.push((headers["report_uid"].clone(), headers["transport"].clone()));
-    }
-    read
+    read_topic(brokers, TOPIC, partitions, expected)
+        .iter()
+        .map(|r| {
+            let header = |name| r.message.header(name).unwrap_or_default().to_owned();
+            (header("report_uid"), header("transport"))
+        })
+        .collect()
 }
 
 #[test]

@@ -4,12 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
-use rdkafka::{Offset, TopicPartitionList};
 use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions};
-use tlsrpt_bus::test_broker::{TestBroker, free_port};
+use tlsrpt_bus::test_broker::{TestBroker, free_port, read_topic};
 use tlsrpt_bus::{BusError, Message, Producer};
 
 fn options(broker: &str, topic: &str) -> KafkaProducerOptions {
@@ -27,53 +23,6 @@ fn message(i: usize) -> Message {
             ("received_at".into(), "2026-11-24T00:00:00.000000Z".into()),
         ],
     }
-}
-
-/// Everything of `topic`'s `partitions` partitions, from the start, as (partition, offset,
-/// key, value, headers).
-type Read = (u32, u64, Vec<u8>, Vec<u8>, Vec<(String, String)>);
-
-fn read_all(broker: &str, topic: &str, partitions: u32, expected: usize) -> Vec<Read> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", "bus-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p as i32, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut read = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while read.len() < expected && Instant::now() < deadline {
-        let Some(next) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = next.expect("a readable message");
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        let value = String::from_utf8(h.value.unwrap_or_default().to_vec());
-                        (h.key.to_owned(), value.unwrap())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        read.push((
-            m.partition() as u32,
-            m.offset() as u64,
-            m.key().unwrap_or_default().to_vec(),
-            m.payload().unwrap_or_default().to_vec(),
-            headers,
-        ));
-    }
-    read
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +50,7 @@ async fn every_acknowledged_message_is_where_the_broker_said() {
         "300 keys spread over 6 partitions: {used:?}"
     );
 
-    let read = read_all(&broker.address(), topic, 6, 301);
+    let read = read_topic(&broker.address(), topic, 6, 301);
     assert_eq!(
         read.len(),
         301,
@@ -111,11 +60,9 @@ async fn every_acknowledged_message_is_where_the_broker_said() {
         let sent = message(i);
         let found = read
             .iter()
-            .find(|r| r.0 == at.partition && r.1 == at.offset)
+            .find(|r| r.partition == at.partition && r.offset == at.offset)
             .unwrap_or_else(|| panic!("message {i} is not at {at:?}"));
-        assert_eq!(found.2, sent.key);
-        assert_eq!(found.3, sent.value);
-        assert_eq!(found.4, sent.headers);
+        assert_eq!(found.message, sent);
     }
 }
 
@@ -150,10 +97,10 @@ async fn without_a_broker_sends_fail_in_time_and_recover_when_it_comes() {
             Err(err) => assert!(Instant::now() < deadline, "still failing: {err}"),
         }
     };
-    let read = read_all(&address, "tlsrpt.reports", 1, 1);
+    let read = read_topic(&address, "tlsrpt.reports", 1, 1);
     assert!(
         read.iter()
-            .any(|r| r.1 == delivered.offset && r.2 == message(2).key),
+            .any(|r| r.offset == delivered.offset && r.message == message(2)),
         "{read:?}"
     );
 }
