@@ -5,6 +5,8 @@
 //!
 //! - `up`: [`up`], the receivers, the transformer and the SQL service in one process.
 //! - `ingest`: [`ingest`], the receivers alone, publishing to Kafka ([`receivers`] is shared).
+//! - `transform`: [`transform`], a consumer-group member writing the tables from Kafka.
+//! - `query`: [`query`], the SQL service alone, over tables `transform` writes.
 //! - `import`: [`import`], backfill from files, mbox and Maildir through the same bus.
 //! - `sql`: [`sql`], one query over the tables in the terminal.
 //! - `rejected`: [`rejected`], what the receivers refused, and replaying it after a fix.
@@ -17,10 +19,12 @@ mod import;
 mod ingest;
 mod input;
 mod logging;
+mod query;
 mod receivers;
 mod rejected;
 mod settings;
 mod sql;
+mod transform;
 mod up;
 mod validate;
 
@@ -52,6 +56,8 @@ struct Cli {
 enum Command {
     Up(Box<up::Args>),
     Ingest(Box<ingest::Args>),
+    Transform(Box<transform::Args>),
+    Query(Box<query::Args>),
     Import(import::Args),
     Sql(sql::Args),
     #[command(subcommand)]
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(*args),
         Command::Ingest(args) => ingest::run(*args),
+        Command::Transform(args) => transform::run(*args),
+        Command::Query(args) => query::run(*args),
         Command::Import(args) => import::run(&args),
         Command::Sql(args) => sql::run(&args),
         Command::Rejected(command) => rejected::run(&command),

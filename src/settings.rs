@@ -1,4 +1,4 @@
-//! The settings of `tlsrpt up`: flags, their `TLSRPT_*` environment twins, a TOML file, and
+//! The settings of `tlsrpt up`, `ingest`, `transform` and `query`: flags, their `TLSRPT_*` environment twins, a TOML file, and
 //! the defaults, merged in that order of precedence (flag or variable, then file, then
 //! default).
 //!
@@ -199,6 +199,183 @@ pub(crate) struct ReceiversResolved {
     pub(crate) max_decompressed_bytes: usize,
     pub(crate) max_concurrent_requests: usize,
     pub(crate) client_timeout: Duration,
+}
+
+/// The settings of `tlsrpt transform`: a consumer-group member writing Parquet.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct TransformSettings {
+    /// Kafka bootstrap brokers to consume from, `host:port[,host:port...]` (required).
+    #[arg(long, env = "TLSRPT_KAFKA", value_name = "BROKERS")]
+    pub(crate) kafka: Option<String>,
+
+    /// The topic the receivers publish to [default: tlsrpt.reports].
+    #[arg(long, env = "TLSRPT_TOPIC", value_name = "NAME")]
+    pub(crate) topic: Option<String>,
+
+    /// Where messages that cannot become rows go, with the reason in a header
+    /// [default: tlsrpt.reports.dlq].
+    #[arg(long, env = "TLSRPT_DLQ_TOPIC", value_name = "NAME")]
+    pub(crate) dlq_topic: Option<String>,
+
+    /// The consumer group: transformers of one group share the topic's partitions (run as
+    /// many as there are partitions, at most) [default: tlsrpt-transform].
+    #[arg(long, env = "TLSRPT_GROUP", value_name = "NAME")]
+    pub(crate) group: Option<String>,
+
+    /// Where the tables are written: a directory (shared by every transformer of the group
+    /// and read by `tlsrpt query --store`) [default: ./tlsrpt-data/tables].
+    #[arg(long, env = "TLSRPT_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+
+    /// Address of `GET /healthz` and `GET /metrics` (Prometheus text) [default:
+    /// 127.0.0.1:8463].
+    #[arg(long, env = "TLSRPT_METRICS_LISTEN", value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+
+    /// How often the transformer writes what it has to Parquet, which bounds how soon a
+    /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
+    #[arg(long, env = "TLSRPT_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub(crate) flush_interval: Option<Duration>,
+
+    /// Small Parquet files of one table, date and partition that are merged into one
+    /// [default: 8].
+    #[arg(long, env = "TLSRPT_COMPACT_MIN_FILES", value_name = "N")]
+    pub(crate) compact_min_files: Option<usize>,
+
+    /// How long the group waits for a silent transformer before giving its partitions to
+    /// the others (a crashed one's partitions move after this long) [default: 10s].
+    #[arg(long, env = "TLSRPT_SESSION_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub(crate) session_timeout: Option<Duration>,
+}
+
+/// `tlsrpt transform`'s settings with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct TransformResolved {
+    pub(crate) kafka: String,
+    pub(crate) topic: String,
+    pub(crate) dlq_topic: String,
+    pub(crate) group: String,
+    pub(crate) store: Store,
+    pub(crate) metrics_listen: SocketAddr,
+    pub(crate) flush_interval: Duration,
+    pub(crate) compact_min_files: usize,
+    pub(crate) session_timeout: Duration,
+}
+
+impl TransformSettings {
+    /// `self` where set, else `file`.
+    pub(crate) fn or(self, file: TransformSettings) -> TransformSettings {
+        TransformSettings {
+            kafka: self.kafka.or(file.kafka),
+            topic: self.topic.or(file.topic),
+            dlq_topic: self.dlq_topic.or(file.dlq_topic),
+            group: self.group.or(file.group),
+            store: self.store.or(file.store),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            flush_interval: self.flush_interval.or(file.flush_interval),
+            compact_min_files: self.compact_min_files.or(file.compact_min_files),
+            session_timeout: self.session_timeout.or(file.session_timeout),
+        }
+    }
+
+    /// Applies the defaults and checks what cannot be checked per setting.
+    pub(crate) fn resolve(self) -> anyhow::Result<TransformResolved> {
+        let Some(kafka) = self.kafka.filter(|k| !k.trim().is_empty()) else {
+            bail!(
+                "tlsrpt transform consumes from Kafka: give the brokers with --kafka HOST:PORT \
+                 (or TLSRPT_KAFKA, or `kafka` in the settings file); `tlsrpt up` runs without one"
+            );
+        };
+        Ok(TransformResolved {
+            kafka,
+            topic: self
+                .topic
+                .unwrap_or_else(|| tlsrpt_bus::kafka::DEFAULT_TOPIC.to_owned()),
+            dlq_topic: self
+                .dlq_topic
+                .unwrap_or_else(|| tlsrpt_bus::kafka::DEFAULT_DEAD_LETTER_TOPIC.to_owned()),
+            group: self.group.unwrap_or_else(|| "tlsrpt-transform".to_owned()),
+            store: Store::parse(self.store.as_deref())?,
+            metrics_listen: self
+                .metrics_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8463))),
+            flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
+            compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
+            session_timeout: self.session_timeout.unwrap_or(Duration::from_secs(10)),
+        })
+    }
+}
+
+/// The settings of `tlsrpt query`: the SQL service over tables others write.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct QuerySettings {
+    /// Where the tables are (as given to `tlsrpt transform --store`)
+    /// [default: ./tlsrpt-data/tables].
+    #[arg(long, env = "TLSRPT_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+
+    /// Address of the SQL service (`POST /v1/sql`, `GET /healthz`) [default:
+    /// 127.0.0.1:8461].
+    #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
+    pub(crate) query_listen: Option<SocketAddr>,
+}
+
+/// `tlsrpt query`'s settings with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryResolved {
+    pub(crate) store: Store,
+    pub(crate) query_listen: SocketAddr,
+}
+
+impl QuerySettings {
+    /// `self` where set, else `file`.
+    pub(crate) fn or(self, file: QuerySettings) -> QuerySettings {
+        QuerySettings {
+            store: self.store.or(file.store),
+            query_listen: self.query_listen.or(file.query_listen),
+        }
+    }
+
+    pub(crate) fn resolve(self) -> anyhow::Result<QueryResolved> {
+        Ok(QueryResolved {
+            store: Store::parse(self.store.as_deref())?,
+            query_listen: self
+                .query_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
+        })
+    }
+}
+
+/// Where the tables live, as `--store` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// A directory (a path, or a `file://` URL).
+    Local(PathBuf),
+}
+
+impl Store {
+    /// Reads `--store`; `None` is the embedded default, `./tlsrpt-data/tables`.
+    pub(crate) fn parse(text: Option<&str>) -> anyhow::Result<Store> {
+        let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Store::Local(
+                PathBuf::from(crate::data_dir::DEFAULT).join("tables"),
+            ));
+        };
+        if let Some(path) = text.strip_prefix("file://") {
+            return Ok(Store::Local(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            bail!(
+                "--store {text}: {scheme}:// stores are not supported by this build yet; give a \
+                 directory (a shared file system for several transformers)"
+            );
+        }
+        Ok(Store::Local(PathBuf::from(text)))
+    }
 }
 
 /// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.

@@ -211,7 +211,7 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
 /// `TLSRPT_TEST_CRASH_AT`: for the crash tests only, the transformer step at which the
 /// process aborts, as if killed there: `flush-staged`, `flush-moving`, `flush-published`
 /// or `compaction-renamed`. Unset in production.
-fn test_crash_point() -> anyhow::Result<Option<CrashPoint>> {
+pub(crate) fn test_crash_point() -> anyhow::Result<Option<CrashPoint>> {
     let Ok(text) = std::env::var("TLSRPT_TEST_CRASH_AT") else {
         return Ok(None);
     };

@@ -17,6 +17,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::Record;
+
+/// Where the transformer keeps a message it cannot turn into rows, so that its partition
+/// keeps moving: the dead-letter area ([`DeadLetters`]) beside the embedded log, the
+/// dead-letter topic ([`crate::kafka::DeadLetterTopic`]) on Kafka.
+pub trait DeadLetterSink: Send + Sync + std::fmt::Debug + 'static {
+    /// Keeps `record` with the reason; returns where it went, for the logs. Blocking:
+    /// call it from a blocking context. Only once it returns `Ok` may the record's offset
+    /// be committed.
+    fn keep_record(&self, record: &Record, rejection: &Rejection) -> Result<String, String>;
+}
+
+impl DeadLetterSink for DeadLetters {
+    fn keep_record(&self, record: &Record, rejection: &Rejection) -> Result<String, String> {
+        self.keep(&record.message.value, rejection)
+            .map(|id| format!("{} ({id})", self.dir.display()))
+            .map_err(|e| format!("cannot keep it in {}: {e}", self.dir.display()))
+    }
+}
+
 /// Why and how an input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {

@@ -1,4 +1,5 @@
-//! The bus on Kafka: the receivers' [`Producer`] over librdkafka.
+//! The bus on Kafka: the receivers' [`Producer`] over librdkafka, and the transformer's
+//! [`Consumer`](crate::Consumer), a consumer-group member ([`KafkaConsumer`]).
 //!
 //! What "acknowledged" means here is what it means on the embedded log: a message counts as
 //! delivered only once every in-sync replica has it (`acks=all`), and the producer is
@@ -23,6 +24,10 @@
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+mod consumer;
+
+pub use consumer::{KafkaConsumer, KafkaConsumerOptions};
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -223,5 +228,98 @@ fn create(config: &ClientConfig) -> Result<FutureProducer, BusError> {
 impl Producer for KafkaProducer {
     fn send(&self, message: Message) -> impl Future<Output = Result<Delivered, BusError>> + Send {
         self.publish(message)
+    }
+}
+
+/// The topic undecodable messages go to unless configured otherwise.
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "tlsrpt.reports.dlq";
+
+/// Header names a dead-lettered message carries besides its own headers.
+pub mod dead_letter_header {
+    /// Why it could not be read, in words (`tlsrpt-dlq-reason`).
+    pub const REASON: &str = "tlsrpt-dlq-reason";
+    /// A stable code: `undecodable_message`, `unflattenable_report`.
+    pub const CODE: &str = "tlsrpt-dlq-code";
+    /// The JSON path of the problem, when there is one.
+    pub const PATH: &str = "tlsrpt-dlq-path";
+    /// Where it was read: `topic/partition/offset`.
+    pub const SOURCE: &str = "tlsrpt-dlq-source";
+}
+
+/// The transformer's dead-letter sink on Kafka: a message that cannot become rows is
+/// produced to the dead-letter topic as it was (key, value, headers) plus the reason in
+/// headers ([`dead_letter_header`]), and its partition moves on.
+#[derive(Debug)]
+pub struct DeadLetterTopic {
+    producer: KafkaProducer,
+    source_topic: String,
+    runtime: tokio::runtime::Handle,
+}
+
+/// How long a dead letter is retried while the brokers cannot take it, before the
+/// transformer stops with an error (its partition cannot move until the letter is kept).
+const DEAD_LETTER_PATIENCE: Duration = Duration::from_secs(300);
+
+impl DeadLetterTopic {
+    /// A sink producing to `options.topic`, for messages read from `source_topic`. The
+    /// producer's futures run on `runtime`.
+    pub fn new(
+        options: &KafkaProducerOptions,
+        source_topic: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, BusError> {
+        Ok(Self {
+            producer: KafkaProducer::new(options)?,
+            source_topic: source_topic.to_owned(),
+            runtime,
+        })
+    }
+}
+
+impl crate::dead_letter::DeadLetterSink for DeadLetterTopic {
+    fn keep_record(
+        &self,
+        record: &crate::Record,
+        rejection: &crate::dead_letter::Rejection,
+    ) -> Result<String, String> {
+        let mut headers = record.message.headers.clone();
+        headers.push((dead_letter_header::REASON.into(), rejection.message.clone()));
+        headers.push((dead_letter_header::CODE.into(), rejection.code.clone()));
+        if let Some(path) = &rejection.path {
+            headers.push((dead_letter_header::PATH.into(), path.clone()));
+        }
+        headers.push((
+            dead_letter_header::SOURCE.into(),
+            format!(
+                "{}/{}/{}",
+                self.source_topic, record.partition, record.offset
+            ),
+        ));
+        let letter = Message {
+            key: record.message.key.clone(),
+            value: record.message.value.clone(),
+            headers,
+        };
+        let started = std::time::Instant::now();
+        loop {
+            match self.runtime.block_on(self.producer.send(letter.clone())) {
+                Ok(at) => {
+                    return Ok(format!(
+                        "topic {} partition {} offset {}",
+                        self.producer.topic, at.partition, at.offset
+                    ));
+                }
+                Err(error) if error.is_transient() && started.elapsed() < DEAD_LETTER_PATIENCE => {
+                    tracing::warn!(%error, "The dead-letter topic cannot take a message yet; retrying.");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "cannot produce it to the dead-letter topic {}: {error}",
+                        self.producer.topic
+                    ));
+                }
+            }
+        }
     }
 }

@@ -112,9 +112,20 @@ impl Producer for embedded::EmbeddedLog {
     }
 }
 
-/// What the transformer needs of the bus: read each partition by offset, wait for new
-/// messages, and keep per consumer group the next offset to read. The embedded log
-/// implements it, and the Kafka consumer will, so the transformer cannot tell them apart.
+/// The partitions a consumer owns now, each with its *epoch*: a number that changes
+/// whenever the partition is assigned anew (after being revoked, or to another member in
+/// between). Work read under one epoch must not be written under another: another member may
+/// have read the same offsets meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// `(partition, epoch)`, by partition.
+    pub partitions: Vec<(u32, u64)>,
+}
+
+/// What the transformer needs of the bus: learn which partitions it owns, read each by
+/// offset, wait for new messages, and keep per consumer group the next offset to read. The
+/// embedded log (one reader owning every partition) and [`kafka::KafkaConsumer`] (a
+/// consumer-group member) implement it, so the transformer cannot tell them apart.
 ///
 /// Every method but [`wait_for_appends`](Consumer::wait_for_appends) may block on I/O:
 /// call them from a blocking context (`spawn_blocking` or a thread of one's own).
@@ -122,15 +133,26 @@ pub trait Consumer: Send + Sync + 'static {
     /// The partition count (fixed for the life of the log).
     fn partitions(&self) -> u32;
 
+    /// The partitions this consumer owns now. The embedded log owns all of them, always.
+    fn assignment(&self) -> Assignment;
+
     /// Up to `max` records of `partition` from offset `from` on, in offset order; empty when
     /// nothing is there yet.
     fn fetch(&self, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, BusError>;
 
-    /// The end offset of every partition: the offset its next message will get.
+    /// The end offset of every partition: the offset its next message will get. On Kafka,
+    /// one past the last offset this consumer has received.
     fn end_offsets(&self) -> Vec<u64>;
 
+    /// Whether [`end_offsets`](Consumer::end_offsets) are the partitions' true ends (the
+    /// embedded log), rather than what this consumer has received so far (Kafka).
+    fn end_offsets_are_exact(&self) -> bool {
+        true
+    }
+
     /// Resolves once some partition's end offset differs from `seen` (as returned by
-    /// [`end_offsets`](Consumer::end_offsets)), with the new ends.
+    /// [`end_offsets`](Consumer::end_offsets)), with the new ends; on Kafka, also when the
+    /// assignment changes.
     fn wait_for_appends(
         &self,
         seen: &[u64],
@@ -146,6 +168,12 @@ pub trait Consumer: Send + Sync + 'static {
 impl Consumer for embedded::EmbeddedLog {
     fn partitions(&self) -> u32 {
         embedded::EmbeddedLog::partitions(self)
+    }
+
+    fn assignment(&self) -> Assignment {
+        Assignment {
+            partitions: (0..self.partitions()).map(|p| (p, 0)).collect(),
+        }
     }
 
     fn fetch(&self, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, BusError> {

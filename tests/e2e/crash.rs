@@ -6,121 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Up, gzip, report};
-
-/// Clients posting distinct reports until told to stop (or the server is gone); returns the
-/// report-ids the server acknowledged.
-struct Posters {
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<Mutex<BTreeSet<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-impl Posters {
-    fn start(up: &Up, clients: usize, pause: Duration) -> Posters {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
-        let threads = (0..clients)
-            .map(|_| {
-                let url = up.reports_url.clone();
-                let stop = Arc::clone(&stop);
-                let acknowledged = Arc::clone(&acknowledged);
-                std::thread::spawn(move || {
-                    let client = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
-                    while !stop.load(Ordering::Relaxed) {
-                        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                        let body = gzip(report(n, "crash.test").as_bytes());
-                        let sent = client
-                            .post(&url)
-                            .header("content-type", "application/tlsrpt+gzip")
-                            .body(body)
-                            .send();
-                        match sent {
-                            Ok(response) if response.status() == 200 => {
-                                acknowledged.lock().unwrap().insert(format!("report-{n}"));
-                            }
-                            Ok(_) => {}
-                            // The server is gone (killed): stop.
-                            Err(_) => return,
-                        }
-                        std::thread::sleep(pause);
-                    }
-                })
-            })
-            .collect();
-        Posters {
-            stop,
-            acknowledged,
-            threads,
-        }
-    }
-
-    fn acknowledged_so_far(&self) -> usize {
-        self.acknowledged.lock().unwrap().len()
-    }
-
-    fn finish(self) -> BTreeSet<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        Arc::try_unwrap(self.acknowledged)
-            .unwrap()
-            .into_inner()
-            .unwrap()
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Every acknowledged report is in the tables once, and no report is there twice.
-fn assert_exactly_once(up: &Up, acknowledged: &BTreeSet<String>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let rows = up.sql("SELECT report_id, count(*) AS n FROM reports GROUP BY report_id");
-        let present: BTreeSet<String> = rows
-            .iter()
-            .map(|r| r["report_id"].as_str().unwrap().to_owned())
-            .collect();
-        let twice: Vec<_> = rows.iter().filter(|r| r["n"] != 1).collect();
-        assert!(twice.is_empty(), "reports written twice: {twice:?}");
-        for table in ["policies", "failures"] {
-            let doubled = up.sql(&format!(
-                "SELECT report_uid FROM {table} GROUP BY report_uid HAVING count(*) > 1"
-            ));
-            assert!(
-                doubled.is_empty(),
-                "{table} rows written twice: {doubled:?}"
-            );
-        }
-        let missing: Vec<_> = acknowledged.difference(&present).collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged reports missing after restart, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use crate::support::{Posters, Up, assert_exactly_once, report, wait_until};
 
 #[test]
 fn sigkill_while_clients_post_loses_no_acknowledged_report() {
@@ -131,7 +19,7 @@ fn sigkill_while_clients_post_loses_no_acknowledged_report() {
     // compaction under way with --compact-min-files 2).
     for (round, after) in [5usize, 60, 150].into_iter().enumerate() {
         let up = Up::start(&data, &["--compact-min-files", "2"], &[]);
-        let posters = Posters::start(&up, 4, Duration::ZERO);
+        let posters = Posters::start(&up.reports_url, 4, Duration::ZERO);
         wait_until("acknowledgements", Duration::from_secs(60), || {
             posters.acknowledged_so_far() >= after
         });
@@ -141,7 +29,7 @@ fn sigkill_while_clients_post_loses_no_acknowledged_report() {
         acknowledged.extend(acked);
     }
     let up = Up::start(&data, &[], &[]);
-    assert_exactly_once(&up, &acknowledged);
+    assert_exactly_once(|sql| up.sql(sql), &acknowledged);
     up.stop();
 }
 
@@ -186,7 +74,7 @@ fn abort_at(point: &str) {
     );
     assert!(!acknowledged.is_empty());
     let up = Up::start(&data, &flags, &[]);
-    assert_exactly_once(&up, &acknowledged);
+    assert_exactly_once(|sql| up.sql(sql), &acknowledged);
     // And the directory is clean: nothing left in staging.
     let staging = data.join("tables/_staging");
     let leftovers = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
@@ -219,7 +107,7 @@ fn sigterm_with_requests_in_flight_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let up = Up::start(&data, &[], &[]);
-    let posters = Posters::start(&up, 6, Duration::ZERO);
+    let posters = Posters::start(&up.reports_url, 6, Duration::ZERO);
     wait_until("acknowledgements", Duration::from_secs(60), || {
         posters.acknowledged_so_far() >= 100
     });

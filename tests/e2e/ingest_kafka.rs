@@ -3,124 +3,13 @@
 //! once the broker has it; while the broker is gone senders hear 503 and 451 in bounded time,
 //! and acceptance comes back by itself with the broker.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lettre::address::Envelope;
-use lettre::{SmtpTransport, Transport as _};
+use lettre::Transport as _;
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 
-use crate::support::{fixtures, gzip, post, report};
-
-const TOPIC: &str = "tlsrpt.reports";
-
-/// A running `tlsrpt ingest`.
-struct Ingest {
-    child: Child,
-    reports_url: String,
-    smtp: SocketAddr,
-    http: reqwest::blocking::Client,
-}
-
-impl Ingest {
-    fn start(dir: &Path, brokers: &str) -> Ingest {
-        let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tlsrpt"))
-            .args(["ingest", "--kafka", brokers, "--data-dir"])
-            .arg(dir)
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--smtp-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--delivery-timeout", "3s"])
-            .env("TLSRPT_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start tlsrpt ingest");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut reports_url, mut smtp) = (None, None);
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            let word = |marker: &str| {
-                line.find(marker)
-                    .and_then(|at| line[at..].split_whitespace().next())
-                    .map(str::to_owned)
-            };
-            if line.contains("reports over HTTP") {
-                reports_url = word("http");
-            } else if line.contains("reports by mail") {
-                smtp =
-                    word("smtp://").and_then(|url| url.trim_start_matches("smtp://").parse().ok());
-            } else if line.contains("metrics") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        let (Some(reports_url), Some(smtp)) = (reports_url, smtp) else {
-            let status = child.wait().unwrap();
-            panic!(
-                "tlsrpt ingest did not print its banner (exit {status}); its log: {}",
-                std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
-            );
-        };
-        Ingest {
-            child,
-            reports_url,
-            smtp,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn post(&self, body: Vec<u8>, content_type: &str) -> (u16, serde_json::Value) {
-        post(&self.http, &self.reports_url, body, content_type)
-    }
-
-    fn smtp(&self) -> SmtpTransport {
-        SmtpTransport::builder_dangerous(self.smtp.ip().to_string())
-            .port(self.smtp.port())
-            .timeout(Some(Duration::from_secs(30)))
-            .build()
-    }
-
-    /// SIGTERM, and the exit status within 30 s.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "ingest did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn envelope() -> Envelope {
-    Envelope::new(
-        Some("tlsrpt@sender.test".parse().unwrap()),
-        vec!["tlsrpt@example.net".parse().unwrap()],
-    )
-    .unwrap()
-}
+use crate::kafka_support::{Ingest, TOPIC, envelope};
+use crate::support::{fixtures, gzip, report};
 
 /// The topic's messages, from the start, until `expected` are read (30 s at most), as
 /// (`report_uid`, `transport`) headers.
@@ -209,7 +98,7 @@ fn a_broker_outage_is_answered_503_and_451_then_heals() {
     // HTTP: 503 with Retry-After within the delivery timeout (3 s) plus slack, not a hang.
     let started = Instant::now();
     let response = reqwest::blocking::Client::new()
-        .post(&ingest.reports_url)
+        .post(ingest.reports_url())
         .header("content-type", "application/json")
         .body(report(2, "example.net"))
         .timeout(Duration::from_secs(30))

@@ -1,10 +1,13 @@
 //! A `tlsrpt up` process for a test: started on port 0 in a data directory, its addresses
 //! read from the banner, and the ways a user talks to it (HTTP POST, SMTP, SQL).
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) fn root() -> &'static Path {
@@ -271,4 +274,121 @@ pub(crate) fn report(n: usize, domain: &str) -> String {
         }]
     })
     .to_string()
+}
+
+/// Clients posting distinct reports until told to stop (or the server is gone); returns the
+/// report-ids the server acknowledged.
+pub(crate) struct Posters {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<BTreeSet<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl Posters {
+    pub(crate) fn start(url: &str, clients: usize, pause: Duration) -> Posters {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let url = url.to_owned();
+                let stop = Arc::clone(&stop);
+                let acknowledged = Arc::clone(&acknowledged);
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                        let body = gzip(report(n, "crash.test").as_bytes());
+                        let sent = client
+                            .post(&url)
+                            .header("content-type", "application/tlsrpt+gzip")
+                            .body(body)
+                            .send();
+                        match sent {
+                            Ok(response) if response.status() == 200 => {
+                                acknowledged.lock().unwrap().insert(format!("report-{n}"));
+                            }
+                            Ok(_) => {}
+                            // The server is gone (killed): stop.
+                            Err(_) => return,
+                        }
+                        std::thread::sleep(pause);
+                    }
+                })
+            })
+            .collect();
+        Posters {
+            stop,
+            acknowledged,
+            threads,
+        }
+    }
+
+    pub(crate) fn acknowledged_so_far(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    pub(crate) fn finish(self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        Arc::try_unwrap(self.acknowledged)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every acknowledged report (a [`Posters`] report-id) is in the tables once, and no report
+/// is there twice.
+pub(crate) fn assert_exactly_once(
+    sql: impl Fn(&str) -> Vec<serde_json::Value>,
+    acknowledged: &BTreeSet<String>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = sql("SELECT report_id, count(*) AS n FROM reports GROUP BY report_id");
+        let present: BTreeSet<String> = rows
+            .iter()
+            .map(|r| r["report_id"].as_str().unwrap().to_owned())
+            .collect();
+        let twice: Vec<_> = rows.iter().filter(|r| r["n"] != 1).collect();
+        assert!(twice.is_empty(), "reports written twice: {twice:?}");
+        // The posters' reports have one policy with one failure detail each (other reports,
+        // from the corpus say, may have several).
+        for table in ["policies", "failures"] {
+            let doubled = sql(&format!(
+                "SELECT t.report_uid FROM {table} t JOIN reports r ON t.report_uid = r.report_uid \
+                 WHERE r.report_id LIKE 'report-%' GROUP BY t.report_uid HAVING count(*) > 1"
+            ));
+            assert!(
+                doubled.is_empty(),
+                "{table} rows written twice: {doubled:?}"
+            );
+        }
+        let missing: Vec<_> = acknowledged.difference(&present).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged reports missing after restart, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -77,6 +77,8 @@ impl Compactor {
     /// every superseded file is deleted once `grace` has passed since the file superseding it
     /// was written (now, if it has; later in this run otherwise), so a restart neither keeps
     /// superseded files for ever nor cuts a running query's grace short.
+    /// Only the files of the partitions the transformer owns are given: with several
+    /// transformers on one store, each compacts its own partitions.
     pub(crate) fn start(&mut self, scan: &Scan, now: Instant, wall_now: SystemTime) -> Result<()> {
         let mut by_dir: BTreeMap<DirKey, Vec<&DataFile>> = BTreeMap::new();
         for file in &scan.files {
@@ -106,6 +108,18 @@ impl Compactor {
             std::fs::remove_file(tmp).map_err(io("remove", tmp))?;
         }
         Ok(())
+    }
+
+    /// Forgets a partition given to another transformer: its directories are not merged
+    /// here any more, and its superseded files are the new owner's to delete.
+    pub(crate) fn release(&mut self, partition: u32) {
+        self.dirty.retain(|&(_, _, p)| p != partition);
+        self.deletions.retain(|path, _| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(FileRange::parse)
+                .is_none_or(|range| range.partition != partition)
+        });
     }
 
     /// A flush put a file into this directory.

@@ -42,10 +42,10 @@ pub enum TransformError {
     /// manifest, a `report_uid` that is not 32 hex digits).
     #[error("{}: {message}", path.display())]
     Unexpected { path: PathBuf, message: String },
-    /// A message could not be read and could not be kept in the dead-letter area either; it
-    /// is not consumed.
-    #[error("cannot keep an unreadable message in the dead-letter area: {0}")]
-    DeadLetter(std::io::Error),
+    /// A message could not be read and could not be kept as a dead letter either; it is not
+    /// consumed.
+    #[error("cannot keep an unreadable message as a dead letter: {0}")]
+    DeadLetter(String),
     /// A step on the transformer's thread panicked.
     #[error("the transformer's thread panicked")]
     Panicked,

@@ -111,6 +111,20 @@ pub(crate) struct Scan {
     pub(crate) temporaries: Vec<PathBuf>,
 }
 
+impl Scan {
+    /// Keeps only the files (and temporaries) of the partitions `keep` accepts.
+    pub(crate) fn retain_partitions(&mut self, keep: impl Fn(u32) -> bool) {
+        self.files.retain(|f| keep(f.range.partition));
+        self.temporaries.retain(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+                .and_then(FileRange::parse)
+                .is_none_or(|range| keep(range.partition))
+        });
+    }
+}
+
 /// The directory of one table's date: `<root>/failures/date=2026-01-01`.
 pub(crate) fn date_dir(root: &Path, table: Table, date: NaiveDate) -> PathBuf {
     root.join(layout::date_dir(table.name(), date))

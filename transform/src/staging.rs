@@ -211,8 +211,10 @@ pub(crate) struct Recovered {
     pub(crate) discarded: usize,
 }
 
-/// Finishes or discards every interrupted flush (see the module docs).
-pub(crate) fn recover(root: &Path) -> Result<Recovered> {
+/// Finishes or discards every interrupted flush of the partitions `owned` says are this
+/// transformer's (see the module docs). Other partitions' flushes are left alone: with
+/// several transformers on one store, another one may be writing them right now.
+pub(crate) fn recover(root: &Path, owned: impl Fn(u32) -> bool) -> Result<Recovered> {
     let staging = root.join(STAGING_DIR);
     std::fs::create_dir_all(&staging).map_err(io("create", &staging))?;
     let mut recovered = Recovered::default();
@@ -220,6 +222,14 @@ pub(crate) fn recover(root: &Path) -> Result<Recovered> {
     for entry in entries {
         let entry = entry.map_err(io("list", &staging))?;
         let dir = entry.path();
+        let name = entry.file_name();
+        let partition = name
+            .to_str()
+            .and_then(|n| FileRange::parse(&format!("{n}.parquet")))
+            .map(|range| range.partition);
+        if partition.is_some_and(|p| !owned(p)) {
+            continue;
+        }
         if !entry.file_type().map_err(io("stat", &dir))?.is_dir() {
             std::fs::remove_file(&dir).map_err(io("remove", &dir))?;
             continue;

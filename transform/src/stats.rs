@@ -25,6 +25,9 @@ pub struct TransformStats {
     bytes_compacted: AtomicU64,
     superseded_deleted: AtomicU64,
     last_flush_micros: AtomicU64,
+    /// Partitions owned now (a gauge): all of them on the embedded log; this member's share
+    /// of the group's on Kafka.
+    partitions_owned: AtomicU64,
     /// Per partition, the next offset committed to the bus; a watch, so that a caller can
     /// wait for a commit instead of polling ([`TransformStats::wait_for_committed`]).
     committed: watch::Sender<Vec<u64>>,
@@ -53,8 +56,18 @@ impl TransformStats {
             bytes_compacted: AtomicU64::new(0),
             superseded_deleted: AtomicU64::new(0),
             last_flush_micros: AtomicU64::new(0),
+            partitions_owned: AtomicU64::new(0),
             committed: watch::Sender::new(committed.to_vec()),
         }
+    }
+
+    pub(crate) fn set_partitions_owned(&self, n: usize) {
+        self.partitions_owned.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Partitions this transformer owns now.
+    pub fn partitions_owned(&self) -> u64 {
+        get(&self.partitions_owned)
     }
 
     pub(crate) fn add_duplicate(&self) {
@@ -76,6 +89,15 @@ impl TransformStats {
         add(&self.reports_written, reports as u64);
         self.last_flush_micros
             .store(took.as_micros() as u64, Ordering::Relaxed);
+        self.committed.send_modify(|committed| {
+            if let Some(slot) = committed.get_mut(partition as usize) {
+                *slot = next_offset;
+            }
+        });
+    }
+
+    /// Where a partition taken over resumes (its offsets up to there are in the files).
+    pub(crate) fn set_committed(&self, partition: u32, next_offset: u64) {
         self.committed.send_modify(|committed| {
             if let Some(slot) = committed.get_mut(partition as usize) {
                 *slot = next_offset;
@@ -212,6 +234,12 @@ impl TransformStats {
             "tlsrpt_transform_superseded_deleted_total",
             "Superseded files deleted after their grace period.",
             self.superseded_deleted(),
+        );
+        let name = "tlsrpt_transform_partitions_owned";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bus partitions this transformer owns now.\n# TYPE {name} gauge\n{name} {}",
+            self.partitions_owned()
         );
         let name = "tlsrpt_transform_rows_written_total";
         let _ = writeln!(

@@ -9,7 +9,7 @@
 //! the steps synchronous also lets the tests stop a flush at any step ([`CrashPoint`]) and
 //! open again, as after a crash.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,10 +17,9 @@ use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tlsrpt_bus::Consumer;
-use tlsrpt_bus::Record;
-use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
+use tlsrpt_bus::dead_letter::{DeadLetterSink, Rejection};
 use tlsrpt_bus::embedded::EmbeddedLog;
+use tlsrpt_bus::{Assignment, Consumer, Record};
 use tlsrpt_schemas::layout::FileRange;
 use tlsrpt_schemas::message::{self, MessageError, header};
 use tlsrpt_schemas::tables::TablesBuilder;
@@ -71,17 +70,22 @@ struct Batch {
 struct Core<C> {
     consumer: Arc<C>,
     root: PathBuf,
-    dead_letters: Arc<DeadLetters>,
+    dead_letters: Arc<dyn DeadLetterSink>,
     options: TransformOptions,
     stats: Arc<TransformStats>,
-    /// Where the transformer resumed, per partition (for logs and tests).
+    /// The partitions this transformer owns, with the epoch it took each over at (see
+    /// [`Assignment`]): only these are read, written and compacted.
+    owned: BTreeMap<u32, u64>,
+    /// Where reading resumed at the last take-over, per partition (for logs and tests).
     resumed: Vec<u64>,
     /// The next offset to fetch, per partition.
     positions: Vec<u64>,
     pending: Vec<Option<Batch>>,
-    /// `report_uid`s written or pending: a report is written once, however often it comes.
-    /// Rebuilt at open from the `reports` files, so it holds across restarts.
-    seen: HashSet<u128>,
+    /// Per partition, the `report_uid`s written or pending: a report is written once, however
+    /// often it comes (its copies share a dedup key, hence a partition). Rebuilt from the
+    /// partition's `reports` files when it is taken over, so it holds across restarts and
+    /// owners.
+    seen: Vec<HashSet<u128>>,
     compactor: Compactor,
     crash: Option<CrashPoint>,
 }
@@ -94,119 +98,59 @@ struct Progress {
 }
 
 impl<C: Consumer> Transformer<C> {
-    /// Opens the transformer over `consumer`, writing the tables under `root`
-    /// (`DATA_DIR/tables`). Recovery happens here, in this order:
+    /// Opens the transformer over `consumer`, writing the tables under `root` and keeping
+    /// unreadable messages in `dead_letters`, and takes over the partitions the consumer
+    /// owns now (on the embedded log, all of them; on Kafka, those assigned later are taken
+    /// over as they come, by the same steps). Taking over a partition means, in this order:
     ///
-    /// 1. interrupted flushes: those past their commit point (a `MANIFEST`) are finished,
-    ///    the others discarded (their offsets are read again);
-    /// 2. leftover temporary files of interrupted compactions are deleted, and superseded
-    ///    files whose grace has passed;
-    /// 3. per partition, reading resumes at the larger of the group's committed offset and
-    ///    one past the highest offset any data file accounts for (the files are the truth:
-    ///    a crash between renaming a flush's files and committing its offset loses nothing
-    ///    and writes nothing twice);
-    /// 4. the `report_uid`s of the `reports` files are loaded, to skip duplicates.
+    /// 1. its interrupted flushes: those past their commit point (a `MANIFEST`) are
+    ///    finished, the others discarded (their offsets are read again);
+    /// 2. leftover temporary files of its interrupted compactions are deleted, and its
+    ///    superseded files whose grace has passed;
+    /// 3. reading resumes at the larger of the group's committed offset and one past the
+    ///    highest offset its data files account for (the files are the truth: a crash
+    ///    between renaming a flush's files and committing its offset loses nothing and
+    ///    writes nothing twice);
+    /// 4. the `report_uid`s of its `reports` files are loaded, to skip duplicates.
     ///
     /// Blocking (file and bus I/O): call it at start-up or from a blocking context.
     pub fn open(
         consumer: C,
         root: PathBuf,
-        dead_letters: Arc<DeadLetters>,
+        dead_letters: Arc<dyn DeadLetterSink>,
         options: TransformOptions,
     ) -> Result<Self> {
         std::fs::create_dir_all(&root).map_err(io("create", &root))?;
-        let recovered = staging::recover(&root)?;
-        let scan = files::scan(&root)?;
-        let mut compactor = Compactor::new(
+        let partitions = consumer.partitions() as usize;
+        let compactor = Compactor::new(
             root.clone(),
             options.compact_min_files,
             options.compact_max_file_bytes,
             options.superseded_grace,
             options.row_group_rows,
         );
-        let now = Instant::now();
-        compactor.start(&scan, now, SystemTime::now())?;
-        let deleted = compactor.delete_due(now);
-
-        let partitions = consumer.partitions();
-        let mut from_files = vec![0u64; partitions as usize];
-        for file in &scan.files {
-            match from_files.get_mut(file.range.partition as usize) {
-                Some(next) => *next = (*next).max(file.range.last + 1),
-                None => tracing::warn!(
-                    path = %file.path.display(),
-                    partitions,
-                    "A data file names a partition the bus does not have; it is kept but not resumed from."
-                ),
-            }
-        }
-        let mut committed = Vec::with_capacity(partitions as usize);
-        let mut positions = Vec::with_capacity(partitions as usize);
-        for partition in 0..partitions {
-            let group_offset = consumer.committed(&options.group, partition)?.unwrap_or(0);
-            committed.push(group_offset);
-            positions.push(group_offset.max(from_files[partition as usize]));
-        }
-        // Files ahead of the group's offset (a stop between publishing a flush and its
-        // commit): bring the group up to them, so that lag on the bus side tells the truth.
-        let behind: Vec<(u32, u64)> = (0..partitions)
-            .filter(|&p| positions[p as usize] > committed[p as usize])
-            .map(|p| (p, positions[p as usize]))
-            .collect();
-        if !behind.is_empty() {
-            consumer.commit(&options.group, &behind)?;
-            for &(p, offset) in &behind {
-                committed[p as usize] = offset;
-            }
-        }
-        let ends = consumer.end_offsets();
-        for (partition, (&position, &end)) in positions.iter().zip(&ends).enumerate() {
-            if position > end {
-                // The tables account for offsets the bus never had: the bus was replaced
-                // under existing tables. New messages below `position` would be skipped.
-                tracing::warn!(
-                    partition,
-                    position,
-                    end,
-                    "The tables hold offsets past the end of the bus partition; was the bus recreated?"
-                );
-            }
-        }
-
-        let mut seen = HashSet::new();
-        for file in files::visible(&scan.files) {
-            if file.table == Table::Reports {
-                files::read_report_uids(&file.path, &mut seen)?;
-            }
-        }
+        let mut core = Box::new(Core {
+            consumer: Arc::new(consumer),
+            root,
+            dead_letters,
+            options,
+            stats: Arc::new(TransformStats::new(&vec![0; partitions])),
+            owned: BTreeMap::new(),
+            resumed: vec![0; partitions],
+            positions: vec![0; partitions],
+            pending: (0..partitions).map(|_| None).collect(),
+            seen: (0..partitions).map(|_| HashSet::new()).collect(),
+            compactor,
+            crash: None,
+        });
+        core.follow_assignment()?;
         tracing::info!(
-            root = %root.display(),
-            group = %options.group,
-            rolled_forward = recovered.rolled_forward,
-            discarded = recovered.discarded,
-            superseded_deleted = deleted,
-            reports = seen.len(),
-            ?positions,
+            root = %core.root.display(),
+            group = %core.options.group,
+            partitions = ?core.owned.keys().collect::<Vec<_>>(),
             "Transformer opened."
         );
-        let stats = Arc::new(TransformStats::new(&committed));
-        stats.add_superseded_deleted(deleted);
-        let pending = (0..partitions).map(|_| None).collect();
-        Ok(Self {
-            core: Box::new(Core {
-                consumer: Arc::new(consumer),
-                root,
-                dead_letters,
-                options,
-                stats,
-                resumed: positions.clone(),
-                positions,
-                pending,
-                seen,
-                compactor,
-                crash: None,
-            }),
-        })
+        Ok(Self { core })
     }
 
     /// The counters, shared: keep the `Arc` to read them while [`run`](Self::run) goes on.
@@ -219,9 +163,14 @@ impl<C: Consumer> Transformer<C> {
         &self.core.resumed
     }
 
-    /// Reports known to be written (the dedup set's size).
+    /// Reports known to be written in the partitions owned (the dedup sets' size).
     pub fn known_reports(&self) -> usize {
-        self.core.seen.len()
+        self.core.seen.iter().map(HashSet::len).sum()
+    }
+
+    /// The partitions this transformer owns now.
+    pub fn owned_partitions(&self) -> Vec<u32> {
+        self.core.owned.keys().copied().collect()
     }
 
     /// Stops the next flush or compaction at `point` with
@@ -315,17 +264,149 @@ impl Worker {
 }
 
 impl<C: Consumer> Core<C> {
+    /// Brings the partitions owned in line with the consumer's assignment: releases those
+    /// revoked (or assigned anew, with another epoch) and takes over those assigned.
+    fn follow_assignment(&mut self) -> Result<()> {
+        let Assignment { partitions } = self.consumer.assignment();
+        let now: BTreeMap<u32, u64> = partitions
+            .into_iter()
+            .filter(|&(p, _)| (p as usize) < self.positions.len())
+            .collect();
+        let released: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|&(p, epoch)| now.get(p) != Some(epoch))
+            .map(|(&p, _)| p)
+            .collect();
+        for partition in released {
+            self.release(partition);
+        }
+        let taken: Vec<(u32, u64)> = now
+            .into_iter()
+            .filter(|(p, _)| !self.owned.contains_key(p))
+            .collect();
+        if !taken.is_empty() {
+            self.take_over(&taken)?;
+        }
+        self.stats.set_partitions_owned(self.owned.len());
+        Ok(())
+    }
+
+    /// Stops working on a partition another transformer may now own. Its batch is dropped
+    /// unwritten: the new owner reads those offsets again from the files' end.
+    fn release(&mut self, partition: u32) {
+        let p = partition as usize;
+        self.owned.remove(&partition);
+        let dropped = self.pending[p].take().map_or(0, |b| b.messages);
+        self.seen[p] = HashSet::new();
+        self.compactor.release(partition);
+        tracing::info!(partition, dropped, "Partition released.");
+    }
+
+    /// Takes partitions over (the steps are in [`Transformer::open`]'s documentation).
+    fn take_over(&mut self, taken: &[(u32, u64)]) -> Result<()> {
+        let is_taken = |p: u32| taken.iter().any(|&(t, _)| t == p);
+        let recovered = staging::recover(&self.root, is_taken)?;
+        let mut scan = files::scan(&self.root)?;
+        scan.retain_partitions(is_taken);
+        let now = Instant::now();
+        self.compactor.start(&scan, now, SystemTime::now())?;
+        let deleted = self.compactor.delete_due(now);
+        self.stats.add_superseded_deleted(deleted);
+
+        let mut from_files: BTreeMap<u32, u64> = BTreeMap::new();
+        for file in &scan.files {
+            let next = from_files.entry(file.range.partition).or_default();
+            *next = (*next).max(file.range.last + 1);
+        }
+        let ends = self.consumer.end_offsets();
+        let mut behind = Vec::new();
+        for &(partition, epoch) in taken {
+            let p = partition as usize;
+            let committed = self
+                .consumer
+                .committed(&self.options.group, partition)?
+                .unwrap_or(0);
+            let files_next = from_files.get(&partition).copied().unwrap_or(0);
+            let position = committed.max(files_next);
+            if position > committed {
+                // Files ahead of the group's offset (a stop between publishing a flush and
+                // its commit): bring the group up to them, so lag on the bus tells the truth.
+                behind.push((partition, position));
+            }
+            if self.consumer.end_offsets_are_exact()
+                && ends.get(p).is_some_and(|&end| position > end)
+            {
+                // The tables account for offsets the bus never had: the bus was replaced
+                // under existing tables. New messages below `position` would be skipped.
+                tracing::warn!(
+                    partition,
+                    position,
+                    end = ends[p],
+                    "The tables hold offsets past the end of the bus partition; was the bus recreated?"
+                );
+            }
+            self.positions[p] = position;
+            self.resumed[p] = position;
+            self.pending[p] = None;
+            self.stats.set_committed(partition, position);
+            self.owned.insert(partition, epoch);
+        }
+        if !behind.is_empty() {
+            self.commit(&behind);
+        }
+        for file in files::visible(&scan.files) {
+            if file.table == Table::Reports {
+                files::read_report_uids(&file.path, &mut self.seen[file.range.partition as usize])?;
+            }
+        }
+        tracing::info!(
+            partitions = ?taken.iter().map(|&(p, _)| p).collect::<Vec<_>>(),
+            rolled_forward = recovered.rolled_forward,
+            discarded = recovered.discarded,
+            superseded_deleted = deleted,
+            positions = ?taken.iter().map(|&(p, _)| self.positions[p as usize]).collect::<Vec<_>>(),
+            "Partitions taken over."
+        );
+        Ok(())
+    }
+
+    /// Records the next offsets to read for the group. A commit that fails loses nothing
+    /// (the files are the truth, and resuming takes the larger of the two), so it is logged,
+    /// not fatal: on Kafka it fails while the group rebalances.
+    fn commit(&self, offsets: &[(u32, u64)]) {
+        if let Err(error) = self.consumer.commit(&self.options.group, offsets) {
+            tracing::warn!(%error, ?offsets, "Could not commit offsets; the files hold them.");
+        }
+    }
+
+    /// Whether `partition` is still this transformer's, as taken over: asked of the consumer
+    /// right before a flush publishes, so that a transformer that lost a partition (a
+    /// rebalance while it was busy) does not write offsets another one may be reading. The
+    /// window between this check and the publish remains; see the crate documentation.
+    fn still_owns(&self, partition: u32) -> bool {
+        let epoch = self.owned.get(&partition);
+        epoch.is_some()
+            && self
+                .consumer
+                .assignment()
+                .partitions
+                .iter()
+                .any(|(p, e)| *p == partition && Some(e) == epoch)
+    }
+
     /// Reads what is there (a bounded amount per partition), writes the batches that are
     /// full or due, deletes superseded files whose time has come, and merges at most one run
     /// of small files.
     fn pass(&mut self) -> Result<Progress> {
+        self.follow_assignment()?;
         let mut progress = Progress {
             read: self.read_available()?,
             compacted: false,
         };
         let now = Instant::now();
         let caught_up = self.options.flush_when_caught_up && progress.read == 0;
-        for partition in 0..self.consumer.partitions() {
+        for partition in self.owned_list() {
             if self.pending[partition as usize]
                 .as_ref()
                 .is_some_and(|b| caught_up || b.due <= now)
@@ -346,7 +427,7 @@ impl<C: Consumer> Core<C> {
     /// that fill up. Returns how many it read.
     fn read_available(&mut self) -> Result<usize> {
         let mut read = 0;
-        for partition in 0..self.consumer.partitions() {
+        for partition in self.owned_list() {
             let p = partition as usize;
             let records = self
                 .consumer
@@ -364,6 +445,10 @@ impl<C: Consumer> Core<C> {
             }
         }
         Ok(read)
+    }
+
+    fn owned_list(&self) -> Vec<u32> {
+        self.owned.keys().copied().collect()
     }
 
     fn is_full(&self, p: usize) -> bool {
@@ -420,7 +505,7 @@ impl<C: Consumer> Core<C> {
             };
         let uid =
             files::parse_uid(&received.report.report_uid()).expect("report_uid is 32 hex digits");
-        if !self.seen.insert(uid) {
+        if !self.seen[p].insert(uid) {
             self.stats.add_duplicate();
             return Ok(());
         }
@@ -433,7 +518,7 @@ impl<C: Consumer> Core<C> {
             Err(error) => {
                 // Validation refuses what cannot be flattened; a message that gets here was
                 // written by another program. Set aside like an unreadable one.
-                self.seen.remove(&uid);
+                self.seen[p].remove(&uid);
                 self.dead_letter(&record, "unflattenable_report", &error.to_string(), None)
             }
         }
@@ -477,18 +562,18 @@ impl<C: Consumer> Core<C> {
             complete: true,
             sha256,
         };
-        let id = self
+        let kept = self
             .dead_letters
-            .keep(bytes, &rejection)
+            .keep_record(record, &rejection)
             .map_err(TransformError::DeadLetter)?;
         self.stats.add_dead_lettered();
         tracing::warn!(
             partition = record.partition,
             offset = record.offset,
-            %id,
+            kept,
             code,
             error,
-            "Message set aside in the dead-letter area."
+            "Message set aside as a dead letter."
         );
         Ok(())
     }
@@ -499,6 +584,15 @@ impl<C: Consumer> Core<C> {
         let Some(mut batch) = self.pending[partition as usize].take() else {
             return Ok(());
         };
+        if !self.still_owns(partition) {
+            tracing::info!(
+                partition,
+                first = batch.range.first,
+                last = batch.range.last,
+                "Partition lost before its batch was written; the batch is left to the new owner."
+            );
+            return Ok(());
+        }
         let started = Instant::now();
         // A batch of duplicates and dead letters only writes no file: committing its offset
         // is enough. Were the process to stop before the commit, the next start would read
@@ -537,8 +631,7 @@ impl<C: Consumer> Core<C> {
             }
         }
         let next = batch.range.last + 1;
-        self.consumer
-            .commit(&self.options.group, &[(partition, next)])?;
+        self.commit(&[(partition, next)]);
         self.stats
             .flushed(partition, next, batch.reports, started.elapsed());
         tracing::debug!(
@@ -556,8 +649,16 @@ impl<C: Consumer> Core<C> {
     /// appended since (the receivers' last requests) and any backlog past one fetch for the
     /// next start: acknowledged, durable, but not in the tables when `up` exited.
     fn finish(&mut self) -> Result<()> {
-        while self.read_available()? > 0 {}
-        for partition in 0..self.consumer.partitions() {
+        self.follow_assignment()?;
+        // Up to the ends seen now: on Kafka other producers go on, and the end never comes.
+        let ends = self.consumer.end_offsets();
+        let behind = |core: &Self| {
+            core.owned
+                .keys()
+                .any(|&p| core.positions[p as usize] < ends.get(p as usize).copied().unwrap_or(0))
+        };
+        while behind(self) && self.read_available()? > 0 {}
+        for partition in self.owned_list() {
             self.flush(partition)?;
         }
         Ok(())

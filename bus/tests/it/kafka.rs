@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions};
+use tlsrpt_bus::kafka::{KafkaConsumer, KafkaConsumerOptions, KafkaProducer, KafkaProducerOptions};
 use tlsrpt_bus::test_broker::{TestBroker, free_port, read_topic};
-use tlsrpt_bus::{BusError, Message, Producer};
+use tlsrpt_bus::{Assignment, BusError, Consumer, Message, Producer, Record};
 
 fn options(broker: &str, topic: &str) -> KafkaProducerOptions {
     let mut options = KafkaProducerOptions::new(broker);
@@ -102,5 +102,133 @@ async fn without_a_broker_sends_fail_in_time_and_recover_when_it_comes() {
         read.iter()
             .any(|r| r.offset == delivered.offset && r.message == message(2)),
         "{read:?}"
+    );
+}
+
+/// Calls `assignment` on every consumer (rebalance callbacks run only while members poll)
+/// until `done` holds, at most 60 s.
+fn rebalance_until(consumers: &[&KafkaConsumer], done: impl Fn(&[Assignment]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Vec<Assignment> = consumers.iter().map(|c| c.assignment()).collect();
+        if done(&now) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn value_number(message: &Message) -> usize {
+    String::from_utf8_lossy(&message.value)
+        .trim_start_matches("{\"n\":")
+        .trim_end_matches('}')
+        .parse()
+        .expect("a test message")
+}
+
+fn owned(assignment: &Assignment) -> Vec<u32> {
+    assignment.partitions.iter().map(|&(p, _)| p).collect()
+}
+
+/// Everything `consumer` can read of its partitions now, from their committed offsets.
+fn drain(consumer: &KafkaConsumer, group: &str, expected: usize) -> Vec<Record> {
+    let mut read = Vec::new();
+    let mut next: std::collections::BTreeMap<u32, u64> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expected}",
+            read.len()
+        );
+        for partition in owned(&consumer.assignment()) {
+            let from = *next
+                .entry(partition)
+                .or_insert_with(|| consumer.committed(group, partition).unwrap().unwrap_or(0));
+            for record in consumer.fetch(partition, from, 100).unwrap() {
+                next.insert(partition, record.offset + 1);
+                read.push(record);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let offsets: Vec<(u32, u64)> = next.into_iter().collect();
+    consumer.commit(group, &offsets).unwrap();
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_shares_the_partitions_and_resumes_from_commits() {
+    let broker = TestBroker::start();
+    let topic = "tlsrpt.reports";
+    broker.create_topic(topic, 6);
+    let producer = KafkaProducer::new(&options(&broker.address(), topic)).unwrap();
+    for i in 0..60 {
+        producer.send(message(i)).await.unwrap();
+    }
+    let group = "transform-test";
+    let mut consumer_options = KafkaConsumerOptions::new(broker.address(), group);
+    consumer_options.topic = topic.to_owned();
+    let first = KafkaConsumer::new(&consumer_options).unwrap();
+    assert_eq!(first.partitions(), 6);
+
+    // Alone in its group, the first member owns all six partitions and reads everything,
+    // key, value and headers as produced.
+    rebalance_until(&[&first], |a| a[0].partitions.len() == 6);
+    let read = tokio::task::block_in_place(|| drain(&first, group, 60));
+    let mut values: Vec<Message> = read.iter().map(|r| r.message.clone()).collect();
+    values.sort_by_key(|m| m.key.clone());
+    let mut sent: Vec<Message> = (0..60).map(message).collect();
+    sent.sort_by_key(|m| m.key.clone());
+    assert_eq!(values, sent);
+    let before = first.assignment();
+
+    // A second member joins: the partitions split between them, and those the first one
+    // keeps keep their epochs (incremental rebalancing).
+    let second = KafkaConsumer::new(&consumer_options).unwrap();
+    tokio::task::block_in_place(|| {
+        rebalance_until(&[&first, &second], |a| {
+            a[0].partitions.len() + a[1].partitions.len() == 6
+                && !a[0].partitions.is_empty()
+                && !a[1].partitions.is_empty()
+        })
+    });
+    let (a, b) = (first.assignment(), second.assignment());
+    for (partition, epoch) in &a.partitions {
+        assert!(
+            before.partitions.contains(&(*partition, *epoch)),
+            "{partition} kept by the first member changed epoch: {before:?} -> {a:?}"
+        );
+        assert!(!owned(&b).contains(partition), "{a:?} / {b:?}");
+    }
+
+    // The second member starts from the offsets the first committed: only new messages.
+    for i in 60..120 {
+        producer.send(message(i)).await.unwrap();
+    }
+    let all = read_topic(&broker.address(), topic, 6, 120);
+    let for_second = all
+        .iter()
+        .filter(|r| owned(&b).contains(&r.partition) && value_number(&r.message) >= 60)
+        .count();
+    assert!(for_second > 0 && for_second < 60, "{for_second}");
+    let read_second = tokio::task::block_in_place(|| drain(&second, group, for_second));
+    assert_eq!(read_second.len(), for_second);
+    for record in &read_second {
+        assert!(owned(&b).contains(&record.partition));
+        assert!(
+            value_number(&record.message) >= 60,
+            "read from the committed offset on"
+        );
+    }
+    let read_first = tokio::task::block_in_place(|| drain(&first, group, 60 - for_second));
+    assert_eq!(
+        read_first.len(),
+        60 - for_second,
+        "nothing read twice or lost"
     );
 }

@@ -52,7 +52,7 @@ impl Env {
         Transformer::open(
             self.log.clone(),
             self.root.clone(),
-            Arc::clone(&self.dead_letters),
+            self.dead_letters.clone(),
             options,
         )
         .unwrap()

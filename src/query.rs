@@ -1,0 +1,59 @@
+//! `tlsrpt query`: the SQL service of `tlsrpt up` alone, over tables that `tlsrpt transform`
+//! writes. Stateless: run several behind a load balancer; each sees new files at its next
+//! query.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tlsrpt_query::{QueryEngine, QueryOptions};
+
+use crate::settings::{QueryResolved, QuerySettings, Store};
+
+/// Answer SQL over the report tables (`POST /v1/sql`), as `tlsrpt up` does, for tables that
+/// `tlsrpt transform` writes. Read-only.
+///
+/// Every setting below can also be given as a `TLSRPT_*` environment variable (shown with
+/// each) or in a TOML file given with --config, using the flag's name without the dashes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A TOML file with settings (names as the flags, without `--`).
+    #[arg(long, env = "TLSRPT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: QuerySettings,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => crate::settings::from_file::<QuerySettings>(path)?,
+        None => QuerySettings::default(),
+    };
+    let settings = args.settings.or(file).resolve()?;
+    crate::logging::init();
+    crate::up::runtime()?.block_on(query(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn query(settings: QueryResolved) -> anyhow::Result<()> {
+    let Store::Local(root) = settings.store.clone();
+    let listener = crate::receivers::bind(settings.query_listen, "SQL", "--query-listen").await?;
+    let engine = Arc::new(
+        QueryEngine::new(&root, QueryOptions::default()).context("cannot start the SQL engine")?,
+    );
+    let address = crate::up::reachable(listener.local_addr()?);
+    println!(
+        "tlsrpt query: SQL over the tables in {}\n  SQL                POST http://{address}/v1/sql\n  try: curl -s http://{address}/v1/sql -d 'SELECT count(*) FROM reports'",
+        root.display()
+    );
+    let signal = async {
+        let signal = crate::up::shutdown_signal().await;
+        tracing::info!("{signal}: finishing the queries in flight, then stopping.");
+    };
+    engine
+        .serve(listener, signal)
+        .await
+        .context("the SQL service failed")?;
+    Ok(())
+}
