@@ -1,5 +1,6 @@
 //! The data directory: where each part of the embedded deployment keeps its files, and how
-//! a command gets write access to the bus (owning it, or through the process that does).
+//! a command gets write access to the bus (owning it, or through the process that does; or,
+//! with `--kafka`, a Kafka topic instead).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tlsrpt_bus::dead_letter::DeadLetters;
 use tlsrpt_bus::embedded::{EmbeddedLog, EmbeddedOptions};
+use tlsrpt_bus::kafka::KafkaProducer;
 use tlsrpt_bus::{BusError, Delivered, Message, Producer};
 use tlsrpt_ingest::local::{LocalProducer, SOCKET_NAME};
 
@@ -99,11 +101,15 @@ pub(crate) enum BusWriter {
     Owned(EmbeddedLog),
     /// A running `tlsrpt up` owns it; messages go through its socket.
     Shared(LocalProducer),
+    /// A Kafka topic (`--kafka`): the data directory's log is not used at all, and the
+    /// deployment's transformers write the tables.
+    Kafka(KafkaProducer),
 }
 
 impl BusWriter {
     /// Sends `messages` and resolves once all are durable: in one transaction when this
-    /// process owns the log, each in flight at once through `up`'s socket otherwise.
+    /// process owns the log, each in flight at once through `up`'s socket or to Kafka
+    /// otherwise (the Kafka producer batches what is in flight into few requests).
     pub(crate) async fn send_all(
         &self,
         messages: Vec<Message>,
@@ -111,6 +117,9 @@ impl BusWriter {
         match self {
             BusWriter::Owned(log) => log.send_all(messages).await,
             BusWriter::Shared(producer) => {
+                futures::future::try_join_all(messages.into_iter().map(|m| producer.send(m))).await
+            }
+            BusWriter::Kafka(producer) => {
                 futures::future::try_join_all(messages.into_iter().map(|m| producer.send(m))).await
             }
         }
@@ -122,6 +131,7 @@ impl Producer for BusWriter {
         match self {
             BusWriter::Owned(log) => log.send(message).await,
             BusWriter::Shared(producer) => producer.send(message).await,
+            BusWriter::Kafka(producer) => producer.send(message).await,
         }
     }
 }

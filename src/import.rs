@@ -16,6 +16,10 @@
 //! and its transformer writes them. Either way two processes never write one log or one set
 //! of tables.
 //!
+//! With `--kafka` the reports go to a Kafka topic instead, and the deployment's transformers
+//! write them: this process runs none, does not open the data directory's log, and does not
+//! read the tables to skip what is there (the transformers drop duplicates by `report_uid`).
+//!
 //! The helpers at the bottom (opening the bus, writing Parquet, the dedup set) serve
 //! `tlsrpt rejected replay` too.
 
@@ -28,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -56,7 +60,8 @@ use crate::input::DecodeArgs;
 ///
 /// It works whether or not a `tlsrpt up` runs on the data directory: without one, this
 /// command writes the Parquet files itself before it returns; with one, the reports go
-/// through it and it writes them.
+/// through it and it writes them. With --kafka the reports go to a Kafka topic, and the
+/// transformers of that deployment write them.
 ///
 /// Exit status: 0 when every input was accepted or a duplicate, 1 when something was
 /// refused, 2 on an error.
@@ -71,6 +76,18 @@ pub(crate) struct Args {
     /// No progress bar (there is none either when standard error is not a terminal).
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Publish to Kafka through these bootstrap brokers, `host:port[,host:port...]`,
+    /// instead of the data directory's log, each report once the brokers acknowledged it.
+    /// No Parquet is written here: the deployment's transformers (`tlsrpt transform`,
+    /// `tlsrpt up --kafka`) write the reports. The tables are not read either (there may be
+    /// none on this machine), so reports already in them are not counted as duplicates here:
+    /// the transformers drop them by report_uid. Refused inputs are still kept in
+    /// DIR/rejected.
+    #[arg(long, env = "TLSRPT_KAFKA", value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// With --kafka: the topic reports go to [default: tlsrpt.reports].
+    #[arg(long, env = "TLSRPT_TOPIC", value_name = "NAME")]
+    topic: Option<String>,
     #[command(flatten)]
     decode: DecodeArgs,
     /// Files and folders.
@@ -102,6 +119,11 @@ const CHUNK: usize = 256;
 /// pipeline full) while the decoders go on.
 const CHUNKS_IN_FLIGHT: usize = 16;
 
+/// How long a report published with --kafka may wait for the brokers' acknowledgement. No
+/// sender waits on the answer here: a broker pausing for a few seconds should slow the
+/// backfill, not stop it.
+const KAFKA_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the import printed, and whether anything was refused (for the exit status).
 struct Summary {
     text: String,
@@ -115,12 +137,39 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
     for path in &args.paths {
         std::fs::metadata(path).with_context(|| format!("cannot import {}", path.display()))?;
     }
-    let writer = data.bus_writer().await?;
+    let writer = match args
+        .kafka
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        Some(brokers) => {
+            let topic = args
+                .topic
+                .as_deref()
+                .unwrap_or(tlsrpt_bus::kafka::DEFAULT_TOPIC);
+            BusWriter::Kafka(crate::kafka::producer(
+                brokers,
+                topic,
+                KAFKA_DELIVERY_TIMEOUT,
+            )?)
+        }
+        None if args.topic.is_some() => bail!(
+            "--topic goes with --kafka (or TLSRPT_KAFKA); without it the reports go to the \
+             data directory's log"
+        ),
+        None => data.bus_writer().await?,
+    };
     let dead_letters = data.dead_letters()?;
-    let seen = known_report_uids(&data).await?;
+    let seen = match &writer {
+        // The tables are the deployment's, maybe not on this machine: its transformers
+        // drop what they hold already.
+        BusWriter::Kafka(_) => HashSet::new(),
+        BusWriter::Owned(_) | BusWriter::Shared(_) => known_report_uids(&data).await?,
+    };
     let parquet = match &writer {
         BusWriter::Owned(log) => Some(ParquetWriting::start(&data, log).await?),
-        BusWriter::Shared(_) => None,
+        BusWriter::Shared(_) | BusWriter::Kafka(_) => None,
     };
     let kept_before = {
         let dead_letters = Arc::clone(&dead_letters);
@@ -231,8 +280,8 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
     if let Some(err) = failure {
         eprint!("{text}");
         return Err(err.context(
-            "the import stopped early; run it again once fixed (what was accepted is skipped \
-             as duplicates)",
+            "the import stopped early; run it again once fixed (what was accepted is not \
+             written twice)",
         ));
     }
     finish?;
@@ -241,7 +290,7 @@ async fn import(args: &Args) -> anyhow::Result<Summary> {
 
 /// When this process owns the bus: waits for its transformer to write everything on the bus
 /// to Parquet, closes the bus, and says so in `text`. When `up` owns it: says that `up`
-/// writes the reports.
+/// writes the reports; on Kafka, that the deployment's transformers do.
 pub(crate) async fn finish_writing(
     data: &DataDir,
     writer: BusWriter,
@@ -282,6 +331,19 @@ pub(crate) async fn finish_writing(
              its next flush is done, within seconds)\n",
             data.root().display()
         )),
+        BusWriter::Kafka(producer) => {
+            // What was counted was acknowledged already; this drains what an error left in
+            // flight.
+            let flushed =
+                tokio::task::spawn_blocking(move || producer.flush(KAFKA_DELIVERY_TIMEOUT)).await?;
+            if let Err(err) = flushed {
+                tracing::warn!("{err}");
+            }
+            text.push_str(
+                "published to Kafka: the deployment's transformers write these reports to \
+                 Parquet, each once (those already in the tables are dropped there)\n",
+            );
+        }
     }
     Ok(())
 }

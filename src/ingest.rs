@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions};
 use tlsrpt_ingest::metrics::Metrics;
 use tokio::sync::watch;
 
@@ -51,11 +50,8 @@ async fn ingest(settings: IngestResolved) -> anyhow::Result<()> {
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create the data directory {}", data.root().display()))?;
     let dead_letters = data.dead_letters()?;
-    let producer = KafkaProducer::new(&KafkaProducerOptions {
-        topic: settings.topic.clone(),
-        delivery_timeout: settings.delivery_timeout,
-        ..KafkaProducerOptions::new(settings.kafka.clone())
-    })?;
+    let producer =
+        crate::kafka::producer(&settings.kafka, &settings.topic, settings.delivery_timeout)?;
     let listeners = receivers::bind_all(&settings.receivers).await?;
     let metrics = Arc::new(Metrics::new());
 

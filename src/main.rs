@@ -4,7 +4,8 @@
 //! library crates; no report logic lives here (see `schemas/` for decoding and validation).
 //!
 //! - `up`: [`up`], the receivers, the transformer and the SQL service in one process.
-//! - `ingest`: [`ingest`], the receivers alone, publishing to Kafka ([`receivers`] is shared).
+//! - `ingest`: [`ingest`], the receivers alone, publishing to Kafka ([`receivers`] is shared,
+//!   and so is [`kafka`], which builds the Kafka clients from the settings).
 //! - `transform`: [`transform`], a consumer-group member writing the tables from Kafka.
 //! - `query`: [`query`], the SQL service alone, over tables `transform` writes.
 //! - `import`: [`import`], backfill from files, mbox and Maildir through the same bus.
@@ -18,6 +19,7 @@ mod explain;
 mod import;
 mod ingest;
 mod input;
+mod kafka;
 mod logging;
 mod query;
 mod receivers;

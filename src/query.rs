@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tlsrpt_query::{QueryEngine, QueryOptions};
 
-use crate::settings::{QueryResolved, QuerySettings, Store};
+use crate::settings::{QueryResolved, QuerySettings};
 
 /// Answer SQL over the report tables (`POST /v1/sql`), as `tlsrpt up` does, for tables that
 /// `tlsrpt transform` writes. Read-only.
@@ -37,15 +37,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn query(settings: QueryResolved) -> anyhow::Result<()> {
-    let Store::Local(root) = settings.store.clone();
     let listener = crate::receivers::bind(settings.query_listen, "SQL", "--query-listen").await?;
+    let described = settings.store.describe();
     let engine = Arc::new(
-        QueryEngine::new(&root, QueryOptions::default()).context("cannot start the SQL engine")?,
+        QueryEngine::at(settings.store, QueryOptions::default())
+            .context("cannot start the SQL engine")?,
     );
     let address = crate::up::reachable(listener.local_addr()?);
     println!(
         "tlsrpt query: SQL over the tables in {}\n  SQL                POST http://{address}/v1/sql\n  try: curl -s http://{address}/v1/sql -d 'SELECT count(*) FROM reports'",
-        root.display()
+        described
     );
     let signal = async {
         let signal = crate::up::shutdown_signal().await;

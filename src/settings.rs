@@ -52,6 +52,29 @@ pub(crate) struct Settings {
     #[arg(long, env = "TLSRPT_PARTITIONS", value_name = "N")]
     pub(crate) partitions: Option<u32>,
 
+    /// Run on Kafka instead of the embedded log: the receivers publish to these bootstrap
+    /// brokers, `host:port[,host:port...]`, and the transformer consumes as a member of
+    /// --group, writing DIR/tables, which SQL reads. The embedded log is not opened, so the
+    /// local socket through which `tlsrpt import` reaches a running `up` is not served:
+    /// backfill with `tlsrpt import --kafka` instead [default: none, the embedded log in
+    /// DIR/bus].
+    #[arg(long, env = "TLSRPT_KAFKA", value_name = "BROKERS")]
+    pub(crate) kafka: Option<String>,
+
+    /// With --kafka: the topic reports go to and are read from [default: tlsrpt.reports].
+    #[arg(long, env = "TLSRPT_TOPIC", value_name = "NAME")]
+    pub(crate) topic: Option<String>,
+
+    /// With --kafka: where messages that cannot become rows go, with the reason in a header
+    /// [default: tlsrpt.reports.dlq].
+    #[arg(long, env = "TLSRPT_DLQ_TOPIC", value_name = "NAME")]
+    pub(crate) dlq_topic: Option<String>,
+
+    /// With --kafka: the transformer's consumer group, shared with any `tlsrpt transform` of
+    /// the deployment [default: tlsrpt-transform].
+    #[arg(long, env = "TLSRPT_GROUP", value_name = "NAME")]
+    pub(crate) group: Option<String>,
+
     #[command(flatten)]
     #[serde(flatten)]
     pub(crate) receivers: ReceiverSettings,
@@ -172,7 +195,22 @@ pub(crate) struct Resolved {
     pub(crate) compact_min_files: usize,
     /// `None`: an existing log's own count, or the embedded default for a new one.
     pub(crate) partitions: Option<u32>,
+    /// `None`: the embedded log.
+    pub(crate) kafka: Option<UpKafkaResolved>,
     pub(crate) receivers: ReceiversResolved,
+}
+
+/// `tlsrpt up --kafka`'s bus, with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct UpKafkaResolved {
+    pub(crate) brokers: String,
+    pub(crate) topic: String,
+    pub(crate) dlq_topic: String,
+    pub(crate) group: String,
+    /// As `tlsrpt ingest`'s --delivery-timeout default.
+    pub(crate) delivery_timeout: Duration,
+    /// As `tlsrpt transform`'s --session-timeout default.
+    pub(crate) session_timeout: Duration,
 }
 
 /// `tlsrpt ingest`'s settings with every default applied.
@@ -313,7 +351,9 @@ impl TransformSettings {
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) struct QuerySettings {
-    /// Where the tables are (as given to `tlsrpt transform --store`)
+    /// Where the tables are, as given to `tlsrpt transform --store`: a directory, or
+    /// `s3://bucket/prefix` (credentials, region and, for S3-compatible stores,
+    /// `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP` from the usual `AWS_*` variables)
     /// [default: ./tlsrpt-data/tables].
     #[arg(long, env = "TLSRPT_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
@@ -327,7 +367,7 @@ pub(crate) struct QuerySettings {
 /// `tlsrpt query`'s settings with every default applied.
 #[derive(Debug, Clone)]
 pub(crate) struct QueryResolved {
-    pub(crate) store: Store,
+    pub(crate) store: tlsrpt_query::TablesLocation,
     pub(crate) query_listen: SocketAddr,
 }
 
@@ -341,8 +381,15 @@ impl QuerySettings {
     }
 
     pub(crate) fn resolve(self) -> anyhow::Result<QueryResolved> {
+        let store = match self.store.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => tlsrpt_query::TablesLocation::parse(text)
+                .map_err(|e| anyhow::anyhow!("--store {e}"))?,
+            _ => tlsrpt_query::TablesLocation::Local(
+                PathBuf::from(crate::data_dir::DEFAULT).join("tables"),
+            ),
+        };
         Ok(QueryResolved {
-            store: Store::parse(self.store.as_deref())?,
+            store,
             query_listen: self
                 .query_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
@@ -448,13 +495,50 @@ impl Settings {
             flush_interval: self.flush_interval.or(file.flush_interval),
             compact_min_files: self.compact_min_files.or(file.compact_min_files),
             partitions: self.partitions.or(file.partitions),
+            kafka: self.kafka.or(file.kafka),
+            topic: self.topic.or(file.topic),
+            dlq_topic: self.dlq_topic.or(file.dlq_topic),
+            group: self.group.or(file.group),
             receivers: self.receivers.or(file.receivers),
         }
     }
 
     /// Applies the defaults and checks what cannot be checked per setting.
     pub(crate) fn resolve(self) -> anyhow::Result<Resolved> {
+        let kafka = match self.kafka.filter(|k| !k.trim().is_empty()) {
+            Some(brokers) => {
+                if self.partitions.is_some() {
+                    bail!(
+                        "--partitions is the embedded log's; with --kafka the topic has the \
+                         partitions it was created with"
+                    );
+                }
+                Some(UpKafkaResolved {
+                    brokers,
+                    topic: self
+                        .topic
+                        .unwrap_or_else(|| tlsrpt_bus::kafka::DEFAULT_TOPIC.to_owned()),
+                    dlq_topic: self
+                        .dlq_topic
+                        .unwrap_or_else(|| tlsrpt_bus::kafka::DEFAULT_DEAD_LETTER_TOPIC.to_owned()),
+                    group: self.group.unwrap_or_else(|| "tlsrpt-transform".to_owned()),
+                    delivery_timeout: Duration::from_secs(10),
+                    session_timeout: Duration::from_secs(10),
+                })
+            }
+            None => {
+                // Silently running on the embedded log would surprise whoever set them.
+                if self.topic.is_some() || self.dlq_topic.is_some() || self.group.is_some() {
+                    bail!(
+                        "--topic, --dlq-topic and --group go with --kafka (or TLSRPT_KAFKA, or \
+                         `kafka` in the settings file); without it `up` runs on the embedded log"
+                    );
+                }
+                None
+            }
+        };
         Ok(Resolved {
+            kafka,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("tlsrpt-data")),
@@ -621,6 +705,37 @@ mod tests {
         assert_eq!(resolved.receivers.smtp_listen, None);
         assert_eq!(resolved.receivers.dkim, DkimMode::Enforce);
         assert_eq!(resolved.query_listen, "127.0.0.1:8461".parse().unwrap());
+    }
+
+    #[test]
+    fn up_runs_on_kafka_only_when_given_brokers() {
+        let resolved = Settings::default().resolve().unwrap();
+        assert!(resolved.kafka.is_none());
+
+        let file: Settings = toml::from_str("kafka = \"k1:9092,k2:9092\"\ngroup = \"g\"").unwrap();
+        let flags = Settings {
+            topic: Some("reports".to_owned()),
+            ..Settings::default()
+        };
+        let kafka = flags.or(file).resolve().unwrap().kafka.unwrap();
+        assert_eq!(kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(kafka.topic, "reports");
+        assert_eq!(kafka.dlq_topic, "tlsrpt.reports.dlq");
+        assert_eq!(kafka.group, "g");
+
+        let topic_alone = Settings {
+            topic: Some("reports".to_owned()),
+            ..Settings::default()
+        };
+        let err = topic_alone.resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("go with --kafka"), "{err:#}");
+        let partitions_on_kafka = Settings {
+            kafka: Some("k1:9092".to_owned()),
+            partitions: Some(6),
+            ..Settings::default()
+        };
+        let err = partitions_on_kafka.resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("--partitions"), "{err:#}");
     }
 
     #[test]

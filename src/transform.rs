@@ -16,9 +16,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use tlsrpt_bus::kafka::{
-    DeadLetterTopic, KafkaConsumer, KafkaConsumerOptions, KafkaProducerOptions,
-};
 use tlsrpt_transform::{TransformError, TransformOptions, Transformer};
 use tokio::sync::watch;
 
@@ -58,23 +55,15 @@ async fn transform(settings: TransformResolved) -> anyhow::Result<()> {
     let Store::Local(root) = settings.store.clone();
     let metrics_listener = bind(settings.metrics_listen, "metrics", "--metrics-listen").await?;
 
-    let consumer = {
-        let mut options = KafkaConsumerOptions::new(&settings.kafka, &settings.group);
-        options.topic = settings.topic.clone();
-        options.session_timeout = settings.session_timeout;
-        tokio::task::spawn_blocking(move || KafkaConsumer::new(&options))
-            .await?
-            .context("cannot join the consumer group")?
-    };
-    let dead_letters = {
-        let mut options = KafkaProducerOptions::new(&settings.kafka);
-        options.topic = settings.dlq_topic.clone();
-        options.delivery_timeout = std::time::Duration::from_secs(30);
-        Arc::new(
-            DeadLetterTopic::new(&options, &settings.topic, tokio::runtime::Handle::current())
-                .context("cannot create the dead-letter producer")?,
-        )
-    };
+    let consumer = crate::kafka::consumer(
+        &settings.kafka,
+        &settings.topic,
+        &settings.group,
+        settings.session_timeout,
+    )
+    .await?;
+    let dead_letters =
+        crate::kafka::dead_letter_topic(&settings.kafka, &settings.dlq_topic, &settings.topic)?;
     let mut transformer = {
         let options = TransformOptions {
             group: settings.group.clone(),

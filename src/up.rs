@@ -1,5 +1,8 @@
 //! `tlsrpt up`: the whole pipeline in one process on the embedded bus: the HTTP and SMTP
-//! receivers, the transformer writing Parquet, and the SQL service.
+//! receivers, the transformer writing Parquet, and the SQL service. With `--kafka` the same
+//! three run on Kafka instead: the receivers publish as `tlsrpt ingest` does, and the
+//! transformer is a member of a consumer group as `tlsrpt transform` is; the embedded log
+//! is not opened.
 //!
 //! Start-up binds every listener before anything is accepted, so a port in use is an error
 //! at once rather than half a service. Shutdown (SIGTERM or Ctrl-C) goes in the order that
@@ -13,18 +16,25 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
-use tlsrpt_bus::BusError;
+use futures::future::BoxFuture;
+use tlsrpt_bus::dead_letter::DeadLetterSink;
 use tlsrpt_bus::embedded::EmbeddedLog;
+use tlsrpt_bus::kafka::KafkaProducer;
+use tlsrpt_bus::{BusError, Consumer};
 use tlsrpt_ingest::metrics::Metrics;
 use tlsrpt_query::{QueryEngine, QueryOptions};
-use tlsrpt_transform::{CrashPoint, TransformError, TransformOptions, Transformer};
+use tlsrpt_transform::{CrashPoint, TransformError, TransformOptions, TransformStats, Transformer};
 use tokio::sync::watch;
 
 use crate::data_dir::DataDir;
 use crate::receivers::{self, Addresses, bind, stopped};
-use crate::settings::{Resolved, Settings};
+use crate::settings::{Resolved, Settings, UpKafkaResolved};
 
 /// Run the TLS-RPT receiver: HTTPS and SMTP in, Parquet tables out, SQL on top.
+///
+/// The reports go through an embedded durable log in the data directory, or, with --kafka,
+/// through a Kafka topic (the receivers of `tlsrpt ingest`, a transformer of `tlsrpt
+/// transform`'s consumer group and the SQL service of `tlsrpt query`, in one process).
 ///
 /// Every setting below can also be given as a `TLSRPT_*` environment variable (shown with
 /// each) or in a TOML file given with --config, using the flag's name without the dashes
@@ -62,47 +72,91 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
+/// The bus `up` runs on.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value for the life of the process"
+)]
+enum Bus {
+    /// The data directory's embedded log, owned by this process.
+    Embedded(EmbeddedLog),
+    /// Kafka: the receivers' producer, and where the transformer reads.
+    Kafka {
+        producer: KafkaProducer,
+        kafka: UpKafkaResolved,
+    },
+}
+
 async fn up(settings: Resolved) -> anyhow::Result<()> {
     let data = DataDir::new(&settings.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create the data directory {}", data.root().display()))?;
-    let log = match data.own_bus(settings.partitions) {
-        Ok(log) => log,
-        Err(BusError::Locked { .. }) => bail!(
-            "another tlsrpt process is running on {}; stop it first (tlsrpt import and tlsrpt sql \
-             can run beside it)",
-            data.root().display()
-        ),
-        Err(err) => return Err(err).context("cannot open the embedded log"),
+    let bus = match &settings.kafka {
+        None => Bus::Embedded(own_bus(&data, settings.partitions)?),
+        Some(kafka) => {
+            if data.bus().exists() {
+                // The tables' file names record bus offsets, not which bus: the Kafka
+                // transformer would take the embedded log's offsets for the topic's, and skip
+                // (or hide) the topic's reports at those offsets.
+                bail!(
+                    "{} holds an embedded log, and its tables were written from it; give \
+                     `tlsrpt up --kafka` a data directory of its own (--data-dir)",
+                    data.root().display()
+                );
+            }
+            Bus::Kafka {
+                producer: crate::kafka::producer(
+                    &kafka.brokers,
+                    &kafka.topic,
+                    kafka.delivery_timeout,
+                )?,
+                kafka: kafka.clone(),
+            }
+        }
     };
+    // What the receivers refuse is kept here on either bus.
     let dead_letters = data.dead_letters()?;
 
     let listeners = receivers::bind_all(&settings.receivers).await?;
     let query_listener = bind(settings.query_listen, "SQL", "--query-listen").await?;
 
-    let transformer = {
-        let log = log.clone();
-        let root = data.tables();
-        let dead_letters = Arc::clone(&dead_letters);
-        let options = TransformOptions {
-            flush_interval: settings.flush_interval,
-            compact_min_files: settings.compact_min_files,
-            ..TransformOptions::default()
-        };
-        tokio::task::spawn_blocking(move || Transformer::open(log, root, dead_letters, options))
-            .await?
-            .context("cannot open the tables")?
+    // Opened now, started once the receivers are: the future runs only when spawned.
+    let (stop_transformer, transformer_stop) = watch::channel(false);
+    let transformer_stop = stopped(transformer_stop);
+    let options = TransformOptions {
+        flush_interval: settings.flush_interval,
+        compact_min_files: settings.compact_min_files,
+        ..TransformOptions::default()
     };
-    let mut transformer = transformer;
-    if let Some(point) = test_crash_point()? {
-        transformer.crash_at(point);
-    }
+    let (transform_stats, transform_run) = match &bus {
+        Bus::Embedded(log) => {
+            let dead_letters: Arc<dyn DeadLetterSink> = dead_letters.clone();
+            open_transformer(log.clone(), &data, dead_letters, options, transformer_stop).await?
+        }
+        Bus::Kafka { kafka, .. } => {
+            let consumer = crate::kafka::consumer(
+                &kafka.brokers,
+                &kafka.topic,
+                &kafka.group,
+                kafka.session_timeout,
+            )
+            .await?;
+            let dead_letters =
+                crate::kafka::dead_letter_topic(&kafka.brokers, &kafka.dlq_topic, &kafka.topic)?;
+            let options = TransformOptions {
+                group: kafka.group.clone(),
+                ..options
+            };
+            open_transformer(consumer, &data, dead_letters, options, transformer_stop).await?
+        }
+    };
 
     let metrics = Arc::new(Metrics::new());
-    let transform_stats = transformer.stats();
     metrics.add_source(Box::new(move |out| transform_stats.render_prometheus(out)));
-    let bus_for_metrics = log.clone();
-    metrics.add_source(Box::new(move |out| render_bus(&bus_for_metrics, out)));
+    if let Bus::Embedded(log) = &bus {
+        let log = log.clone();
+        metrics.add_source(Box::new(move |out| render_bus(&log, out)));
+    }
 
     let query = Arc::new(
         QueryEngine::new(data.tables(), QueryOptions::default())
@@ -111,32 +165,44 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
 
     // Receivers stop first; the transformer after them; the SQL service last.
     let (stop_receivers, receivers_stop) = watch::channel(false);
-    let (stop_transformer, transformer_stop) = watch::channel(false);
     let (stop_query, query_stop) = watch::channel(false);
 
     let query_address = query_listener.local_addr()?;
     let mut receivers = tokio::task::JoinSet::new();
-    let addresses = receivers::spawn(
-        &log,
-        &dead_letters,
-        &metrics,
-        &settings.receivers,
-        listeners,
-        &receivers_stop,
-        &mut receivers,
-    )?;
-    {
-        let socket = data.socket();
-        let log = Arc::new(log.clone());
-        let stop = stopped(receivers_stop.clone());
-        receivers.spawn(async move {
-            tlsrpt_ingest::local::serve(&socket, log, stop)
-                .await
-                .with_context(|| format!("the local socket {} failed", socket.display()))
-        });
-    }
+    let addresses = match &bus {
+        Bus::Embedded(log) => {
+            let addresses = receivers::spawn(
+                log,
+                &dead_letters,
+                &metrics,
+                &settings.receivers,
+                listeners,
+                &receivers_stop,
+                &mut receivers,
+            )?;
+            let socket = data.socket();
+            let log = Arc::new(log.clone());
+            let stop = stopped(receivers_stop.clone());
+            receivers.spawn(async move {
+                tlsrpt_ingest::local::serve(&socket, log, stop)
+                    .await
+                    .with_context(|| format!("the local socket {} failed", socket.display()))
+            });
+            addresses
+        }
+        // No local socket: `tlsrpt import` reaches this bus with --kafka, straight.
+        Bus::Kafka { producer, .. } => receivers::spawn(
+            producer,
+            &dead_letters,
+            &metrics,
+            &settings.receivers,
+            listeners,
+            &receivers_stop,
+            &mut receivers,
+        )?,
+    };
     let mut transform_task = tokio::spawn(async move {
-        let result = transformer.run(stopped(transformer_stop)).await;
+        let result = transform_run.await;
         if let Err(TransformError::SimulatedCrash(point)) = &result {
             // The crash tests' stand-in for SIGKILL at an exact step: no cleanup at all.
             eprintln!("tlsrpt: simulated crash at {point:?}");
@@ -198,7 +264,18 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     {
         failure.get_or_insert(err);
     }
-    log.shutdown();
+    match bus {
+        Bus::Embedded(log) => log.shutdown(),
+        Bus::Kafka { producer, kafka } => {
+            // Every answered request already had its acknowledgement; this only drains what
+            // a request gave up waiting for.
+            let timeout = kafka.delivery_timeout;
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await?;
+            if let Err(err) = flushed {
+                tracing::warn!("{err}");
+            }
+        }
+    }
     match failure {
         None => {
             tracing::info!("stopped; everything acknowledged is written.");
@@ -206,6 +283,43 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
         }
         Some(err) => Err(err),
     }
+}
+
+/// The data directory's embedded log, for this process alone.
+fn own_bus(data: &DataDir, partitions: Option<u32>) -> anyhow::Result<EmbeddedLog> {
+    match data.own_bus(partitions) {
+        Ok(log) => Ok(log),
+        Err(BusError::Locked { .. }) => bail!(
+            "another tlsrpt process is running on {}; stop it first (tlsrpt import and tlsrpt sql \
+             can run beside it)",
+            data.root().display()
+        ),
+        Err(err) => Err(err).context("cannot open the embedded log"),
+    }
+}
+
+/// Opens the transformer over `consumer`, writing DATA_DIR/tables, and returns its counters
+/// and its run until `stop` (not started: a future runs once polled).
+async fn open_transformer<C: Consumer>(
+    consumer: C,
+    data: &DataDir,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    options: TransformOptions,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(
+    Arc<TransformStats>,
+    BoxFuture<'static, tlsrpt_transform::Result<()>>,
+)> {
+    let root = data.tables();
+    let mut transformer = tokio::task::spawn_blocking(move || {
+        Transformer::open(consumer, root, dead_letters, options)
+    })
+    .await?
+    .context("cannot open the tables")?;
+    if let Some(point) = test_crash_point()? {
+        transformer.crash_at(point);
+    }
+    Ok((transformer.stats(), Box::pin(transformer.run(stop))))
 }
 
 /// `TLSRPT_TEST_CRASH_AT`: for the crash tests only, the transformer step at which the
@@ -287,9 +401,16 @@ fn print_banner(data: &DataDir, addresses: Addresses, query: SocketAddr, setting
     let reports_url = format!("{scheme}://{}/v1/reports", reachable(http));
     let data_dir = data.root().display();
     let mut out = String::new();
-    out.push_str(&format!(
-        "tlsrpt up: receiving SMTP TLS reports; data in {data_dir}\n"
-    ));
+    match &settings.kafka {
+        None => out.push_str(&format!(
+            "tlsrpt up: receiving SMTP TLS reports; data in {data_dir}\n"
+        )),
+        Some(kafka) => out.push_str(&format!(
+            "tlsrpt up: receiving SMTP TLS reports on Kafka {} (topic {}, group {}, dead \
+             letters to {}); data in {data_dir}\n",
+            kafka.brokers, kafka.topic, kafka.group, kafka.dlq_topic
+        )),
+    }
     out.push_str(&format!("  reports over HTTP  POST {reports_url}\n"));
     match smtp {
         Some(smtp) => out.push_str(&format!(

@@ -1,6 +1,8 @@
 //! `tlsrpt import` and `tlsrpt rejected list|replay` as a user runs them: the real binary,
 //! real folders (plain files, gzip, mail, a Maildir, an mbox), real Parquet read back with
-//! `tlsrpt sql`, and a real `tlsrpt up` owning the data directory for the shared case.
+//! `tlsrpt sql`, and a real `tlsrpt up` owning the data directory for the shared case; and
+//! `tlsrpt import --kafka` into a real Kafka-protocol broker (tansu, see
+//! `tlsrpt_bus::test_broker`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -579,4 +581,124 @@ fn replay_publishes_a_report_refused_for_a_passing_reason() {
     );
     assert_eq!(rejected_list(&data).len(), 1);
     assert_eq!(sql_number(&data, "SELECT count(*) AS n FROM reports"), 1);
+}
+
+/// Every vendored corpus file with the given extension.
+fn corpus(extension: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let root = fixture("");
+    for source in std::fs::read_dir(&root).unwrap() {
+        let source = source.unwrap().path();
+        if !source.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&source).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().and_then(|e| e.to_str()) == Some(extension) {
+                out.push(file);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn import_with_kafka_publishes_each_report_once_and_writes_no_tables() {
+    use tlsrpt_bus::test_broker::{TestBroker, read_topic};
+
+    let broker = TestBroker::start();
+    broker.create_topic("tlsrpt.reports", 6);
+    let dir = TempDir::new("kafka");
+    let data = dir.path("data");
+    let input = dir.path("input");
+    // The corpus (reports and mails), one report twice, and a file that is no report.
+    let mut uids = Vec::new();
+    let files = [corpus("json"), corpus("eml")].concat();
+    assert!(files.len() >= 15, "the vendored corpus went missing");
+    for (n, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        let decoded = tlsrpt_schemas::Decoder::default()
+            .decode_any(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        uids.push(decoded.decoded.report.report_uid());
+        let name = format!("{n:02}-{}", file.file_name().unwrap().to_string_lossy());
+        write(&input.join(name), &bytes);
+    }
+    write(
+        &input.join("again/copy.json"),
+        &std::fs::read(&files[0]).unwrap(),
+    );
+    write(&input.join("garbage.txt"), b"not a report\n");
+    let inputs = files.len() as u64 + 2;
+    uids.sort();
+    uids.dedup();
+
+    let output = tlsrpt(&[
+        "import",
+        "--quiet",
+        "--kafka",
+        &broker.address(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", shown(&output));
+    let accepted = uids.len() as u64;
+    assert_eq!(
+        counts(&output),
+        Counts {
+            inputs,
+            files: inputs,
+            accepted,
+            duplicates: inputs - 1 - accepted,
+            refused: 1
+        },
+        "{}",
+        shown(&output)
+    );
+    assert!(
+        text(&output.stdout).contains("published to Kafka"),
+        "{}",
+        shown(&output)
+    );
+
+    // Exactly the accepted reports are on the topic, once each (one more is waited for, in
+    // vain, so that an extra one would be seen).
+    let mut on_topic: Vec<String> =
+        read_topic(&broker.address(), "tlsrpt.reports", 6, uids.len() + 1)
+            .iter()
+            .map(|r| {
+                assert_eq!(r.message.header("transport"), Some("import"));
+                r.message
+                    .header("report_uid")
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+    on_topic.sort();
+    assert_eq!(on_topic, uids);
+
+    // The refusal is kept here; no log is opened and no table written.
+    let rejected = rejected_list(&data);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["code"], "not_a_report");
+    assert!(!data.join("bus").exists());
+    assert!(!data.join("tables").exists());
+
+    // --topic alone is a mistake, not a silent import into the local log.
+    let output = tlsrpt(&[
+        "import",
+        "--topic",
+        "other",
+        "--data-dir",
+        data.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", shown(&output));
+    assert!(
+        text(&output.stderr).contains("--kafka"),
+        "{}",
+        shown(&output)
+    );
 }

@@ -197,13 +197,22 @@ impl KafkaProducer {
             }),
             Err((error, _message)) => {
                 self.replace_if_broken(&producer, &error);
-                Err(self.describe(&error))
+                Err(self.describe(&error, message.value.len()))
             }
         }
     }
 
-    fn describe(&self, error: &KafkaError) -> BusError {
+    fn describe(&self, error: &KafkaError, bytes: usize) -> BusError {
         let code = error.rdkafka_error_code();
+        if matches!(
+            code,
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+        ) {
+            return BusError::TooLarge {
+                bytes,
+                limit: "the Kafka message.max.bytes of the producer or the brokers".to_owned(),
+            };
+        }
         let message = match code {
             Some(RDKafkaErrorCode::MessageTimedOut) => format!(
                 "the Kafka brokers did not acknowledge the report within {} s",

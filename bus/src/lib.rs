@@ -84,6 +84,10 @@ pub enum BusError {
     /// The log was shut down while the request waited.
     #[error("the bus is shut down")]
     Closed,
+    /// The message is larger than the bus takes (Kafka's `message.max.bytes`): retrying
+    /// cannot help, so the receivers refuse it (HTTP 413, SMTP 552) and keep the bytes.
+    #[error("the decoded report ({bytes} bytes) is larger than the bus takes ({limit})")]
+    TooLarge { bytes: usize, limit: String },
 }
 
 impl BusError {

@@ -266,6 +266,23 @@ async fn post_report<P: Producer>(
                 .refused(Transport::Https, "bus_unavailable");
             try_again(&options, &format!("{err}; try again later"))
         }
+        Err(err @ BusError::TooLarge { .. }) => {
+            receiver.metrics.refused(Transport::Https, "too_large");
+            let message = err.to_string();
+            let record = rejection("too_large_for_bus", message.clone(), None, &body, true);
+            if keep(&receiver.rejected, body.to_vec(), record)
+                .await
+                .is_err()
+            {
+                return try_again(&options, "cannot record the refusal; try again later");
+            }
+            error_body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large_for_bus",
+                &message,
+                None,
+            )
+        }
         Err(err) => error_body(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

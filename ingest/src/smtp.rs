@@ -725,6 +725,11 @@ impl<P: Producer> SmtpReceiver<P> {
                 );
                 Reply::new(250, format!("2.0.0 OK: report {report_uid} accepted"))
             }
+            Err(err @ BusError::TooLarge { .. }) => {
+                let reply = Reply::new(552, format!("5.3.4 {err}"));
+                self.refuse(&refusal, "too_large_for_bus", reply, None, bytes, true)
+                    .await
+            }
             Err(err) => {
                 self.metrics.refused(Transport::Smtp, "bus_unavailable");
                 if !matches!(

@@ -46,6 +46,8 @@ use datafusion::datasource::listing::{
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 use tlsrpt_schemas::layout::{self, FileRange};
 use tracing::debug;
 
@@ -55,14 +57,35 @@ const DATE: &str = "date";
 /// One table (`reports`, `policies` or `failures`) over the files a reader must see.
 #[derive(Debug)]
 pub(crate) struct VisibleFilesTable {
-    /// `<root>/<table>`; it need not exist (a table with no files yet is empty).
-    dir: PathBuf,
+    source: TableSource,
     schema: SchemaRef,
 }
 
+/// Where one table's date directories are.
+#[derive(Clone)]
+pub(crate) enum TableSource {
+    /// `<root>/<table>`; it need not exist (a table with no files yet is empty).
+    Local(PathBuf),
+    /// `<prefix>/<table>` in an object store registered with the session under `base`.
+    Object {
+        store: Arc<dyn ObjectStore>,
+        base: url::Url,
+        dir: ObjectPath,
+    },
+}
+
+impl std::fmt::Debug for TableSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::Object { base, dir, .. } => write!(f, "{base}{dir}"),
+        }
+    }
+}
+
 impl VisibleFilesTable {
-    pub(crate) fn new(dir: PathBuf, schema: SchemaRef) -> Self {
-        Self { dir, schema }
+    pub(crate) fn new(source: TableSource, schema: SchemaRef) -> Self {
+        Self { source, schema }
     }
 }
 
@@ -73,6 +96,15 @@ pub(crate) struct ListingError {
     pub(crate) path: PathBuf,
     #[source]
     pub(crate) source: io::Error,
+}
+
+/// Why the objects of a table could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("listing {path}: {source}")]
+pub(crate) struct ObjectListingError {
+    pub(crate) path: String,
+    #[source]
+    pub(crate) source: object_store::Error,
 }
 
 impl From<ListingError> for DataFusionError {
@@ -107,27 +139,42 @@ impl TableProvider for VisibleFilesTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let dir = self.dir.clone();
-        let dates = blocking(move || list_date_dirs(&dir)).await?;
-        let dates = prune_dates(state, filters, dates);
-        let files = blocking(move || {
-            let mut files = Vec::new();
-            for (_, dir) in &dates {
-                files.extend(visible_files(dir)?);
+        let urls = match &self.source {
+            TableSource::Local(dir) => {
+                let dir = dir.clone();
+                let dates = blocking(move || list_date_dirs(&dir)).await?;
+                let dates = prune_dates(state, filters, dates);
+                let files = blocking(move || {
+                    let mut files = Vec::new();
+                    for (_, dir) in &dates {
+                        files.extend(visible_files(dir)?);
+                    }
+                    Ok(files)
+                })
+                .await?;
+                files
+                    .iter()
+                    .map(|path| file_url(path))
+                    .collect::<datafusion::common::Result<Vec<_>>>()?
             }
-            Ok(files)
-        })
-        .await?;
-        debug!(table = %self.dir.display(), files = files.len(), "Listed a table for a scan.");
-        if files.is_empty() {
+            TableSource::Object { store, base, dir } => {
+                let dates = list_object_dates(store.as_ref(), dir).await?;
+                let dates = prune_dates(state, filters, dates);
+                let mut urls = Vec::new();
+                for (_, date_dir) in &dates {
+                    for key in visible_objects(store.as_ref(), date_dir).await? {
+                        urls.push(object_url(base, &key)?);
+                    }
+                }
+                urls
+            }
+        };
+        debug!(table = ?self.source, files = urls.len(), "Listed a table for a scan.");
+        if urls.is_empty() {
             let schema = project_schema(&self.schema, projection)?;
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
 
-        let urls = files
-            .iter()
-            .map(|path| file_url(path))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
@@ -201,6 +248,65 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, ListingError> {
     Ok(names)
 }
 
+/// The `date=YYYY-MM-DD` "directories" (common prefixes) of a table in an object store,
+/// sorted by date.
+async fn list_object_dates(
+    store: &dyn ObjectStore,
+    table_dir: &ObjectPath,
+) -> datafusion::common::Result<Vec<(NaiveDate, ObjectPath)>> {
+    let listed = store
+        .list_with_delimiter(Some(table_dir))
+        .await
+        .map_err(|source| object_listing_error(table_dir, source))?;
+    let mut dates: Vec<(NaiveDate, ObjectPath)> = listed
+        .common_prefixes
+        .into_iter()
+        .filter_map(|prefix| {
+            let date = layout::parse_date_dir(prefix.filename()?)?;
+            Some((date, prefix))
+        })
+        .collect();
+    dates.sort();
+    Ok(dates)
+}
+
+/// The data objects of one date prefix a reader must read ([`layout::visible`]).
+async fn visible_objects(
+    store: &dyn ObjectStore,
+    date_dir: &ObjectPath,
+) -> datafusion::common::Result<Vec<ObjectPath>> {
+    let listed = store
+        .list_with_delimiter(Some(date_dir))
+        .await
+        .map_err(|source| object_listing_error(date_dir, source))?;
+    let ranges: Vec<FileRange> = listed
+        .objects
+        .iter()
+        .filter_map(|object| object.location.filename())
+        .filter(|name| layout::is_data_name(name))
+        .filter_map(FileRange::parse)
+        .collect();
+    Ok(layout::visible(&ranges)
+        .iter()
+        .map(|range| date_dir.clone().join(range.file_name()))
+        .collect())
+}
+
+fn object_listing_error(path: &ObjectPath, source: object_store::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(ObjectListingError {
+        path: path.to_string(),
+        source,
+    }))
+}
+
+/// The URL of one object, under the store's base URL (`s3://bucket/key`).
+fn object_url(base: &url::Url, key: &ObjectPath) -> datafusion::common::Result<ListingTableUrl> {
+    let url = base
+        .join(key.as_ref())
+        .map_err(|e| DataFusionError::Execution(format!("{base} + {key}: {e}")))?;
+    ListingTableUrl::try_new(url, None)
+}
+
 /// A `file://` URL for one data file. Built directly rather than with
 /// `ListingTableUrl::parse`, which would `stat` the path (once more per file) and read glob
 /// characters in the root's name as a pattern.
@@ -213,11 +319,11 @@ fn file_url(path: &Path) -> datafusion::common::Result<ListingTableUrl> {
 
 /// Keeps the date directories that the filters on `date` alone can match. Anything it cannot
 /// evaluate keeps every directory: the filters are applied to the rows anyway.
-fn prune_dates(
+fn prune_dates<P>(
     state: &dyn Session,
     filters: &[Expr],
-    dates: Vec<(NaiveDate, PathBuf)>,
-) -> Vec<(NaiveDate, PathBuf)> {
+    dates: Vec<(NaiveDate, P)>,
+) -> Vec<(NaiveDate, P)> {
     let date_filters: Vec<&Expr> = filters.iter().filter(|f| on_date_only(f)).collect();
     if date_filters.is_empty() || dates.is_empty() {
         return dates;
@@ -241,10 +347,10 @@ fn on_date_only(filter: &Expr) -> bool {
 }
 
 /// For each date, whether every filter is true for it (null counts as false, as in `WHERE`).
-fn date_matches(
+fn date_matches<P>(
     state: &dyn Session,
     filters: &[&Expr],
-    dates: &[(NaiveDate, PathBuf)],
+    dates: &[(NaiveDate, P)],
 ) -> datafusion::common::Result<Vec<bool>> {
     let schema = Arc::new(Schema::new(vec![Field::new(DATE, DataType::Date32, false)]));
     let days: Date32Array = dates

@@ -1,6 +1,6 @@
 //! The query engine: one DataFusion session over the three tables, read-only, with limits.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,9 @@ use tlsrpt_schemas::tables::{failures_schema, policies_schema, reports_schema};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::catalog::VisibleFilesTable;
+use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
+use crate::location::TablesLocation;
 use crate::read_only;
 
 /// Limits of the query engine.
@@ -73,7 +74,7 @@ impl QueryResult {
 /// the next query, and the session's caches (Parquet footers, file statistics) outlive a
 /// query. No statement can change the session: all but queries are refused.
 pub struct QueryEngine {
-    root: PathBuf,
+    location: TablesLocation,
     options: QueryOptions,
     context: SessionContext,
     turns: Semaphore,
@@ -82,7 +83,7 @@ pub struct QueryEngine {
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryEngine")
-            .field("root", &self.root)
+            .field("location", &self.location)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -92,12 +93,24 @@ impl QueryEngine {
     /// An engine over the tables under `root` (`DATA_DIR/tables`). The directory need not
     /// exist yet: tables without files answer with no rows.
     pub fn new(root: impl Into<PathBuf>, options: QueryOptions) -> Result<Self> {
-        let root = root.into();
-        // File URLs need an absolute path; resolving it now also pins a relative root to the
-        // working directory at start.
-        let root = std::path::absolute(&root).map_err(|e| QueryError::Internal {
-            message: format!("resolving {}: {e}", root.display()),
-        })?;
+        Self::at(TablesLocation::Local(root.into()), options)
+    }
+
+    /// An engine over the tables at `location`: a directory, or a prefix in an object store
+    /// (`tlsrpt query --store s3://bucket/prefix`).
+    pub fn at(location: TablesLocation, options: QueryOptions) -> Result<Self> {
+        let location = match location {
+            // File URLs need an absolute path; resolving it now also pins a relative root to
+            // the working directory at start.
+            TablesLocation::Local(root) => {
+                TablesLocation::Local(std::path::absolute(&root).map_err(|e| {
+                    QueryError::Internal {
+                        message: format!("resolving {}: {e}", root.display()),
+                    }
+                })?)
+            }
+            object => object,
+        };
         let setup = |e: datafusion::error::DataFusionError| QueryError::Internal {
             message: crate::error::bounded(&e),
         };
@@ -110,27 +123,42 @@ impl QueryEngine {
         let config = SessionConfig::new().with_information_schema(true);
         let context =
             SessionContext::new_with_config_rt(config, runtime.build_arc().map_err(setup)?);
+        if let TablesLocation::Object { store, base, .. } = &location {
+            context.register_object_store(base, Arc::clone(store));
+        }
         for (name, schema) in
             TABLES
                 .iter()
                 .zip([reports_schema(), policies_schema(), failures_schema()])
         {
-            let table = VisibleFilesTable::new(root.join(name), schema);
+            let source = match &location {
+                TablesLocation::Local(root) => TableSource::Local(root.join(name)),
+                TablesLocation::Object {
+                    store,
+                    base,
+                    prefix,
+                } => TableSource::Object {
+                    store: Arc::clone(store),
+                    base: base.clone(),
+                    dir: prefix.clone().join(*name),
+                },
+            };
+            let table = VisibleFilesTable::new(source, schema);
             context
                 .register_table(*name, Arc::new(table))
                 .map_err(setup)?;
         }
         Ok(Self {
-            root,
+            location,
             turns: Semaphore::new(options.max_concurrent.max(1)),
             options,
             context,
         })
     }
 
-    /// The directory the tables live under.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the tables live.
+    pub fn location(&self) -> &TablesLocation {
+        &self.location
     }
 
     pub fn options(&self) -> &QueryOptions {

@@ -15,6 +15,7 @@
 //! - `catalog`: the tables as DataFusion providers that list the files a reader must see
 //!   (superseded and temporary files left out) at every scan, so new files are seen by the
 //!   next query.
+//! - [`location`]: where the tables are, a directory or an S3-compatible object store.
 //! - `read_only`: which statements are answered.
 //! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
 //! - [`http`]: the HTTP front end and its status codes.
@@ -24,9 +25,11 @@ mod catalog;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod location;
 pub mod output;
 mod read_only;
 
 pub use engine::{QueryEngine, QueryOptions, QueryResult};
 pub use error::{QueryError, Result};
+pub use location::TablesLocation;
 pub use output::{OutputFormat, write_result};

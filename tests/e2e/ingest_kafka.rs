@@ -69,6 +69,29 @@ fn what_ingest_acknowledges_is_on_the_topic() {
         rejected.display()
     );
 
+    // A report larger than the broker takes (Kafka's 1 MB message.max.bytes by default) is
+    // refused as too large, not answered "try again" for ever, and kept.
+    let details: Vec<serde_json::Value> = (0..9000)
+        .map(|i| {
+            serde_json::json!({
+                "result-type": "certificate-expired",
+                "sending-mta-ip": format!("192.0.2.{}", i % 250),
+                "receiving-mx-hostname": format!("mx{i}.big.example"),
+                "failed-session-count": 1
+            })
+        })
+        .collect();
+    let mut big: serde_json::Value = serde_json::from_str(&report(9, "big.example")).unwrap();
+    big["policies"][0]["failure-details"] = details.into();
+    big["policies"][0]["summary"]["total-failure-session-count"] = 9000.into();
+    let big = big.to_string();
+    assert!(big.len() > 1_100_000, "{}", big.len());
+    let kept_before = std::fs::read_dir(&rejected).unwrap().count();
+    let (status, answer) = ingest.post(gzip(big.as_bytes()), "application/tlsrpt+gzip");
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["code"], "too_large_for_bus", "{answer}");
+    assert!(std::fs::read_dir(&rejected).unwrap().count() > kept_before);
+
     let mut on_topic = topic_by_report(&broker.address(), 6, acknowledged.len() + 1);
     on_topic.sort();
     acknowledged.sort();

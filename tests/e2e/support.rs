@@ -49,6 +49,8 @@ pub(crate) struct Up {
     pub(crate) smtp: SocketAddr,
     pub(crate) sql_url: String,
     pub(crate) metrics_url: String,
+    /// The banner's first line (`tlsrpt up: ...`).
+    pub(crate) headline: String,
     http: reqwest::blocking::Client,
 }
 
@@ -90,9 +92,12 @@ impl Up {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut reports, mut smtp, mut sql, mut metrics) = (None, None, None, None);
+        let mut headline = String::new();
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
-            if line.contains("reports over HTTP") {
+            if line.starts_with("tlsrpt up:") {
+                headline = line;
+            } else if line.contains("reports over HTTP") {
                 reports = after(&line, "http").map(str::to_owned);
             } else if line.contains("reports by mail") {
                 smtp = after(&line, "smtp://")
@@ -123,6 +128,7 @@ impl Up {
             smtp,
             sql_url,
             metrics_url,
+            headline,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()

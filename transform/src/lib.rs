@@ -32,7 +32,24 @@
 //! `report_uid` and same partition) is written once: the transformer keeps the set of
 //! `report_uid`s written, rebuilt at open from the `reports` files.
 //!
-//! Messages that are not reports are kept in the dead-letter area and count as consumed.
+//! Messages that are not reports are kept as dead letters (the dead-letter area beside the
+//! embedded log, the dead-letter topic on Kafka) and count as consumed.
+//!
+//! ## Several transformers
+//! On Kafka, transformers in one consumer group share the topic's partitions and write one
+//! store. Each works only on the partitions it owns ([`tlsrpt_bus::Assignment`]): it takes a
+//! partition over with the steps of [`Transformer::open`] (finish or discard that partition's
+//! interrupted flushes, resume at the larger of the committed offset and its files' end,
+//! reload its `report_uid`s), and releases it by dropping its unwritten batch, which the new
+//! owner reads again. Recovery and compaction touch only owned partitions, so one
+//! transformer never deletes another's staging files.
+//!
+//! A transformer that lost a partition while busy (its session timed out during a long
+//! flush) could publish a batch that the new owner also reads. Before publishing, a flush
+//! asks the consumer whether the partition is still owned under the same epoch and drops the
+//! batch if not; the window that remains is the publish itself (milliseconds, against a
+//! session timeout of seconds). Closing it fully needs a conditional create per flush in
+//! the store (the object-store commit protocol), not yet done.
 //!
 //! ## Compaction
 //! Between flushes, the loop merges runs of small files of one (table, date, partition)

@@ -3,4 +3,5 @@
 
 mod engine;
 mod http;
+mod s3;
 mod support;
