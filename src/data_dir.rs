@@ -70,11 +70,28 @@ impl DataDir {
         )
     }
 
+    /// Refuses to start an embedded log beside tables written without one (by `tlsrpt up
+    /// --kafka`, or a `tlsrpt transform --store` pointed here): file names record bus
+    /// offsets, not which bus, so the transformer would resume the new log at the tables'
+    /// offsets and skip its first reports.
+    pub(crate) fn check_tables_match_embedded_log(&self) -> anyhow::Result<()> {
+        let reports = self.tables().join(tlsrpt_schemas::layout::TABLES[0]);
+        let has_tables = std::fs::read_dir(&reports).is_ok_and(|mut dates| dates.next().is_some());
+        if has_tables && !self.bus().exists() {
+            anyhow::bail!(
+                "{} holds tables written from another bus (Kafka?) and no embedded log: a new                  log would reuse their offsets and its reports would be skipped. Use --kafka                  with that deployment, or another --data-dir",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Write access to the bus: this process's own when free, else through the socket of
     /// the `tlsrpt up` that owns it.
     pub(crate) async fn bus_writer(&self) -> anyhow::Result<BusWriter> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("cannot create {}", self.root.display()))?;
+        self.check_tables_match_embedded_log()?;
         match self.own_bus(None) {
             Ok(log) => Ok(BusWriter::Owned(log)),
             Err(BusError::Locked { .. }) => {

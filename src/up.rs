@@ -92,7 +92,10 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create the data directory {}", data.root().display()))?;
     let bus = match &settings.kafka {
-        None => Bus::Embedded(own_bus(&data, settings.partitions)?),
+        None => {
+            data.check_tables_match_embedded_log()?;
+            Bus::Embedded(own_bus(&data, settings.partitions)?)
+        }
         Some(kafka) => {
             if data.bus().exists() {
                 // The tables' file names record bus offsets, not which bus: the Kafka

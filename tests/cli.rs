@@ -357,3 +357,39 @@ fn explain_refuses_what_is_not_a_report() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// Tables written from Kafka (`up --kafka`, `transform --store`) record Kafka's offsets: an
+/// embedded log started beside them would reuse those offsets and its first reports would be
+/// skipped, so `up` and `import` refuse, and create nothing.
+#[test]
+fn no_embedded_log_is_started_beside_tables_from_another_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let date_dir = dir.path().join("tables/reports/date=2026-01-01");
+    std::fs::create_dir_all(&date_dir).unwrap();
+    std::fs::write(
+        date_dir.join("p00000-00000000000000000000-00000000000000000009.parquet"),
+        b"",
+    )
+    .unwrap();
+    let report = vendored("domainaware__parsedmarc/rfc8460.json");
+    let import = ["import", "--data-dir", data, report.to_str().unwrap()];
+    let up = [
+        "up",
+        "--data-dir",
+        data,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--smtp-listen",
+        "off",
+        "--query-listen",
+        "127.0.0.1:0",
+    ];
+    for args in [&import[..], &up[..]] {
+        let output = tlsrpt(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("no embedded log"), "{args:?}: {stderr}");
+        assert!(!dir.path().join("bus").exists(), "{args:?} created a log");
+    }
+}
