@@ -312,38 +312,38 @@ impl Query {
         assert!(status.is_success(), "SQL {sql:?} answered {status}: {text}");
         serde_json::from_str(&text).unwrap()
     }
+}
 
-    /// The `report_uid` of every row of `reports` (duplicates kept: a test counts them).
-    pub(crate) fn report_uids(&self) -> Vec<String> {
-        let mut uids: Vec<String> = self
-            .sql("SELECT report_uid FROM reports")
-            .iter()
-            .map(|row| row["report_uid"].as_str().unwrap().to_owned())
-            .collect();
-        uids.sort();
-        uids
-    }
+/// The `report_uid` of every row of `reports`, sorted (duplicates kept: a test counts them),
+/// through `sql` (a `tlsrpt query` or a `tlsrpt up`).
+fn report_uids(sql: impl Fn(&str) -> Vec<serde_json::Value>) -> Vec<String> {
+    let mut uids: Vec<String> = sql("SELECT report_uid FROM reports")
+        .iter()
+        .map(|row| row["report_uid"].as_str().unwrap().to_owned())
+        .collect();
+    uids.sort();
+    uids
+}
 
-    /// Waits (60 s at most) until the rows of `reports` are exactly `expected` (sorted).
-    pub(crate) fn wait_for_reports(&self, expected: &[String]) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let found = self.report_uids();
-            if found == expected {
-                return;
-            }
-            if Instant::now() > deadline {
-                let missing = expected.iter().filter(|u| !found.contains(u)).count();
-                let mut dedup = found.clone();
-                dedup.dedup();
-                panic!(
-                    "after 60 s the tables hold {} rows ({} distinct) for {} acknowledged reports; {missing} missing",
-                    found.len(),
-                    dedup.len(),
-                    expected.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
+/// Waits (60 s at most) until the rows of `reports` are exactly `expected` (sorted).
+pub(crate) fn wait_for_reports(sql: impl Fn(&str) -> Vec<serde_json::Value>, expected: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = report_uids(&sql);
+        if found == expected {
+            return;
         }
+        if Instant::now() > deadline {
+            let missing = expected.iter().filter(|u| !found.contains(u)).count();
+            let mut dedup = found.clone();
+            dedup.dedup();
+            panic!(
+                "after 60 s the tables hold {} rows ({} distinct) for {} acknowledged reports; {missing} missing",
+                found.len(),
+                dedup.len(),
+                expected.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -14,7 +14,9 @@ use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions, dead_letter_header}
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 use tlsrpt_bus::{Message, Producer};
 
-use crate::kafka_support::{DLQ_TOPIC, Ingest, Query, TOPIC, Transform, envelope};
+use crate::kafka_support::{
+    DLQ_TOPIC, Ingest, Query, TOPIC, Transform, envelope, wait_for_reports,
+};
 use crate::support::{Posters, assert_exactly_once, fixtures, gzip, report, wait_until};
 
 fn broker() -> TestBroker {
@@ -68,7 +70,7 @@ fn transformers_in_a_group_write_what_ingest_acknowledged_through_rebalances() {
     assert_eq!(ingest.post(again, "application/json").0, 200);
     acknowledged.sort();
     acknowledged.dedup();
-    query.wait_for_reports(&acknowledged);
+    wait_for_reports(|sql| query.sql(sql), &acknowledged);
     let corpus = acknowledged.len() as u64;
     assert!(corpus >= 15, "{corpus}");
     // Both members wrote: the group shared the partitions.
@@ -145,7 +147,7 @@ fn a_poison_message_goes_to_the_dead_letter_topic_and_its_partition_moves_on() {
     );
 
     // Every report is written, those behind the poison included...
-    query.wait_for_reports(&acknowledged);
+    wait_for_reports(|sql| query.sql(sql), &acknowledged);
     // ...and the poison is on the dead-letter topic, as it was, with the reason.
     let letters = read_topic(&broker.address(), DLQ_TOPIC, 1, 1);
     assert_eq!(letters.len(), 1, "{letters:?}");

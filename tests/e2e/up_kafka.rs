@@ -3,42 +3,13 @@
 //! `tlsrpt_bus::test_broker`) instead of the embedded log. What it acknowledges is what SQL
 //! answers, once each, also across a restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::{SmtpTransport, Transport as _};
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 
-use crate::kafka_support::{DLQ_TOPIC, TOPIC, envelope};
+use crate::kafka_support::{DLQ_TOPIC, TOPIC, envelope, wait_for_reports};
 use crate::support::{Up, fixtures, gzip, report};
-
-/// The sorted `report_uid`s of `reports`, duplicates kept.
-fn report_uids(up: &Up) -> Vec<String> {
-    let mut uids: Vec<String> = up
-        .sql("SELECT report_uid FROM reports")
-        .iter()
-        .map(|row| row["report_uid"].as_str().unwrap().to_owned())
-        .collect();
-    uids.sort();
-    uids
-}
-
-/// Waits (60 s at most) until the rows of `reports` are exactly `expected` (sorted, distinct).
-fn wait_for_reports(up: &Up, expected: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = report_uids(up);
-        if found == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after 60 s the tables hold {} rows for {} acknowledged reports: {found:?}",
-            found.len(),
-            expected.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn start(data: &std::path::Path, brokers: &str) -> Up {
     Up::start(data, &["--kafka", brokers], &[])
@@ -92,7 +63,7 @@ fn up_on_kafka_answers_sql_with_exactly_what_it_acknowledged() {
     acknowledged.dedup();
     assert!(acknowledged.len() >= 15, "{}", acknowledged.len());
 
-    wait_for_reports(&up, &acknowledged);
+    wait_for_reports(|sql| up.sql(sql), &acknowledged);
     // The receivers published to the topic (the embedded log is not even created, and nor
     // is the local append socket).
     assert_eq!(read_topic(&broker.address(), TOPIC, 6, sent).len(), sent);
@@ -114,7 +85,7 @@ fn up_on_kafka_answers_sql_with_exactly_what_it_acknowledged() {
     assert_eq!(status, 200, "{answer}");
     acknowledged.push(answer["report_uid"].as_str().unwrap().to_owned());
     acknowledged.sort();
-    wait_for_reports(&up, &acknowledged);
+    wait_for_reports(|sql| up.sql(sql), &acknowledged);
     up.stop();
 }
 
