@@ -261,8 +261,11 @@ pub(crate) struct TransformSettings {
     #[arg(long, env = "TLSRPT_GROUP", value_name = "NAME")]
     pub(crate) group: Option<String>,
 
-    /// Where the tables are written: a directory (shared by every transformer of the group
-    /// and read by `tlsrpt query --store`) [default: ./tlsrpt-data/tables].
+    /// Where the tables are written, shared by every transformer of the group and read by
+    /// `tlsrpt query --store`: a directory, or `s3://bucket/prefix` (credentials, region
+    /// and, for S3-compatible stores, `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP` from the usual
+    /// `AWS_*` variables; the store must support conditional writes, `If-None-Match`)
+    /// [default: ./tlsrpt-data/tables].
     #[arg(long, env = "TLSRPT_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
 
@@ -296,7 +299,7 @@ pub(crate) struct TransformResolved {
     pub(crate) topic: String,
     pub(crate) dlq_topic: String,
     pub(crate) group: String,
-    pub(crate) store: Store,
+    pub(crate) store: tlsrpt_query::TablesLocation,
     pub(crate) metrics_listen: SocketAddr,
     pub(crate) flush_interval: Duration,
     pub(crate) compact_min_files: usize,
@@ -336,7 +339,7 @@ impl TransformSettings {
                 .dlq_topic
                 .unwrap_or_else(|| tlsrpt_bus::kafka::DEFAULT_DEAD_LETTER_TOPIC.to_owned()),
             group: self.group.unwrap_or_else(|| "tlsrpt-transform".to_owned()),
-            store: Store::parse(self.store.as_deref())?,
+            store: parse_store(self.store.as_deref())?,
             metrics_listen: self
                 .metrics_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8463))),
@@ -381,15 +384,8 @@ impl QuerySettings {
     }
 
     pub(crate) fn resolve(self) -> anyhow::Result<QueryResolved> {
-        let store = match self.store.as_deref().map(str::trim) {
-            Some(text) if !text.is_empty() => tlsrpt_query::TablesLocation::parse(text)
-                .map_err(|e| anyhow::anyhow!("--store {e}"))?,
-            _ => tlsrpt_query::TablesLocation::Local(
-                PathBuf::from(crate::data_dir::DEFAULT).join("tables"),
-            ),
-        };
         Ok(QueryResolved {
-            store,
+            store: parse_store(self.store.as_deref())?,
             query_listen: self
                 .query_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
@@ -397,31 +393,17 @@ impl QuerySettings {
     }
 }
 
-/// Where the tables live, as `--store` gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Store {
-    /// A directory (a path, or a `file://` URL).
-    Local(PathBuf),
-}
-
-impl Store {
-    /// Reads `--store`; `None` is the embedded default, `./tlsrpt-data/tables`.
-    pub(crate) fn parse(text: Option<&str>) -> anyhow::Result<Store> {
-        let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
-            return Ok(Store::Local(
-                PathBuf::from(crate::data_dir::DEFAULT).join("tables"),
-            ));
-        };
-        if let Some(path) = text.strip_prefix("file://") {
-            return Ok(Store::Local(PathBuf::from(path)));
+/// Reads `--store` (`tlsrpt transform`, `tlsrpt query`): a directory, a `file://` URL, or
+/// `s3://bucket/prefix` configured from the `AWS_*` environment; `None` is the embedded
+/// default, `./tlsrpt-data/tables`.
+pub(crate) fn parse_store(text: Option<&str>) -> anyhow::Result<tlsrpt_query::TablesLocation> {
+    match text.map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            tlsrpt_query::TablesLocation::parse(text).map_err(|e| anyhow::anyhow!("--store {e}"))
         }
-        if let Some((scheme, _)) = text.split_once("://") {
-            bail!(
-                "--store {text}: {scheme}:// stores are not supported by this build yet; give a \
-                 directory (a shared file system for several transformers)"
-            );
-        }
-        Ok(Store::Local(PathBuf::from(text)))
+        _ => Ok(tlsrpt_query::TablesLocation::Local(
+            PathBuf::from(crate::data_dir::DEFAULT).join("tables"),
+        )),
     }
 }
 

@@ -16,11 +16,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use tlsrpt_transform::{TransformError, TransformOptions, Transformer};
+use tlsrpt_query::TablesLocation;
+use tlsrpt_transform::{TableStore, TransformError, TransformOptions, Transformer};
 use tokio::sync::watch;
 
 use crate::receivers::{bind, stopped};
-use crate::settings::{Store, TransformResolved, TransformSettings};
+use crate::settings::{TransformResolved, TransformSettings};
 use crate::up::{flatten_join, shutdown_signal};
 
 /// Consume the report topic as a member of a consumer group and write the Parquet tables,
@@ -52,7 +53,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn transform(settings: TransformResolved) -> anyhow::Result<()> {
-    let Store::Local(root) = settings.store.clone();
+    let described = settings.store.describe();
+    let store = match settings.store.clone() {
+        TablesLocation::Local(root) => TableStore::local(root),
+        TablesLocation::Object { store, prefix, .. } => {
+            TableStore::object(store, prefix.as_ref(), described.clone())?
+        }
+    };
     let metrics_listener = bind(settings.metrics_listen, "metrics", "--metrics-listen").await?;
 
     let consumer = crate::kafka::consumer(
@@ -71,12 +78,11 @@ async fn transform(settings: TransformResolved) -> anyhow::Result<()> {
             compact_min_files: settings.compact_min_files,
             ..TransformOptions::default()
         };
-        let tables = root.clone();
         tokio::task::spawn_blocking(move || {
-            Transformer::open(consumer, tables, dead_letters, options)
+            Transformer::open(consumer, store, dead_letters, options)
         })
         .await?
-        .with_context(|| format!("cannot open the tables in {}", root.display()))?
+        .with_context(|| format!("cannot open the tables in {described}"))?
     };
     if let Some(point) = crate::up::test_crash_point()? {
         transformer.crash_at(point);
@@ -125,7 +131,7 @@ async fn transform(settings: TransformResolved) -> anyhow::Result<()> {
         settings.group,
         settings.topic,
         settings.kafka,
-        root.display(),
+        described,
         settings.dlq_topic,
         crate::up::reachable(metrics_address),
     );

@@ -28,6 +28,8 @@ pub mod http;
 pub mod location;
 pub mod output;
 mod read_only;
+#[doc(hidden)]
+pub mod test_store;
 
 pub use engine::{QueryEngine, QueryOptions, QueryResult};
 pub use error::{QueryError, Result};

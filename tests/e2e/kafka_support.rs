@@ -222,13 +222,24 @@ impl Transform {
         env: &[(&str, &str)],
     ) -> Transform {
         let log = store.with_file_name(format!("{name}.log"));
+        Self::start_at(store.to_str().unwrap(), &log, brokers, env)
+    }
+
+    /// A member of group `tlsrpt-transform` writing into the store at `url` (a path or
+    /// `s3://…`), logging to `log`.
+    pub(crate) fn start_at(
+        url: &str,
+        log: &Path,
+        brokers: &str,
+        env: &[(&str, &str)],
+    ) -> Transform {
         let (service, banner) = Service::start(
             &[
                 "transform",
                 "--kafka",
                 brokers,
                 "--store",
-                store.to_str().unwrap(),
+                url,
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--flush-interval",
@@ -238,7 +249,7 @@ impl Transform {
                 "6s",
             ],
             env,
-            &log,
+            log,
             "metrics",
         );
         let metrics_url = banner
@@ -272,16 +283,15 @@ pub(crate) struct Query {
 impl Query {
     pub(crate) fn start(store: &Path) -> Query {
         let log = store.with_file_name("query.log");
+        Self::start_at(store.to_str().unwrap(), &log, &[])
+    }
+
+    /// The SQL service over the store at `url` (a path or `s3://…`), logging to `log`.
+    pub(crate) fn start_at(url: &str, log: &Path, env: &[(&str, &str)]) -> Query {
         let (service, banner) = Service::start(
-            &[
-                "query",
-                "--store",
-                store.to_str().unwrap(),
-                "--query-listen",
-                "127.0.0.1:0",
-            ],
-            &[],
-            &log,
+            &["query", "--store", url, "--query-listen", "127.0.0.1:0"],
+            env,
+            log,
             "POST",
         );
         let sql_url = banner

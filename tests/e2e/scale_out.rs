@@ -4,15 +4,20 @@
 //! over it. Transformers come, go, are killed at each step of a flush; a poison message goes
 //! to the dead-letter topic. Every acknowledged report ends in the tables exactly once.
 //!
-//! The store here is a local directory shared by the transformers.
+//! The store is a local directory shared by the transformers, or an S3 bucket on a local
+//! S3-compatible server (moto, see `tlsrpt_query::test_store`): the transformers then write
+//! through `object_store`'s S3 client with conditional PUTs for their claims, and
+//! `tlsrpt query` reads the same bucket.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use lettre::Transport as _;
 use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions, dead_letter_header};
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 use tlsrpt_bus::{Message, Producer};
+use tlsrpt_query::test_store::S3Server;
 
 use crate::kafka_support::{
     DLQ_TOPIC, Ingest, Query, TOPIC, Transform, envelope, wait_for_reports,
@@ -173,17 +178,72 @@ fn a_poison_message_goes_to_the_dead_letter_topic_and_its_partition_moves_on() {
     assert_eq!(transform.counter("tlsrpt_transform_dead_lettered_total"), 1);
 }
 
+/// Where a test's transformers write: a directory, or a bucket on a local S3 server.
+enum Store {
+    Local(std::path::PathBuf),
+    S3(S3Server),
+}
+
+impl Store {
+    fn s3() -> Store {
+        Store::S3(S3Server::start())
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Store::Local(path) => path.to_str().unwrap().to_owned(),
+            Store::S3(_) => "s3://tlsrpt/tables".to_owned(),
+        }
+    }
+
+    /// The environment a process needs for the store (and `extra`).
+    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut env = match self {
+            Store::Local(_) => Vec::new(),
+            Store::S3(server) => server.env(),
+        };
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    }
+
+    fn transform(
+        &self,
+        logs: &Path,
+        brokers: &str,
+        name: &str,
+        extra: &[(&'static str, &str)],
+    ) -> Transform {
+        let env = self.env(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Transform::start_at(
+            &self.url(),
+            &logs.join(format!("{name}.log")),
+            brokers,
+            &env,
+        )
+    }
+
+    fn query(&self, logs: &Path) -> Query {
+        let env = self.env(&[]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Query::start_at(&self.url(), &logs.join("query.log"), &env)
+    }
+}
+
 /// A transformer aborted at `point` of its first flush (as if killed there), with clients
 /// posting; another member of the group takes its partitions over once its session times
 /// out. Every acknowledged report is in the tables once.
 fn abort_at(point: &str) {
-    let broker = broker();
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("tables");
-    let ingest = Ingest::start(&dir.path().join("ingest"), &broker.address());
+    abort_at_in(point, &Store::Local(dir.path().join("tables")), dir.path());
+}
+
+fn abort_at_in(point: &str, store: &Store, logs: &Path) {
+    let broker = broker();
+    let ingest = Ingest::start(&logs.join("ingest"), &broker.address());
     let posters = Posters::start(ingest.reports_url(), 2, Duration::from_millis(5));
-    let mut crashing = Transform::start(
-        &store,
+    let mut crashing = store.transform(
+        logs,
         &broker.address(),
         "crashing",
         &[("TLSRPT_TEST_CRASH_AT", point)],
@@ -193,12 +253,12 @@ fn abort_at(point: &str) {
         !status.success(),
         "the transformer aborted at {point}: {status}"
     );
-    let survivor = Transform::start(&store, &broker.address(), "survivor", &[]);
+    let survivor = store.transform(logs, &broker.address(), "survivor", &[]);
     wait_until("200 reports posted", Duration::from_secs(60), || {
         posters.acknowledged_so_far() >= 200
     });
     let posted: BTreeSet<String> = posters.finish();
-    let query = Query::start(&store);
+    let query = store.query(logs);
     assert_exactly_once(|sql| query.sql(sql), &posted);
     let rows = query.sql("SELECT count(*) AS n FROM reports");
     assert_eq!(rows[0]["n"], posted.len() as u64, "{rows:?}");
@@ -206,7 +266,61 @@ fn abort_at(point: &str) {
 }
 
 #[test]
-fn a_transformer_killed_after_staging_before_the_manifest_loses_nothing() {
+fn transformers_writing_to_s3_keep_exactly_once_through_a_rebalance() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path();
+    let store = Store::s3();
+    let ingest = Ingest::start(&logs.join("ingest"), &broker.address());
+    let first = store.transform(logs, &broker.address(), "transform-1", &[]);
+    let second = store.transform(logs, &broker.address(), "transform-2", &[]);
+    let query = store.query(logs);
+
+    let mut corpus = Vec::new();
+    for path in fixtures("json") {
+        let (status, answer) = ingest.post(
+            gzip(&std::fs::read(&path).unwrap()),
+            "application/tlsrpt+gzip",
+        );
+        assert_eq!(status, 200, "{}: {answer}", path.display());
+        corpus.push(answer["report_uid"].as_str().unwrap().to_owned());
+    }
+    corpus.sort();
+    corpus.dedup();
+    wait_for_reports(|sql| query.sql(sql), &corpus);
+
+    // While clients post, the first member leaves: its partitions move to the second.
+    let posters = Posters::start(ingest.reports_url(), 4, Duration::from_millis(2));
+    wait_until("300 reports posted", Duration::from_secs(60), || {
+        posters.acknowledged_so_far() >= 300
+    });
+    assert!(
+        first.service.stop().success(),
+        "transform exits 0 on SIGTERM"
+    );
+    wait_until("600 reports posted", Duration::from_secs(60), || {
+        posters.acknowledged_so_far() >= 600
+    });
+    let posted = posters.finish();
+    assert_exactly_once(|sql| query.sql(sql), &posted);
+    let rows = query.sql("SELECT count(*) AS n, count(DISTINCT report_uid) AS u FROM reports");
+    let expected = (corpus.len() + posted.len()) as u64;
+    assert_eq!(rows[0]["n"], expected, "{rows:?}");
+    assert_eq!(rows[0]["u"], expected, "{rows:?}");
+    let failures = query.sql("SELECT count(*) AS n FROM failures");
+    assert!(failures[0]["n"].as_u64().unwrap() > 0, "{failures:?}");
+    assert!(second.service.stop().success());
+    assert!(ingest.stop().success());
+}
+
+#[test]
+fn a_transformer_killed_while_copying_into_an_s3_store_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    abort_at_in("flush-moving", &Store::s3(), dir.path());
+}
+
+#[test]
+fn a_transformer_killed_after_staging_before_the_claim_loses_nothing() {
     abort_at("flush-staged");
 }
 

@@ -17,15 +17,17 @@
 //! (`files::merge_files`), so its memory depends on the number of inputs, not their size.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::NaiveDate;
 use tlsrpt_schemas::layout::FileRange;
 
 use crate::CrashPoint;
-use crate::error::{Result, TransformError, io};
-use crate::files::{self, DataFile, Scan, TEMP_PREFIX, Table, sync_path};
+use crate::error::{Result, TransformError};
+use crate::files::{self, DataFile, Scan, TEMP_PREFIX, Table};
+use crate::staging::CLAIM_GRACE;
+use crate::store::TableStore;
 
 /// Directories examined for a merge per pass, at most: bounds the listing work of a pass.
 const DIRS_PER_PASS: usize = 16;
@@ -42,27 +44,33 @@ pub(crate) struct Merged {
 
 #[derive(Debug)]
 pub(crate) struct Compactor {
-    root: PathBuf,
+    store: Arc<TableStore>,
+    /// This transformer instance (`staging`): names its temporary files, so that two
+    /// writers merging the same run (one of them having lost the partition unawares) never
+    /// write into one file.
+    writer: String,
     min_files: usize,
     max_file_bytes: u64,
     grace: Duration,
     row_group_rows: usize,
     /// Directories that may have something to merge: all at start, then those flushed into.
     dirty: BTreeSet<DirKey>,
-    /// Superseded files and when they may go.
-    deletions: BTreeMap<PathBuf, Instant>,
+    /// Superseded files (keys) and when they may go.
+    deletions: BTreeMap<String, Instant>,
 }
 
 impl Compactor {
     pub(crate) fn new(
-        root: PathBuf,
+        store: Arc<TableStore>,
+        writer: String,
         min_files: usize,
         max_file_bytes: u64,
         grace: Duration,
         row_group_rows: usize,
     ) -> Self {
         Self {
-            root,
+            store,
+            writer,
             // Merging one file into itself would only rewrite it.
             min_files: min_files.max(2),
             max_file_bytes,
@@ -100,12 +108,24 @@ impl Compactor {
                 };
                 let age = wall_now.duration_since(since).unwrap_or(Duration::ZERO);
                 let remaining = self.grace.saturating_sub(age);
-                self.deletions.insert(file.path.clone(), now + remaining);
+                self.deletions.insert(file.key.clone(), now + remaining);
             }
         }
-        for tmp in &scan.temporaries {
-            // A compaction interrupted before its rename: its inputs are still the data.
-            std::fs::remove_file(tmp).map_err(io("remove", tmp))?;
+        self.delete_abandoned(&scan.temporaries, wall_now)
+    }
+
+    /// Deletes the temporary files of merges interrupted before their rename (their inputs
+    /// are still the data) once they are older than `staging::CLAIM_GRACE`: a younger one
+    /// may be another writer's merge in progress (one that lost the partition unawares).
+    fn delete_abandoned(
+        &self,
+        temporaries: &[(String, SystemTime)],
+        now: SystemTime,
+    ) -> Result<()> {
+        for (key, written) in temporaries {
+            if now.duration_since(*written).unwrap_or_default() > CLAIM_GRACE {
+                self.store.delete(key)?;
+            }
         }
         Ok(())
     }
@@ -114,9 +134,9 @@ impl Compactor {
     /// here any more, and its superseded files are the new owner's to delete.
     pub(crate) fn release(&mut self, partition: u32) {
         self.dirty.retain(|&(_, _, p)| p != partition);
-        self.deletions.retain(|path, _| {
-            path.file_name()
-                .and_then(|n| n.to_str())
+        self.deletions.retain(|key, _| {
+            key.rsplit('/')
+                .next()
                 .and_then(FileRange::parse)
                 .is_none_or(|range| range.partition != partition)
         });
@@ -140,20 +160,20 @@ impl Compactor {
     /// Deletes the superseded files whose grace has passed. A file that cannot be deleted is
     /// logged and left: it is invisible to readers, and the next start tries again.
     pub(crate) fn delete_due(&mut self, now: Instant) -> usize {
-        let due: Vec<PathBuf> = self
+        let due: Vec<String> = self
             .deletions
             .iter()
             .filter(|(_, at)| **at <= now)
             .map(|(path, _)| path.clone())
             .collect();
         let mut deleted = 0;
-        for path in due {
-            self.deletions.remove(&path);
-            match std::fs::remove_file(&path) {
-                Ok(()) => deleted += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        for key in due {
+            self.deletions.remove(&key);
+            match self.store.delete(&key) {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
                 Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "Cannot delete a superseded file.");
+                    tracing::warn!(%error, "Cannot delete a superseded file.");
                 }
             }
         }
@@ -177,9 +197,10 @@ impl Compactor {
 
     fn compact_dir(&mut self, key: DirKey, crash: Option<CrashPoint>) -> Result<Option<Merged>> {
         let (table, date, partition) = key;
-        let dir = files::date_dir(&self.root, table, date);
         let mut scan = Scan::default();
-        files::scan_date_dir(&dir, table, date, &mut scan)?;
+        files::scan_date_dir(&self.store, table, date, &mut scan)?;
+        scan.retain_partitions(|p| p == partition);
+        self.delete_abandoned(&scan.temporaries, SystemTime::now())?;
         let all: Vec<DataFile> = scan
             .files
             .into_iter()
@@ -198,13 +219,34 @@ impl Compactor {
         // Visible files of one partition have disjoint ranges (flushes never overlap, and a
         // merge covers consecutive files only), so the run is every visible file inside the
         // merged range: nothing else is superseded by the new file.
-        let name = merged_range.file_name();
-        let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
-        let target = dir.join(&name);
-        let inputs: Vec<PathBuf> = run.iter().map(|f| f.path.clone()).collect();
-        let (bytes, rows) = files::merge_files(table, &inputs, &tmp, self.row_group_rows)?;
-        std::fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
-        sync_path(&dir)?;
+        let dir = tlsrpt_schemas::layout::date_dir(table.name(), date);
+        let target = format!("{dir}/{}", merged_range.file_name());
+        let inputs: Vec<String> = run.iter().map(|f| f.key.clone()).collect();
+        // Local: a temporary name, synced, then renamed. An object store's PUT is atomic, so
+        // the output goes to its final key directly.
+        let written = if self.store.renames() {
+            format!(
+                "{dir}/{TEMP_PREFIX}{}.{}",
+                self.writer,
+                merged_range.file_name()
+            )
+        } else {
+            target.clone()
+        };
+        let sink = self.store.create(&written)?;
+        let (sink, rows) = files::merge_files(
+            &self.store,
+            table,
+            &inputs,
+            sink,
+            &self.store.display_key(&written),
+            self.row_group_rows,
+        )?;
+        let bytes = self.store.close(&written, sink)?;
+        if self.store.renames() {
+            self.store.sync(std::slice::from_ref(&written))?;
+            self.store.rename(&written, &target)?;
+        }
         if crash == Some(CrashPoint::CompactionRenamed) {
             return Err(TransformError::SimulatedCrash(
                 CrashPoint::CompactionRenamed,
@@ -215,7 +257,7 @@ impl Compactor {
         let delete_at = Instant::now() + self.grace;
         for file in all.iter().filter(|f| f.range.is_within(&merged_range)) {
             self.deletions
-                .entry(file.path.clone())
+                .entry(file.key.clone())
                 .and_modify(|at| *at = (*at).min(delete_at))
                 .or_insert(delete_at);
         }
@@ -285,7 +327,7 @@ mod tests {
                 first,
                 last,
             },
-            path: PathBuf::from(format!("{first}")),
+            key: format!("{first}"),
             bytes,
             modified: SystemTime::UNIX_EPOCH,
         }
@@ -297,7 +339,14 @@ mod tests {
 
     #[test]
     fn a_run_is_consecutive_small_files_within_the_size_cap() {
-        let compactor = Compactor::new(PathBuf::new(), 3, 100, Duration::ZERO, 10);
+        let compactor = Compactor::new(
+            Arc::new(TableStore::local("")),
+            String::new(),
+            3,
+            100,
+            Duration::ZERO,
+            10,
+        );
         let files = [
             file(0, 9, 10),
             file(10, 19, 500), // large: breaks the run
@@ -327,7 +376,14 @@ mod tests {
 
     #[test]
     fn a_merged_file_waits_for_files_of_its_own_size() {
-        let compactor = Compactor::new(PathBuf::new(), 3, 1000, Duration::ZERO, 10);
+        let compactor = Compactor::new(
+            Arc::new(TableStore::local("")),
+            String::new(),
+            3,
+            1000,
+            Duration::ZERO,
+            10,
+        );
         // A merge's output and two new flushes: not merged again yet.
         let files = [file(0, 29, 30), file(30, 39, 10), file(40, 49, 10)];
         let shown: Vec<&DataFile> = files.iter().collect();
@@ -349,7 +405,14 @@ mod tests {
 
     #[test]
     fn with_the_default_eight_files_a_merge_multiplies_its_largest_input() {
-        let compactor = Compactor::new(PathBuf::new(), 8, 1 << 30, Duration::ZERO, 10);
+        let compactor = Compactor::new(
+            Arc::new(TableStore::local("")),
+            String::new(),
+            8,
+            1 << 30,
+            Duration::ZERO,
+            10,
+        );
         // A merge of eight flushes and seven more flushes: the merged file waits (7 x 10 is
         // less than 3.5 x 80), and the seven wait for an eighth.
         let mut files = vec![file(0, 79, 80)];

@@ -26,6 +26,14 @@ pub enum TransformError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An object store refused or failed a request (the store unreachable, credentials
+    /// refused, a bucket missing).
+    #[error("cannot {action} {}: {source}", path.display())]
+    ObjectStore {
+        action: &'static str,
+        path: PathBuf,
+        source: object_store::Error,
+    },
     /// Writing or reading a Parquet file failed.
     #[error("Parquet file {}: {source}", path.display())]
     Parquet { path: PathBuf, source: ParquetError },
@@ -38,8 +46,8 @@ pub enum TransformError {
     /// The reports could not be put into the tables.
     #[error("flattening reports: {0}")]
     Tables(#[from] TablesError),
-    /// A file under the tables' root is not what the transformer writes (a damaged staging
-    /// manifest, a `report_uid` that is not 32 hex digits).
+    /// A file under the tables' root is not what the transformer writes (a damaged
+    /// claim, a `report_uid` that is not 32 hex digits).
     #[error("{}: {message}", path.display())]
     Unexpected { path: PathBuf, message: String },
     /// A message could not be read and could not be kept as a dead letter either; it is not

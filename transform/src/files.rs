@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,9 +25,11 @@ use tlsrpt_schemas::layout::{self, FileRange};
 use tlsrpt_schemas::tables::{Tables, failures_schema, policies_schema, reports_schema};
 
 use crate::error::{Result, TransformError, io};
+use crate::store::TableStore;
 
 /// Prefix of a file being written in a date directory (a compaction's output before its
-/// rename). It starts with `.`, so readers skip it (`layout::is_data_name`).
+/// rename, `.tmp-<writer>.<final name>`). It starts with `.`, so readers skip it
+/// (`layout::is_data_name`).
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
 /// zstd at a low level: DESIGN.md measured about 13 bytes per failure row.
@@ -98,7 +101,8 @@ pub(crate) struct DataFile {
     pub(crate) table: Table,
     pub(crate) date: NaiveDate,
     pub(crate) range: FileRange,
-    pub(crate) path: PathBuf,
+    /// Its key under the root: `failures/date=2026-01-01/p00000-…-….parquet`.
+    pub(crate) key: String,
     pub(crate) bytes: u64,
     pub(crate) modified: SystemTime,
 }
@@ -107,46 +111,35 @@ pub(crate) struct DataFile {
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
     pub(crate) files: Vec<DataFile>,
-    /// Leftover temporary files of interrupted compactions.
-    pub(crate) temporaries: Vec<PathBuf>,
+    /// Temporary files of compactions (local stores only): their keys and when they were
+    /// last written. An old one was left by an interrupted merge.
+    pub(crate) temporaries: Vec<(String, SystemTime)>,
 }
 
 impl Scan {
     /// Keeps only the files (and temporaries) of the partitions `keep` accepts.
     pub(crate) fn retain_partitions(&mut self, keep: impl Fn(u32) -> bool) {
         self.files.retain(|f| keep(f.range.partition));
-        self.temporaries.retain(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
+        self.temporaries.retain(|(key, _)| {
+            key.rsplit('/')
+                .next()
                 .and_then(|n| n.strip_prefix(TEMP_PREFIX))
-                .and_then(FileRange::parse)
+                .and_then(|n| n.split_once('.'))
+                .and_then(|(_writer, name)| FileRange::parse(name))
                 .is_none_or(|range| keep(range.partition))
         });
     }
 }
 
-/// The directory of one table's date: `<root>/failures/date=2026-01-01`.
-pub(crate) fn date_dir(root: &Path, table: Table, date: NaiveDate) -> PathBuf {
-    root.join(layout::date_dir(table.name(), date))
-}
-
 /// Every data file of every table (superseded ones included), and leftover temporaries.
-pub(crate) fn scan(root: &Path) -> Result<Scan> {
+pub(crate) fn scan(store: &TableStore) -> Result<Scan> {
     let mut scan = Scan::default();
     for table in Table::ALL {
-        let table_dir = root.join(table.name());
-        let entries = match std::fs::read_dir(&table_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io("list", &table_dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io("list", &table_dir))?;
-            let name = entry.file_name();
-            let Some(date) = name.to_str().and_then(layout::parse_date_dir) else {
+        for name in store.list(table.name())?.dirs {
+            let Some(date) = layout::parse_date_dir(&name) else {
                 continue;
             };
-            scan_date_dir(&entry.path(), table, date, &mut scan)?;
+            scan_date_dir(store, table, date, &mut scan)?;
         }
     }
     Ok(scan)
@@ -154,39 +147,31 @@ pub(crate) fn scan(root: &Path) -> Result<Scan> {
 
 /// The files of one date directory (all partitions), appended to `scan`.
 pub(crate) fn scan_date_dir(
-    dir: &Path,
+    store: &TableStore,
     table: Table,
     date: NaiveDate,
     scan: &mut Scan,
 ) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io("list", dir)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(io("list", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(TEMP_PREFIX) {
-            scan.temporaries.push(entry.path());
+    let dir = layout::date_dir(table.name(), date);
+    for entry in store.list(&dir)?.files {
+        let key = format!("{dir}/{}", entry.name);
+        if entry.name.starts_with(TEMP_PREFIX) {
+            scan.temporaries.push((key, entry.modified));
             continue;
         }
-        if !layout::is_data_name(name) {
+        if !layout::is_data_name(&entry.name) {
             continue;
         }
-        let Some(range) = FileRange::parse(name) else {
+        let Some(range) = FileRange::parse(&entry.name) else {
             continue;
         };
-        let path = entry.path();
-        let meta = entry.metadata().map_err(io("read metadata of", &path))?;
         scan.files.push(DataFile {
             table,
             date,
             range,
-            bytes: meta.len(),
-            modified: meta.modified().map_err(io("read the time of", &path))?,
-            path,
+            key,
+            bytes: entry.bytes,
+            modified: entry.modified,
         });
     }
     Ok(())
@@ -305,26 +290,25 @@ pub(crate) fn sync_paths(paths: &[PathBuf]) -> Result<()> {
 /// Rows taken from a flush's batch and handed to the Parquet writer at a time.
 const WRITE_ROWS: usize = 4096;
 
-/// Writes the `rows` of `batch` (indices, in the order to write them) to a new file at
-/// `path` without syncing it ([`sync_paths`] does, for several files at once). Returns the
-/// file's size.
-pub(crate) fn write_parquet_unsynced(
+/// Writes the `rows` of `batch` (indices, in the order to write them) as a Parquet file
+/// into `sink` (`path` names it in errors). The caller closes and syncs it.
+pub(crate) fn write_parquet<W: Write + Send>(
+    sink: W,
     path: &Path,
     table: Table,
     batch: &RecordBatch,
     rows: &UInt32Array,
     row_group_rows: usize,
-) -> Result<u64> {
+) -> Result<()> {
     let parquet = |source| TransformError::Parquet {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::create(path).map_err(io("create", path))?;
     let properties = writer_properties(table, row_group_rows, rows.len())?;
     // The Arrow schema is stored in the file's metadata (the writer's default), so readers
     // get the dictionary-typed columns back as dictionaries.
     let mut writer =
-        ArrowWriter::try_new(file, table.schema(), Some(properties)).map_err(parquet)?;
+        ArrowWriter::try_new(sink, table.schema(), Some(properties)).map_err(parquet)?;
     let mut start = 0;
     while start < rows.len() {
         let chunk = rows.slice(start, WRITE_ROWS.min(rows.len() - start));
@@ -333,8 +317,8 @@ pub(crate) fn write_parquet_unsynced(
             .map_err(parquet)?;
         start += chunk.len();
     }
-    let file = writer.into_inner().map_err(parquet)?;
-    Ok(file.metadata().map_err(io("read metadata of", path))?.len())
+    writer.into_inner().map_err(parquet)?;
+    Ok(())
 }
 
 /// A `report_uid` (32 lower-case hex digits) as a number: 16 bytes in the dedup set instead
@@ -347,13 +331,18 @@ pub(crate) fn parse_uid(text: &str) -> Option<u128> {
 
 /// Adds the `report_uid` of every row of a `reports` file to `uids` (reading that column
 /// only).
-pub(crate) fn read_report_uids(path: &Path, uids: &mut HashSet<u128>) -> Result<()> {
+pub(crate) fn read_report_uids(
+    store: &TableStore,
+    key: &str,
+    uids: &mut HashSet<u128>,
+) -> Result<()> {
+    let path = &store.display_key(key);
     let parquet = |source| TransformError::Parquet {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io("open", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+    let source = store.open_parquet(key)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(source).map_err(parquet)?;
     let index =
         builder
             .schema()
@@ -459,17 +448,20 @@ struct MergeInput {
 }
 
 /// Merges `inputs` (files of one table and date, each in the table's file order) into a new
-/// file at `output`, synced, in the same order; returns its size and rows. A streaming k-way
+/// file written to `output`, in the same order; returns the output (for the caller to close
+/// and sync) and its rows. A streaming k-way
 /// merge: each input is read [`MERGE_READ_ROWS`] rows at a time and the output written as it
 /// goes, so memory stays near `inputs × MERGE_READ_ROWS` rows plus the output's encoded row
 /// group, where reading every input whole held the merge's rows decoded twice (about 300 MB
 /// for a 16 MiB `reports` merge). Rows with equal keys keep the order of the inputs.
-pub(crate) fn merge_files(
+pub(crate) fn merge_files<W: Write + Send>(
+    store: &TableStore,
     table: Table,
-    inputs: &[PathBuf],
-    output: &Path,
+    inputs: &[String],
+    output: W,
+    output_path: &Path,
     row_group_rows: usize,
-) -> Result<(u64, usize)> {
+) -> Result<(W, usize)> {
     let schema = table.schema();
     let key_indices: Vec<usize> = table
         .sort_columns()
@@ -484,20 +476,21 @@ pub(crate) fn merge_files(
     )?;
     let mut rows = 0usize;
     let mut readers = Vec::with_capacity(inputs.len());
-    for path in inputs {
+    for key in inputs {
+        let path = store.display_key(key);
         let parquet = |source| TransformError::Parquet {
             path: path.clone(),
             source,
         };
-        let file = File::open(path).map_err(io("open", path))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+        let source = store.open_parquet(key)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(source).map_err(parquet)?;
         rows += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let reader = builder
             .with_batch_size(MERGE_READ_ROWS)
             .build()
             .map_err(parquet)?;
         readers.push(MergeInput {
-            path: path.clone(),
+            path,
             reader,
             current: None,
         });
@@ -534,13 +527,12 @@ pub(crate) fn merge_files(
     }
 
     let parquet = |source| TransformError::Parquet {
-        path: output.to_path_buf(),
+        path: output_path.to_path_buf(),
         source,
     };
-    let file = File::create(output).map_err(io("create", output))?;
     let properties = writer_properties(table, row_group_rows, rows)?;
     let mut writer =
-        ArrowWriter::try_new(file, Arc::clone(&schema), Some(properties)).map_err(parquet)?;
+        ArrowWriter::try_new(output, Arc::clone(&schema), Some(properties)).map_err(parquet)?;
     let mut written = 0usize;
     let mut chunk: Vec<(usize, usize)> = Vec::with_capacity(MERGE_WRITE_ROWS);
     loop {
@@ -593,11 +585,6 @@ pub(crate) fn merge_files(
             Some(_) => {}
         }
     }
-    let file = writer.into_inner().map_err(parquet)?;
-    file.sync_all().map_err(io("sync", output))?;
-    let bytes = file
-        .metadata()
-        .map_err(io("read metadata of", output))?
-        .len();
-    Ok((bytes, written))
+    let output = writer.into_inner().map_err(parquet)?;
+    Ok((output, written))
 }

@@ -17,21 +17,25 @@
 //! 1. flattens the new reports (`TablesBuilder`), splits each table by `date`, sorts each
 //!    part (failures by policy domain, receiving MX, date; policies by policy domain, date;
 //!    reports by organisation, date);
-//! 2. writes every file into `<root>/_staging/<range>/` and syncs it and the directory;
-//! 3. writes a `MANIFEST` of the final paths (temporary name, sync, rename, sync): the
-//!    commit point of the flush;
-//! 4. renames each file to `<table>/date=…/p<partition>-<first>-<last>.parquet` and syncs
-//!    the directories, then removes the staging directory;
+//! 2. writes every file into `<root>/_staging/p<partition>/<first>-<last>-<writer>/` and
+//!    makes them durable;
+//! 3. **claims** the range: creates `_claims/p<partition>/<first>.json`, naming the staging
+//!    directory and the final paths, only if it does not exist yet (`O_EXCL` on a local
+//!    disk; on S3, whose PUT cannot rename, a conditional PUT with `If-None-Match: *`). This
+//!    is the commit point of the flush, and the fence between writers (below);
+//! 4. moves each file to `<table>/date=…/p<partition>-<first>-<last>.parquet` (a rename and
+//!    directory syncs on disk, a server-side copy on S3), then deletes the staging directory;
 //! 5. commits `last + 1` for the consumer group.
 //!
-//! On open, a staging directory with a `MANIFEST` is finished and one without is deleted;
-//! each partition resumes at the larger of the committed offset and one past the highest
-//! `last` of its files. A crash at any instant therefore neither loses a report (its offset
-//! is committed only once its rows are in place) nor writes one twice (a range in the files
-//! is never read again). A report delivered several times (same dedup key, hence same
-//! `report_uid` and same partition) is written once: the transformer keeps the set of
-//! `report_uid`s written, rebuilt at open from the `reports` files.
-//!
+//! On open, a claimed staging directory is finished and one that can no longer be claimed
+//! is deleted; each partition resumes at the largest of the committed offset, one past the
+//! highest `last` of its files and the end of its claims. A crash at any instant therefore
+//! neither loses a report (its offset is committed only once its rows are in place) nor
+//! writes one twice (a range in the files is never read again). A report delivered several
+//! times (same dedup key, hence same `report_uid` and same partition) is written once: the
+//! transformer keeps the set of `report_uid`s written, rebuilt at open from the `reports`
+//! files. The module `staging` has the details; `store` the two kinds of store.
+
 //! Messages that are not reports are kept as dead letters (the dead-letter area beside the
 //! embedded log, the dead-letter topic on Kafka) and count as consumed.
 //!
@@ -47,10 +51,12 @@
 //! A transformer that lost a partition while busy (its session timed out during a long
 //! flush) could publish a batch that the new owner also reads. Before publishing, a flush
 //! asks the consumer whether the partition is still owned under the same epoch and drops the
-//! batch if not; the window that remains is the publish itself (milliseconds, against a
-//! session timeout of seconds). Closing it fully needs a conditional create per flush in
-//! the store (the object-store commit protocol), not yet done.
-//!
+//! batch if not. The claim closes the window that remains: both owners start their flush
+//! where the partition's claims end, so they race for the same claim key and only one
+//! creates it; the other drops its batch and takes the partition over again from the
+//! claims. Every flush claims, also one of duplicates only, so the claims always say where
+//! the next flush starts.
+
 //! ## Compaction
 //! Between flushes, the loop merges runs of small files of one (table, date, partition)
 //! into one file covering their range; readers ignore the inputs from the rename on
@@ -59,7 +65,9 @@
 //!
 //! ## Layout
 //! - `transformer`: the state, recovery at open, the loop, reading messages into batches.
-//! - `staging`: publishing one flush atomically, and finishing or discarding one at open.
+//! - `staging`: publishing one flush atomically under a claim, and finishing or discarding
+//!   interrupted ones when a partition is taken over.
+//! - `store`: a local directory or an object store, behind the operations the others need.
 //! - `compact`: merging small files, deleting superseded ones.
 //! - `files`: listing the tables, Parquet writer settings, reading and writing files, row
 //!   order.
@@ -70,12 +78,14 @@ mod error;
 mod files;
 mod staging;
 mod stats;
+mod store;
 mod transformer;
 
 use std::time::Duration;
 
 pub use error::{Result, TransformError};
 pub use stats::TransformStats;
+pub use store::TableStore;
 pub use transformer::{Transformer, existing_report_uids};
 
 /// How the transformer batches, writes and compacts.
@@ -133,9 +143,9 @@ impl Default for TransformOptions {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// A flush's files are staged and synced; no `MANIFEST` yet.
+    /// A flush's files are staged and synced; its range is not claimed yet.
     FlushStaged,
-    /// The `MANIFEST` is written and `moved` of the flush's files are in place.
+    /// The range is claimed and `moved` of the flush's files are in place.
     FlushMoving { moved: usize },
     /// Every file of the flush is in place; its offset is not committed.
     FlushPublished,

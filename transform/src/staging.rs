@@ -1,22 +1,40 @@
-//! Publishing one flush atomically: all of its files, or none.
+//! Publishing one flush atomically, all of its files or none, with at most one writer per
+//! range: the commit protocol, the same on a local disk and on an object store.
 //!
 //! A flush of one partition's offsets `first..=last` writes up to three tables times the
-//! dates present. Renames of several files are not atomic together, and a reader (or the
-//! resume logic) that saw some of them would count the range as written. So:
+//! dates present. Several files cannot appear at once, and a reader (or the resume logic)
+//! that saw some of them would count the range as written. And with several transformers
+//! on one store, one that lost its partition without noticing yet (a stale owner) may try to
+//! publish a range the new owner is also reading. So a flush:
 //!
-//! 1. every file is written into `<root>/_staging/<flush>/` and synced, with that directory;
-//! 2. a `MANIFEST` listing the final paths is written to a temporary name, synced and
-//!    renamed: **this rename is the commit point**;
-//! 3. each file is renamed into place (date directories created and synced);
-//! 4. the staging directory is removed.
+//! 1. writes every file under `_staging/p<partition>/<first>-<last>-<writer>/` (`writer`:
+//!    unique per transformer instance, so two writers never touch each other's staging), and
+//!    makes them durable (local: `fsync` of the files and directories; an object's PUT is
+//!    durable when it returns);
+//! 2. **claims the range** by creating `_claims/p<partition>/<first>.json`, which names the
+//!    staging directory and the final paths, *only if no such claim exists*: `O_EXCL` on a
+//!    local disk, a conditional PUT (`PutMode::Create`, `If-None-Match: *`) on S3. This
+//!    creation is the commit point. Writers of one partition always start a flush where the
+//!    last claim ended (they resume there), so a stale owner and the new owner race for the
+//!    same claim key, and exactly one wins; the loser drops its batch and takes the
+//!    partition over again from the claims (it resumes after the winner's range);
+//! 3. moves each file into place (local: `rename`; S3 has no rename: a server-side copy);
+//! 4. deletes the staging directory.
 //!
-//! On start ([`recover`]), a staging directory with a `MANIFEST` is rolled forward (files
-//! already moved are skipped) and one without is deleted, its flush done again from the bus.
-//! `_staging` starts with `_`, so readers never take it for a table.
+//! Taking a partition over ([`recover`]) rolls forward every staging directory whose claim
+//! names it (files already moved are skipped) and deletes those claimed by another writer's
+//! directory (losers). An unclaimed one is deleted when its range starts before the end of
+//! the claims (it can never be claimed), and otherwise left alone for [`CLAIM_GRACE`]: it may
+//! be a stale owner's flush about to claim. The first flush after a take-over sweeps those
+//! up once it holds the claim at their start ([`sweep`]).
+//!
+//! Claims are kept for [`CLAIM_GRACE`] after they are made and then deleted (the newest of
+//! each partition stays: it says where the claims end); the fence only matters while a
+//! stale owner could still be about to publish, milliseconds after its last ownership check.
+//!
+//! `_staging` and `_claims` start with `_`, so readers never take them for tables.
 
-use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use chrono::NaiveDate;
@@ -24,25 +42,34 @@ use serde::{Deserialize, Serialize};
 use tlsrpt_schemas::layout::{self, FileRange};
 
 use crate::CrashPoint;
-use crate::error::{Result, TransformError, io};
-use crate::files::{self, Table, sync_path};
+use crate::error::{Result, TransformError};
+use crate::files::{self, Table};
+use crate::store::TableStore;
 
 /// The staging area, under the root.
 pub(crate) const STAGING_DIR: &str = "_staging";
-const MANIFEST: &str = "MANIFEST";
-const MANIFEST_TMP: &str = "MANIFEST.tmp";
+/// The claims, under the root.
+pub(crate) const CLAIMS_DIR: &str = "_claims";
 
-/// What a flush put in place: its final paths, relative to the root.
+/// How long a claim is kept after it is made, and an unclaimed staging directory that could
+/// still be claimed is left alone: far longer than a stale owner's window between checking
+/// that it owns a partition and claiming (milliseconds), so that a paused process cannot
+/// outlive it in practice.
+pub(crate) const CLAIM_GRACE: Duration = Duration::from_secs(600);
+
+/// A claim: who published a range, from which staging directory, to which paths.
 #[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    partition: u32,
-    first: u64,
-    last: u64,
-    files: Vec<ManifestEntry>,
+pub(crate) struct Claim {
+    pub(crate) partition: u32,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    /// The staging directory (a key under the root).
+    pub(crate) staging: String,
+    pub(crate) files: Vec<ClaimedFile>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct ManifestEntry {
+pub(crate) struct ClaimedFile {
     /// The file's name in the staging directory.
     staged: String,
     /// Where it goes: `failures/date=2026-01-01/p00000-…-….parquet`.
@@ -68,50 +95,139 @@ pub(crate) struct Published {
     pub(crate) bytes: u64,
 }
 
-/// The staging directory of a flush: named after its range, so a retry reuses the name.
-fn flush_dir(root: &Path, range: FileRange) -> PathBuf {
-    let name = range.file_name();
-    root.join(STAGING_DIR)
-        .join(name.strip_suffix(".parquet").unwrap_or(&name))
+/// How a flush ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The range is claimed and its files are in place.
+    Published(Vec<Published>),
+    /// Another writer holds the claim at this range's start: nothing of this flush is
+    /// published (its staging is deleted).
+    Lost { winner: Claim },
 }
 
-/// Writes `files` for `range` and puts them in place, all or none (see the module docs).
-/// `crash` stops at a step, as a crash there would, for tests; `None` in production.
+fn partition_dir(area: &str, partition: u32) -> String {
+    format!("{area}/p{partition:05}")
+}
+
+fn claim_key(partition: u32, first: u64) -> String {
+    format!("{}/{first:020}.json", partition_dir(CLAIMS_DIR, partition))
+}
+
+fn parse_claim_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".json")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// `<first>-<last>-<writer>`: a staging directory's name.
+fn parse_staging_name(name: &str) -> Option<(u64, u64, &str)> {
+    let mut parts = name.splitn(3, '-');
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    let writer = parts.next().filter(|w| !w.is_empty())?;
+    Some((first, last, writer))
+}
+
+/// Writes `files` for `range` and publishes them under a claim (see the module docs).
+/// `writer` names this transformer instance. `crash` stops at a step, as a crash there
+/// would, for tests; `None` in production.
 pub(crate) fn publish(
-    root: &Path,
+    store: &TableStore,
+    writer: &str,
     range: FileRange,
     files: &[FlushFile],
     row_group_rows: usize,
     crash: Option<CrashPoint>,
-) -> Result<Vec<Published>> {
-    let staging = root.join(STAGING_DIR);
-    let dir = flush_dir(root, range);
-    if dir.exists() {
-        // Left by an earlier attempt in this process that failed before its MANIFEST
-        // (`recover` clears the area at start). Nothing of it is published.
-        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
-    }
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let mut manifest = Manifest {
+) -> Result<Outcome> {
+    let dir = format!(
+        "{}/{:020}-{:020}-{writer}",
+        partition_dir(STAGING_DIR, range.partition),
+        range.first,
+        range.last
+    );
+    // Left by an earlier attempt of this writer that failed before its claim.
+    store.delete_dir(&dir)?;
+    let mut claim = Claim {
         partition: range.partition,
         first: range.first,
         last: range.last,
+        staging: dir.clone(),
         files: Vec::with_capacity(files.len()),
     };
+    let staged = stage(store, &dir, range, files, row_group_rows, &mut claim);
+    let key = claim_key(range.partition, range.first);
+    let published = match staged {
+        Ok(published) => published,
+        Err(error) => {
+            // Another writer deletes staging that can no longer be claimed: this flush's,
+            // if it claimed this range first. Then the flush lost, it did not fail.
+            if let Ok(Some(winner)) = read_claim(store, &key)
+                && winner.staging != dir
+            {
+                discard(store, &dir);
+                return Ok(Outcome::Lost { winner });
+            }
+            return Err(error);
+        }
+    };
+    if crash == Some(CrashPoint::FlushStaged) {
+        return Err(TransformError::SimulatedCrash(CrashPoint::FlushStaged));
+    }
+
+    let text = serde_json::to_vec_pretty(&claim).expect("a claim serialises");
+    // The commit point: from here on the flush happens, now or at the next take-over.
+    if !store.create_new(&key, text)? {
+        let winner = match read_claim(store, &key)? {
+            Some(winner) if winner.staging == dir => {
+                // Our own claim, from an attempt whose answer was lost (a retried PUT).
+                winner
+            }
+            Some(winner) => {
+                discard(store, &dir);
+                return Ok(Outcome::Lost { winner });
+            }
+            None => {
+                return Err(TransformError::Unexpected {
+                    path: store.display_key(&key),
+                    message: "the claim exists but cannot be read".into(),
+                });
+            }
+        };
+        debug_assert_eq!(winner.staging, dir);
+    }
+    roll_forward(store, &claim, crash)?;
+    store.delete_dir(&dir)?;
+    Ok(Outcome::Published(published))
+}
+
+/// Step 1 of [`publish`]: writes the files into the staging directory `dir`, durably, and
+/// lists them in `claim`.
+fn stage(
+    store: &TableStore,
+    dir: &str,
+    range: FileRange,
+    files: &[FlushFile],
+    row_group_rows: usize,
+    claim: &mut Claim,
+) -> Result<Vec<Published>> {
     let mut published = Vec::with_capacity(files.len());
-    let mut written = Vec::with_capacity(files.len() + 1);
+    let mut written = Vec::with_capacity(files.len() + 3);
     for (i, file) in files.iter().enumerate() {
         let staged = format!("{i:03}.parquet");
-        let path = dir.join(&staged);
-        let bytes = files::write_parquet_unsynced(
-            &path,
+        let key = format!("{dir}/{staged}");
+        let mut sink = store.create(&key)?;
+        files::write_parquet(
+            &mut sink,
+            &store.display_key(&key),
             file.table,
             &file.batch,
             &file.rows,
             row_group_rows,
         )?;
-        written.push(path);
-        manifest.files.push(ManifestEntry {
+        let bytes = store.close(&key, sink)?;
+        written.push(key);
+        claim.files.push(ClaimedFile {
             staged,
             path: format!(
                 "{}/{}",
@@ -125,151 +241,188 @@ pub(crate) fn publish(
             bytes,
         });
     }
-    // The files, their names, and the flush directory's own name, durable before the
-    // MANIFEST.
-    written.push(dir.clone());
-    written.push(staging.clone());
-    files::sync_paths(&written)?;
-    if crash == Some(CrashPoint::FlushStaged) {
-        return Err(TransformError::SimulatedCrash(CrashPoint::FlushStaged));
+    // The files, their names, and the staging directory's own name, durable before the
+    // claim.
+    if !files.is_empty() {
+        written.push(dir.to_owned());
+        written.push(partition_dir(STAGING_DIR, range.partition));
+        written.push(STAGING_DIR.to_owned());
+        store.sync(&written)?;
     }
-
-    let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-    let tmp = dir.join(MANIFEST_TMP);
-    let mut out = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    out.write_all(&text).map_err(io("write", &tmp))?;
-    out.sync_all().map_err(io("sync", &tmp))?;
-    drop(out);
-    let manifest_path = dir.join(MANIFEST);
-    std::fs::rename(&tmp, &manifest_path).map_err(io("rename", &tmp))?;
-    // The commit point: from here on the flush happens, now or at the next start.
-    sync_path(&dir)?;
-
-    roll_forward(root, &dir, &manifest, crash)?;
-    remove_flush_dir(root, &dir)?;
     Ok(published)
 }
 
-/// Moves a committed flush's files into place, skipping those already there.
-fn roll_forward(
-    root: &Path,
-    dir: &Path,
-    manifest: &Manifest,
-    crash: Option<CrashPoint>,
-) -> Result<()> {
-    // Directories whose entries changed, synced once each at the end.
-    let mut to_sync: BTreeSet<PathBuf> = BTreeSet::new();
-    for (moved, entry) in manifest.files.iter().enumerate() {
+/// Moves a claimed flush's files into place, skipping those already there.
+fn roll_forward(store: &TableStore, claim: &Claim, crash: Option<CrashPoint>) -> Result<()> {
+    let moves: Vec<(String, String)> = claim
+        .files
+        .iter()
+        .map(|f| (format!("{}/{}", claim.staging, f.staged), f.path.clone()))
+        .collect();
+    store.move_into_place(&moves, |moved| {
         if crash == Some(CrashPoint::FlushMoving { moved }) {
             return Err(TransformError::SimulatedCrash(CrashPoint::FlushMoving {
                 moved,
             }));
         }
-        let source = dir.join(&entry.staged);
-        let target = root.join(&entry.path);
-        let target_dir = target.parent().expect("manifest paths have a directory");
-        if !source.exists() {
-            if target.exists() {
-                continue;
-            }
-            return Err(TransformError::Unexpected {
-                path: source,
-                message: format!("staged file missing, and {} is not in place", entry.path),
-            });
-        }
-        if !target_dir.exists() {
-            // A new date directory (and maybe table directory): their parents' entries
-            // must be durable too, or the renamed file could vanish with them.
-            let mut ancestor = target_dir;
-            while let Some(parent) = ancestor.parent() {
-                to_sync.insert(parent.to_path_buf());
-                if parent == root || parent.exists() {
-                    break;
-                }
-                ancestor = parent;
-            }
-            std::fs::create_dir_all(target_dir).map_err(io("create", target_dir))?;
-        }
-        std::fs::rename(&source, &target).map_err(io("rename", &source))?;
-        to_sync.insert(target_dir.to_path_buf());
-    }
-    let to_sync: Vec<PathBuf> = to_sync.into_iter().collect();
-    files::sync_paths(&to_sync)
+        Ok(())
+    })
 }
 
-fn remove_flush_dir(root: &Path, dir: &Path) -> Result<()> {
-    std::fs::remove_dir_all(dir).map_err(io("remove", dir))?;
-    sync_path(&root.join(STAGING_DIR))
-}
-
-/// What [`recover`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What [`recover`] did and found, for one partition.
+#[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    /// Flushes past their commit point, finished.
+    /// Claimed flushes whose files were not all in place, finished.
     pub(crate) rolled_forward: usize,
-    /// Flushes interrupted before it, discarded (their offsets are read again).
+    /// Staging directories deleted: unclaimed and never claimable, or a losing writer's.
     pub(crate) discarded: usize,
+    /// One past the last offset claimed (0 without claims): where the next flush starts.
+    pub(crate) claims_end: u64,
+    /// The claims there are (their first offset), oldest first, with when each was made.
+    pub(crate) claims: Vec<(u64, SystemTime)>,
 }
 
-/// Finishes or discards every interrupted flush of the partitions `owned` says are this
-/// transformer's (see the module docs). Other partitions' flushes are left alone: with
-/// several transformers on one store, another one may be writing them right now.
-pub(crate) fn recover(root: &Path, owned: impl Fn(u32) -> bool) -> Result<Recovered> {
-    let staging = root.join(STAGING_DIR);
-    std::fs::create_dir_all(&staging).map_err(io("create", &staging))?;
+/// Takes one partition's flushes over: finishes those claimed, discards the staging that can
+/// no longer be claimed (see the module docs), and reports where the claims end.
+pub(crate) fn recover(store: &TableStore, partition: u32) -> Result<Recovered> {
     let mut recovered = Recovered::default();
-    let entries = std::fs::read_dir(&staging).map_err(io("list", &staging))?;
-    for entry in entries {
-        let entry = entry.map_err(io("list", &staging))?;
-        let dir = entry.path();
-        let name = entry.file_name();
-        let partition = name
-            .to_str()
-            .and_then(|n| FileRange::parse(&format!("{n}.parquet")))
-            .map(|range| range.partition);
-        if partition.is_some_and(|p| !owned(p)) {
+    let listing = store.list(&partition_dir(CLAIMS_DIR, partition))?;
+    let mut claims: Vec<(u64, SystemTime)> = listing
+        .files
+        .iter()
+        .filter_map(|e| Some((parse_claim_name(&e.name)?, e.modified)))
+        .collect();
+    claims.sort_unstable();
+    if let Some(&(newest, _)) = claims.last() {
+        let key = claim_key(partition, newest);
+        let claim = read_claim(store, &key)?.ok_or_else(|| TransformError::Unexpected {
+            path: store.display_key(&key),
+            message: "listed, then not found".into(),
+        })?;
+        recovered.claims_end = claim.last + 1;
+    }
+    let staging_dir = partition_dir(STAGING_DIR, partition);
+    for name in store.list(&staging_dir)?.dirs {
+        let dir = format!("{staging_dir}/{name}");
+        let Some((first, _, _)) = parse_staging_name(&name) else {
+            tracing::warn!(dir, "Unexpected directory in the staging area; left alone.");
             continue;
-        }
-        if !entry.file_type().map_err(io("stat", &dir))?.is_dir() {
-            std::fs::remove_file(&dir).map_err(io("remove", &dir))?;
-            continue;
-        }
-        let manifest_path = dir.join(MANIFEST);
-        match std::fs::read(&manifest_path) {
-            Ok(text) => {
-                let manifest = read_manifest(&manifest_path, &text)?;
-                roll_forward(root, &dir, &manifest, None)?;
-                std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        };
+        let claim = if claims.iter().any(|&(f, _)| f == first) {
+            read_claim(store, &claim_key(partition, first))?
+        } else {
+            None
+        };
+        match claim {
+            Some(claim) if claim.staging == dir => {
+                roll_forward(store, &claim, None)?;
+                store.delete_dir(&dir)?;
                 recovered.rolled_forward += 1;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            Some(_) => {
+                discard(store, &dir);
                 recovered.discarded += 1;
             }
-            Err(e) => return Err(io("read", &manifest_path)(e)),
+            None if first < recovered.claims_end || older_than_grace(store, &dir)? => {
+                discard(store, &dir);
+                recovered.discarded += 1;
+            }
+            None => {}
         }
     }
-    if recovered != Recovered::default() {
-        sync_path(&staging)?;
-    }
+    recovered.claims = claims;
     Ok(recovered)
 }
 
-/// Parses a MANIFEST and checks that it names only what a flush writes: paths inside the
-/// tables, named for the manifest's own range, staged names without directories.
-fn read_manifest(path: &Path, text: &[u8]) -> Result<Manifest> {
+/// After this writer claimed `first` (its first flush since taking the partition over):
+/// deletes the staging directories of other writers that start at or before it and are not
+/// theirs to roll forward: they can never be claimed now.
+pub(crate) fn sweep(store: &TableStore, partition: u32, first: u64, writer: &str) -> Result<usize> {
+    let staging_dir = partition_dir(STAGING_DIR, partition);
+    let mut swept = 0;
+    for name in store.list(&staging_dir)?.dirs {
+        let Some((start, _, owner)) = parse_staging_name(&name) else {
+            continue;
+        };
+        if owner == writer || start > first {
+            continue;
+        }
+        let dir = format!("{staging_dir}/{name}");
+        let claimed_by_it = read_claim(store, &claim_key(partition, start))?
+            .is_some_and(|claim| claim.staging == dir);
+        if !claimed_by_it {
+            discard(store, &dir);
+            swept += 1;
+        }
+    }
+    Ok(swept)
+}
+
+/// Records a claim this writer made, and deletes those of the partition older than
+/// [`CLAIM_GRACE`] except the newest.
+pub(crate) fn prune_claims(
+    store: &TableStore,
+    partition: u32,
+    claims: &mut Vec<(u64, SystemTime)>,
+    made: u64,
+) -> Result<()> {
+    let now = SystemTime::now();
+    claims.push((made, now));
+    let old = |made: SystemTime| now.duration_since(made).unwrap_or_default() > CLAIM_GRACE;
+    let keep_from = claims
+        .iter()
+        .position(|&(_, at)| !old(at))
+        .unwrap_or(claims.len())
+        .min(claims.len() - 1);
+    for (first, _) in claims.drain(..keep_from) {
+        store.delete(&claim_key(partition, first))?;
+    }
+    Ok(())
+}
+
+/// Deletes a staging directory that will never be claimed, as far as it can: its writer may
+/// still be writing into it (it learns that it lost when it tries to claim), so a failure
+/// only leaves garbage for a later take-over or sweep, and is logged.
+fn discard(store: &TableStore, dir: &str) {
+    if let Err(error) = store.delete_dir(dir) {
+        tracing::info!(%error, "Staging that can no longer be claimed not deleted yet.");
+    }
+}
+
+fn older_than_grace(store: &TableStore, dir: &str) -> Result<bool> {
+    // An empty directory may be a flush writing its first file: not known to be old. (One
+    // left empty by a crash goes with the sweep after the next claim.)
+    let newest = store.list(dir)?.files.iter().map(|e| e.modified).max();
+    Ok(newest
+        .is_some_and(|at| SystemTime::now().duration_since(at).unwrap_or_default() > CLAIM_GRACE))
+}
+
+/// Reads a claim and checks that it names only what a flush writes: paths inside the tables,
+/// named for the claim's own range, staged names without directories.
+fn read_claim(store: &TableStore, key: &str) -> Result<Option<Claim>> {
+    let Some(text) = store.read(key)? else {
+        return Ok(None);
+    };
     let bad = |message: String| TransformError::Unexpected {
-        path: path.to_path_buf(),
+        path: store.display_key(key),
         message,
     };
-    let manifest: Manifest =
-        serde_json::from_slice(text).map_err(|e| bad(format!("unreadable manifest: {e}")))?;
+    let claim: Claim =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("unreadable claim: {e}")))?;
     let range = FileRange {
-        partition: manifest.partition,
-        first: manifest.first,
-        last: manifest.last,
+        partition: claim.partition,
+        first: claim.first,
+        last: claim.last,
     };
-    for entry in &manifest.files {
+    let staging_ok = claim
+        .staging
+        .strip_prefix(&format!("{}/", partition_dir(STAGING_DIR, claim.partition)))
+        .and_then(parse_staging_name)
+        .is_some_and(|(first, last, _)| first == claim.first && last == claim.last);
+    if !staging_ok {
+        return Err(bad(format!("unexpected staging {:?}", claim.staging)));
+    }
+    for entry in &claim.files {
         let parts: Vec<&str> = entry.path.split('/').collect();
         let well_formed = matches!(
             parts.as_slice(),
@@ -289,5 +442,5 @@ fn read_manifest(path: &Path, text: &[u8]) -> Result<Manifest> {
             )));
         }
     }
-    Ok(manifest)
+    Ok(Some(claim))
 }

@@ -17,6 +17,7 @@ pub struct TransformStats {
     rows_written: [AtomicU64; 3],
     duplicates_skipped: AtomicU64,
     dead_lettered: AtomicU64,
+    claims_lost: AtomicU64,
     files_written: AtomicU64,
     bytes_written: AtomicU64,
     flushes: AtomicU64,
@@ -48,6 +49,7 @@ impl TransformStats {
             rows_written: Default::default(),
             duplicates_skipped: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            claims_lost: AtomicU64::new(0),
             files_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -76,6 +78,10 @@ impl TransformStats {
 
     pub(crate) fn add_dead_lettered(&self) {
         add(&self.dead_lettered, 1);
+    }
+
+    pub(crate) fn add_claim_lost(&self) {
+        add(&self.claims_lost, 1);
     }
 
     pub(crate) fn file_written(&self, table: Table, rows: usize, bytes: u64) {
@@ -129,6 +135,12 @@ impl TransformStats {
     /// Messages skipped because their report was already written or read.
     pub fn duplicates_skipped(&self) -> u64 {
         get(&self.duplicates_skipped)
+    }
+
+    /// Flushes dropped because another transformer had claimed their range first (a
+    /// partition that moved while this one was busy; see the crate docs).
+    pub fn claims_lost(&self) -> u64 {
+        get(&self.claims_lost)
     }
 
     /// Messages set aside in the dead-letter area.
@@ -199,6 +211,11 @@ impl TransformStats {
             "tlsrpt_transform_dead_lettered_total",
             "Bus messages that could not be read, kept in the dead-letter area.",
             self.dead_lettered(),
+        );
+        counter(
+            "tlsrpt_transform_claims_lost_total",
+            "Flushes dropped because another transformer claimed their range first.",
+            self.claims_lost(),
         );
         counter(
             "tlsrpt_transform_files_written_total",

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -25,10 +25,11 @@ use tlsrpt_schemas::message::{self, MessageError, header};
 use tlsrpt_schemas::tables::TablesBuilder;
 
 use crate::compact::Compactor;
-use crate::error::{Result, TransformError, io};
+use crate::error::{Result, TransformError};
 use crate::files::{self, Table};
-use crate::staging::{self, FlushFile};
+use crate::staging::{self, FlushFile, Outcome};
 use crate::stats::TransformStats;
+use crate::store::TableStore;
 use crate::{CrashPoint, TransformOptions};
 
 /// Consumes the bus into the Parquet tables, exactly once. See the crate documentation for
@@ -40,7 +41,7 @@ pub struct Transformer<C: Consumer = EmbeddedLog> {
 impl<C: Consumer> std::fmt::Debug for Transformer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transformer")
-            .field("root", &self.core.root)
+            .field("store", &self.core.store)
             .field("group", &self.core.options.group)
             .field("positions", &self.core.positions)
             .finish_non_exhaustive()
@@ -69,7 +70,10 @@ struct Batch {
 
 struct Core<C> {
     consumer: Arc<C>,
-    root: PathBuf,
+    store: Arc<TableStore>,
+    /// Names this transformer instance in its staging directories, so that two writers of
+    /// one store never touch each other's (`staging`).
+    writer: String,
     dead_letters: Arc<dyn DeadLetterSink>,
     options: TransformOptions,
     stats: Arc<TransformStats>,
@@ -86,6 +90,12 @@ struct Core<C> {
     /// partition's `reports` files when it is taken over, so it holds across restarts and
     /// owners.
     seen: Vec<HashSet<u128>>,
+    /// Per partition, the claims there are (first offset, when made), oldest first: kept to
+    /// delete them once their grace has passed (`staging::prune_claims`).
+    claims: Vec<Vec<(u64, SystemTime)>>,
+    /// Per partition: the next flush is the first since the take-over, and sweeps up
+    /// staging that its claim makes unclaimable (`staging::sweep`).
+    sweep_pending: Vec<bool>,
     compactor: Compactor,
     crash: Option<CrashPoint>,
 }
@@ -103,27 +113,30 @@ impl<C: Consumer> Transformer<C> {
     /// owns now (on the embedded log, all of them; on Kafka, those assigned later are taken
     /// over as they come, by the same steps). Taking over a partition means, in this order:
     ///
-    /// 1. its interrupted flushes: those past their commit point (a `MANIFEST`) are
-    ///    finished, the others discarded (their offsets are read again);
+    /// 1. its interrupted flushes: those past their commit point (their claim) are finished,
+    ///    the others discarded (their offsets are read again);
     /// 2. leftover temporary files of its interrupted compactions are deleted, and its
     ///    superseded files whose grace has passed;
-    /// 3. reading resumes at the larger of the group's committed offset and one past the
-    ///    highest offset its data files account for (the files are the truth: a crash
-    ///    between renaming a flush's files and committing its offset loses nothing and
-    ///    writes nothing twice);
+    /// 3. reading resumes at the largest of the group's committed offset, one past the
+    ///    highest offset its data files account for and the end of its claims (the files are
+    ///    the truth: a crash between publishing a flush's files and committing its offset
+    ///    loses nothing and writes nothing twice);
     /// 4. the `report_uid`s of its `reports` files are loaded, to skip duplicates.
     ///
     /// Blocking (file and bus I/O): call it at start-up or from a blocking context.
     pub fn open(
         consumer: C,
-        root: PathBuf,
+        store: impl Into<TableStore>,
         dead_letters: Arc<dyn DeadLetterSink>,
         options: TransformOptions,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+        let store = Arc::new(store.into());
+        store.prepare()?;
         let partitions = consumer.partitions() as usize;
+        let writer = writer_id();
         let compactor = Compactor::new(
-            root.clone(),
+            Arc::clone(&store),
+            writer.clone(),
             options.compact_min_files,
             options.compact_max_file_bytes,
             options.superseded_grace,
@@ -131,7 +144,8 @@ impl<C: Consumer> Transformer<C> {
         );
         let mut core = Box::new(Core {
             consumer: Arc::new(consumer),
-            root,
+            store,
+            writer,
             dead_letters,
             options,
             stats: Arc::new(TransformStats::new(&vec![0; partitions])),
@@ -140,12 +154,15 @@ impl<C: Consumer> Transformer<C> {
             positions: vec![0; partitions],
             pending: (0..partitions).map(|_| None).collect(),
             seen: (0..partitions).map(|_| HashSet::new()).collect(),
+            claims: vec![Vec::new(); partitions],
+            sweep_pending: vec![false; partitions],
             compactor,
             crash: None,
         });
         core.follow_assignment()?;
         tracing::info!(
-            root = %core.root.display(),
+            store = %core.store.describe(),
+            writer = %core.writer,
             group = %core.options.group,
             partitions = ?core.owned.keys().collect::<Vec<_>>(),
             "Transformer opened."
@@ -299,6 +316,7 @@ impl<C: Consumer> Core<C> {
         self.owned.remove(&partition);
         let dropped = self.pending[p].take().map_or(0, |b| b.messages);
         self.seen[p] = HashSet::new();
+        self.claims[p] = Vec::new();
         self.compactor.release(partition);
         tracing::info!(partition, dropped, "Partition released.");
     }
@@ -306,8 +324,17 @@ impl<C: Consumer> Core<C> {
     /// Takes partitions over (the steps are in [`Transformer::open`]'s documentation).
     fn take_over(&mut self, taken: &[(u32, u64)]) -> Result<()> {
         let is_taken = |p: u32| taken.iter().any(|&(t, _)| t == p);
-        let recovered = staging::recover(&self.root, is_taken)?;
-        let mut scan = files::scan(&self.root)?;
+        let (mut rolled_forward, mut discarded) = (0, 0);
+        let mut claims_end: BTreeMap<u32, u64> = BTreeMap::new();
+        for &(partition, _) in taken {
+            let recovered = staging::recover(&self.store, partition)?;
+            rolled_forward += recovered.rolled_forward;
+            discarded += recovered.discarded;
+            claims_end.insert(partition, recovered.claims_end);
+            self.claims[partition as usize] = recovered.claims;
+            self.sweep_pending[partition as usize] = true;
+        }
+        let mut scan = files::scan(&self.store)?;
         scan.retain_partitions(is_taken);
         let now = Instant::now();
         self.compactor.start(&scan, now, SystemTime::now())?;
@@ -328,7 +355,8 @@ impl<C: Consumer> Core<C> {
                 .committed(&self.options.group, partition)?
                 .unwrap_or(0);
             let files_next = from_files.get(&partition).copied().unwrap_or(0);
-            let position = committed.max(files_next);
+            let claimed_next = claims_end.get(&partition).copied().unwrap_or(0);
+            let position = committed.max(files_next).max(claimed_next);
             if position > committed {
                 // Files ahead of the group's offset (a stop between publishing a flush and
                 // its commit): bring the group up to them, so lag on the bus tells the truth.
@@ -357,13 +385,17 @@ impl<C: Consumer> Core<C> {
         }
         for file in files::visible(&scan.files) {
             if file.table == Table::Reports {
-                files::read_report_uids(&file.path, &mut self.seen[file.range.partition as usize])?;
+                files::read_report_uids(
+                    &self.store,
+                    &file.key,
+                    &mut self.seen[file.range.partition as usize],
+                )?;
             }
         }
         tracing::info!(
             partitions = ?taken.iter().map(|&(p, _)| p).collect::<Vec<_>>(),
-            rolled_forward = recovered.rolled_forward,
-            discarded = recovered.discarded,
+            rolled_forward,
+            discarded,
             superseded_deleted = deleted,
             positions = ?taken.iter().map(|&(p, _)| self.positions[p as usize]).collect::<Vec<_>>(),
             "Partitions taken over."
@@ -436,11 +468,17 @@ impl<C: Consumer> Core<C> {
                 if record.offset < self.positions[p] {
                     continue;
                 }
-                self.positions[p] = record.offset + 1;
+                let next = record.offset + 1;
+                self.positions[p] = next;
                 read += 1;
                 self.accept(record)?;
                 if self.is_full(p) {
                     self.flush(partition)?;
+                    if self.positions[p] != next {
+                        // The flush lost its claim and the partition was taken over again:
+                        // reading goes on from where the claims end, not from these records.
+                        break;
+                    }
                 }
             }
         }
@@ -594,15 +632,12 @@ impl<C: Consumer> Core<C> {
             return Ok(());
         }
         let started = Instant::now();
-        // A batch of duplicates and dead letters only writes no file: committing its offset
-        // is enough. Were the process to stop before the commit, the next start would read
-        // those messages again and reach the same verdicts (the duplicates' reports are in
-        // the files, so the rebuilt dedup set still skips them), so no marker file is
-        // needed. The one cost: an unreadable message read again is kept a second time in
-        // the dead-letter area.
+        // A batch of duplicates and dead letters only writes no file, but is claimed like any
+        // other: the claims say where the next flush of the partition starts, for every
+        // writer (`staging`).
+        let mut flush_files = Vec::new();
         if batch.reports > 0 {
             let tables = batch.builder.finish()?;
-            let mut flush_files = Vec::new();
             for table in Table::ALL {
                 let batch = table.of(&tables);
                 for (date, rows) in files::sorted_by_date(table, batch)? {
@@ -614,21 +649,51 @@ impl<C: Consumer> Core<C> {
                     });
                 }
             }
-            let published = staging::publish(
-                &self.root,
-                batch.range,
-                &flush_files,
-                self.options.row_group_rows,
-                self.crash,
-            )?;
-            for (file, done) in flush_files.iter().zip(&published) {
-                self.stats
-                    .file_written(done.table, file.rows.len(), done.bytes);
-                self.compactor.touched((done.table, done.date, partition));
+        }
+        let outcome = staging::publish(
+            &self.store,
+            &self.writer,
+            batch.range,
+            &flush_files,
+            self.options.row_group_rows,
+            self.crash,
+        )?;
+        let published = match outcome {
+            Outcome::Published(published) => published,
+            Outcome::Lost { winner } => {
+                // Another transformer published from the same offset: this one lost the
+                // partition without knowing it yet, or the other did. Either way the range
+                // is written; take the partition over again from the claims.
+                tracing::warn!(
+                    partition,
+                    first = batch.range.first,
+                    last = batch.range.last,
+                    winner_last = winner.last,
+                    "Another transformer claimed this range first; the batch is dropped and the partition taken over again."
+                );
+                self.stats.add_claim_lost();
+                let epoch = self.owned.get(&partition).copied().unwrap_or_default();
+                self.release(partition);
+                return self.take_over(&[(partition, epoch)]);
             }
-            if self.crash == Some(CrashPoint::FlushPublished) {
-                return Err(TransformError::SimulatedCrash(CrashPoint::FlushPublished));
-            }
+        };
+        let p = partition as usize;
+        if std::mem::take(&mut self.sweep_pending[p]) {
+            staging::sweep(&self.store, partition, batch.range.first, &self.writer)?;
+        }
+        staging::prune_claims(
+            &self.store,
+            partition,
+            &mut self.claims[p],
+            batch.range.first,
+        )?;
+        for (file, done) in flush_files.iter().zip(&published) {
+            self.stats
+                .file_written(done.table, file.rows.len(), done.bytes);
+            self.compactor.touched((done.table, done.date, partition));
+        }
+        if self.crash == Some(CrashPoint::FlushPublished) {
+            return Err(TransformError::SimulatedCrash(CrashPoint::FlushPublished));
         }
         let next = batch.range.last + 1;
         self.commit(&[(partition, next)]);
@@ -669,12 +734,25 @@ impl<C: Consumer> Core<C> {
 /// read-only: for `tlsrpt import` and for tests. A flush interrupted past its commit point
 /// is not seen until a transformer opens the tables and finishes it.
 pub fn existing_report_uids(root: &Path) -> Result<HashSet<u128>> {
-    let scan = files::scan(root)?;
+    let store = TableStore::local(root);
+    let scan = files::scan(&store)?;
     let mut uids = HashSet::new();
     for file in files::visible(&scan.files) {
         if file.table == Table::Reports {
-            files::read_report_uids(&file.path, &mut uids)?;
+            files::read_report_uids(&store, &file.key, &mut uids)?;
         }
     }
     Ok(uids)
+}
+
+/// A name for this transformer instance, unique among the writers of one store: the process
+/// id, the time and the standard library's per-process random hash keys.
+fn writer_id() -> String {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one((
+        std::process::id(),
+        SystemTime::now(),
+        std::thread::current().id(),
+    ));
+    format!("{random:016x}")
 }

@@ -3,73 +3,15 @@
 //! `scripts/s3-server.sh` (which the test command installs); without it the test fails and
 //! says how to get it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use tlsrpt_query::test_store::S3Server;
 use tlsrpt_query::{QueryEngine, QueryOptions, TablesLocation};
 
 use crate::support::{GOOGLE, MAIL_RU, RFC, Root, range, report, rows, write, write_named};
-
-/// A moto S3 server with the bucket `tlsrpt`, stopped when dropped.
-struct S3Server {
-    dir: tempfile::TempDir,
-    endpoint: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh")
-}
-
-impl S3Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let output = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("bash runs scripts/s3-server.sh");
-        assert!(
-            output.status.success(),
-            "the S3 tests need a local S3 server and could not start one: {}\nrun \
-             `scripts/s3-server.sh install` (the test command does) and try again",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let endpoint = std::fs::read_to_string(dir.path().join("endpoint"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Self { dir, endpoint }
-    }
-
-    /// `s3://tlsrpt/<prefix>` on this server.
-    fn location(&self, prefix: &str) -> TablesLocation {
-        TablesLocation::parse_with(
-            &format!("s3://tlsrpt/{prefix}"),
-            &[
-                ("aws_endpoint", &self.endpoint),
-                ("aws_allow_http", "true"),
-                ("aws_access_key_id", "test"),
-                ("aws_secret_access_key", "test"),
-                ("aws_region", "us-east-1"),
-            ],
-        )
-        .unwrap()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 fn store(location: &TablesLocation) -> Arc<dyn ObjectStore> {
     match location {

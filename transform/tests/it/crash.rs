@@ -1,12 +1,14 @@
 //! A crash at each step of a flush and of a merge, simulated by stopping the transformer
 //! there ([`CrashPoint`]), then a restart: no row lost, none twice, offsets right.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tlsrpt_transform::{CrashPoint, TransformError, TransformOptions, existing_report_uids};
 
-use crate::{Env, ids, list, message, nth_report, options, report_ids, report_json, rows, visible};
+use crate::{
+    Env, claim, ids, list, message, nth_report, options, report_ids, report_json, rows, staged,
+    visible,
+};
 
 /// Six reports over three days on one partition: a flush of them writes nine files.
 async fn six_reports() -> Env {
@@ -25,42 +27,41 @@ async fn crash_at(env: &Env, point: CrashPoint, options: TransformOptions) {
     }
 }
 
-fn staged(root: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(root.join("_staging"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect()
-}
-
 #[tokio::test]
-async fn a_flush_staged_without_its_manifest_is_discarded_and_done_again() {
+async fn a_flush_staged_without_its_claim_is_discarded_and_done_again() {
     let env = six_reports().await;
     crash_at(&env, CrashPoint::FlushStaged, options()).await;
     assert!(list(&env.root).0.is_empty(), "nothing is published");
     let flushes = staged(&env.root);
     assert_eq!(flushes.len(), 1);
     assert_eq!(std::fs::read_dir(&flushes[0]).unwrap().count(), 9);
-    assert!(!flushes[0].join("MANIFEST").exists());
+    assert!(claim(&env.root, 0, 0).is_none());
     assert_eq!(env.log.committed("transform", 0).unwrap(), None);
 
     let transformer = env.open(options());
-    assert!(staged(&env.root).is_empty(), "discarded at open");
+    // Another writer could still claim offset 0 with it (a transformer that lost the
+    // partition without knowing yet): it stays until this one's claim there makes it dead.
+    assert_eq!(staged(&env.root), flushes, "kept at open");
     assert_eq!(transformer.resume_offsets(), [0]);
     drop(transformer);
     let stats = env.drain(options()).await;
+    assert!(staged(&env.root).is_empty(), "swept after the first claim");
+    assert!(claim(&env.root, 0, 0).is_some());
     assert_eq!(stats.reports_written(), 6);
     assert_eq!(report_ids(&env.root), ids(0..6));
     assert_eq!(rows(&env.root, "failures"), 12);
 }
 
 #[tokio::test]
-async fn a_flush_past_its_manifest_is_finished_at_open() {
+async fn a_flush_past_its_claim_is_finished_at_open() {
     let env = six_reports().await;
     crash_at(&env, CrashPoint::FlushMoving { moved: 4 }, options()).await;
     assert_eq!(list(&env.root).0.len(), 4, "four of nine files moved");
     let flushes = staged(&env.root);
     assert_eq!(flushes.len(), 1);
-    assert!(flushes[0].join("MANIFEST").exists());
+    let claimed = claim(&env.root, 0, 0).expect("claimed");
+    assert_eq!(claimed["last"], 5);
+    assert_eq!(claimed["files"].as_array().unwrap().len(), 9);
     assert_eq!(env.log.committed("transform", 0).unwrap(), None);
 
     let transformer = env.open(options());

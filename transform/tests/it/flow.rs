@@ -34,10 +34,7 @@ async fn reports_land_in_one_file_per_table_date_and_flush_named_by_offsets() {
 
     let (files, stray) = list(&env.root);
     assert!(stray.is_empty(), "{stray:?}");
-    let staging: Vec<_> = std::fs::read_dir(env.root.join("_staging"))
-        .unwrap()
-        .collect();
-    assert!(staging.is_empty(), "staging left behind");
+    assert!(crate::staged(&env.root).is_empty(), "staging left behind");
     // One flush per partition (everything was read in one pass): every file of a partition
     // accounts for all of its offsets, and there is one per table, date and partition.
     for file in &files {

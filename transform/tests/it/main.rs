@@ -5,6 +5,7 @@
 mod compaction;
 mod crash;
 mod flow;
+mod object_store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,27 @@ impl Env {
         assert_eq!(stats.committed_offsets(), self.log.end_offsets());
         stats
     }
+}
+
+/// The staging directories of interrupted or running flushes: `_staging/p<partition>/<flush>`.
+pub(crate) fn staged(root: &Path) -> Vec<PathBuf> {
+    let mut flushes = Vec::new();
+    let Ok(partitions) = std::fs::read_dir(root.join("_staging")) else {
+        return flushes;
+    };
+    for partition in partitions {
+        for flush in std::fs::read_dir(partition.unwrap().path()).unwrap() {
+            flushes.push(flush.unwrap().path());
+        }
+    }
+    flushes
+}
+
+/// The claim of the flush starting at `first` in `partition`, if there is one.
+pub(crate) fn claim(root: &Path, partition: u32, first: u64) -> Option<serde_json::Value> {
+    let path = root.join(format!("_claims/p{partition:05}/{first:020}.json"));
+    let text = std::fs::read(path).ok()?;
+    Some(serde_json::from_slice(&text).unwrap())
 }
 
 /// Options for tests: small batches would only slow them; a short interval keeps the
