@@ -75,6 +75,10 @@ struct Args {
     /// Worker threads of the client.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Open a new TCP connection for every report (and close it after the answer), as
+    /// senders that post one report a day do, instead of keeping connections alive.
+    #[arg(long)]
+    new_connection_per_report: bool,
 }
 
 /// Where to send what: host, port and path of a plain `http://` URL.
@@ -210,6 +214,7 @@ struct Shared {
     next_sample_us: AtomicU64,
     sample_every_us: u64,
     samples: Option<mpsc::UnboundedSender<(String, Instant)>>,
+    new_connection_per_report: bool,
 }
 
 async fn connect(target: &Target) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
@@ -242,9 +247,13 @@ async fn run_connection(shared: Arc<Shared>, target: Arc<Target>) -> ConnectionT
                 }
             }
         }
-        let request = Request::post(target.path.as_str())
+        let mut request = Request::post(target.path.as_str())
             .header("host", target.host.as_str())
-            .header("content-type", "application/tlsrpt+gzip")
+            .header("content-type", "application/tlsrpt+gzip");
+        if shared.new_connection_per_report {
+            request = request.header("connection", "close");
+        }
+        let request = request
             .body(Full::new(shared.bodies.gzipped[index].clone()))
             .expect("a valid request");
         let sent = Instant::now();
@@ -275,6 +284,9 @@ async fn run_connection(shared: Arc<Shared>, target: Arc<Target>) -> ConnectionT
                 *tally.errors.entry(0).or_default() += 1;
                 sender = None;
             }
+        }
+        if shared.new_connection_per_report {
+            sender = None;
         }
     }
     tally
@@ -432,6 +444,7 @@ fn main() -> anyhow::Result<()> {
         let cpu_before = process_cpu_seconds();
         let started = Instant::now();
         let shared = Arc::new(Shared {
+            new_connection_per_report: args.new_connection_per_report,
             bodies,
             next: AtomicUsize::new(0),
             started,
@@ -500,6 +513,7 @@ fn main() -> anyhow::Result<()> {
 
         let mut summary = serde_json::json!({
             "connections": args.connections,
+            "new_connection_per_report": args.new_connection_per_report,
             "client_threads": args.threads,
             "measured_seconds": window,
             "acknowledged_per_second": latencies.len() as f64 / window,

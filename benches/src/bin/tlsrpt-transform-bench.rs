@@ -1,12 +1,15 @@
-//! `tlsrpt-transform-bench`: the transformer alone, from a full embedded log to committed
-//! Parquet files, timed.
+//! `tlsrpt-transform-bench`: the transformer alone, from a full bus to committed Parquet
+//! files, timed.
 //!
 //! Setup (not timed): generate `--reports` reports, decode each as a receiver would and
-//! append it to a fresh embedded log in a temporary directory. Timed: open a transformer with
-//! `tlsrpt up`'s defaults (10,000-report batches, compaction on) and run it until every
-//! offset is committed, as `tlsrpt import` does. Prints one JSON line: reports per second
-//! of wall time, and the process's CPU time per report (the other threads are idle while
-//! the transformer runs, so that is the transformer's cost).
+//! append it to a fresh embedded log in a temporary directory, or with `--kafka` produce it to
+//! a topic of a Kafka-protocol broker this program starts (tansu, in-memory storage, as the
+//! tests use; a process of its own, so its CPU is not counted). Timed: open a transformer
+//! with `tlsrpt up`'s defaults (compaction on) and run it until every offset is committed, as
+//! `tlsrpt import` does. Prints one JSON line: reports per second of wall time, and the
+//! process's CPU time per report (the other threads are idle while the transformer runs, so
+//! that is the transformer's cost, librdkafka's fetching and decompression included with
+//! `--kafka`): `reports_per_cpu_second` is what one instance does on one core.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +18,13 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tlsrpt_benches::generator::{Generator, GeneratorConfig};
-use tlsrpt_bus::Message;
 use tlsrpt_bus::dead_letter::DeadLetters;
 use tlsrpt_bus::embedded::{EmbeddedLog, EmbeddedOptions};
+use tlsrpt_bus::kafka::{
+    DEFAULT_TOPIC, KafkaConsumer, KafkaConsumerOptions, KafkaProducer, KafkaProducerOptions,
+};
+use tlsrpt_bus::test_broker::TestBroker;
+use tlsrpt_bus::{Consumer, Delivered, Message, Producer};
 use tlsrpt_schemas::message::to_parts;
 use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport};
 use tlsrpt_transform::{TransformOptions, Transformer};
@@ -45,6 +52,10 @@ struct Args {
     /// Keep the data directory here instead of a temporary one (it must not exist).
     #[arg(long)]
     keep: Option<std::path::PathBuf>,
+    /// Read from a topic of `--partitions` partitions on a Kafka-protocol broker started for
+    /// the run, through the consumer `tlsrpt transform` uses, instead of the embedded log.
+    #[arg(long)]
+    kafka: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,36 +77,31 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let log = EmbeddedLog::open(
-        &dir.join("bus"),
-        EmbeddedOptions::with_partitions(args.partitions),
-    )?;
-    runtime.block_on(fill(&log, &args))?;
-
     let dead_letters = Arc::new(DeadLetters::open(&dir.join("rejected"))?);
-    let usage_before = cpu_time();
-    let started = Instant::now();
-    let transformer = Transformer::open(
-        log.clone(),
-        dir.join("tables"),
-        dead_letters,
-        TransformOptions {
-            flush_when_caught_up: true,
-            ..TransformOptions::default()
-        },
-    )?;
-    let stats = transformer.stats();
-    let targets = log.end_offsets();
-    runtime.block_on(async {
-        let done = {
-            let stats = Arc::clone(&stats);
-            async move { stats.wait_for_committed(&targets).await }
-        };
-        transformer.run(done).await
-    })?;
-    let wall = started.elapsed();
-    let cpu = cpu_time() - usage_before;
-    let written = stats.reports_written();
+    let tables = dir.join("tables");
+    let measured = if args.kafka {
+        let broker = TestBroker::start();
+        broker.create_topic(DEFAULT_TOPIC, args.partitions);
+        let producer = KafkaProducer::new(&KafkaProducerOptions::new(broker.address()))?;
+        let targets = runtime.block_on(fill(&producer, &args, args.partitions))?;
+        producer.flush(Duration::from_secs(30))?;
+        drop(producer);
+        let consumer = KafkaConsumer::new(&KafkaConsumerOptions::new(
+            broker.address(),
+            TransformOptions::default().group,
+        ))?;
+        time_transformer(&runtime, consumer, tables, dead_letters, targets)?
+    } else {
+        let log = EmbeddedLog::open(
+            &dir.join("bus"),
+            EmbeddedOptions::with_partitions(args.partitions),
+        )?;
+        let targets = runtime.block_on(fill(&log, &args, args.partitions))?;
+        let measured = time_transformer(&runtime, log.clone(), tables, dead_letters, targets)?;
+        log.shutdown();
+        measured
+    };
+    let (wall, cpu, written) = measured;
     anyhow::ensure!(
         written == args.reports as u64,
         "wrote {written} reports of {}",
@@ -104,6 +110,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
+            "bus": if args.kafka { "kafka" } else { "embedded" },
+            "partitions": args.partitions,
             "reports": written,
             "seconds": wall.as_secs_f64(),
             "reports_per_second": written as f64 / wall.as_secs_f64(),
@@ -111,12 +119,49 @@ fn main() -> anyhow::Result<()> {
             "reports_per_cpu_second": written as f64 / cpu.as_secs_f64(),
         })
     );
-    log.shutdown();
     Ok(())
 }
 
-/// Appends the generated reports, many in flight so the log groups them.
-async fn fill(log: &EmbeddedLog, args: &Args) -> anyhow::Result<()> {
+/// Runs a transformer over `consumer` until `targets` (the next offset per partition) are
+/// committed; its wall time, the process's CPU time, and the reports written.
+fn time_transformer<C: Consumer>(
+    runtime: &tokio::runtime::Runtime,
+    consumer: C,
+    tables: std::path::PathBuf,
+    dead_letters: Arc<DeadLetters>,
+    targets: Vec<u64>,
+) -> anyhow::Result<(Duration, Duration, u64)> {
+    eprintln!("tlsrpt-transform-bench: the bus is full; timing the transformer");
+    let usage_before = cpu_time();
+    let started = Instant::now();
+    let transformer = Transformer::open(
+        consumer,
+        tables,
+        dead_letters,
+        TransformOptions {
+            flush_when_caught_up: true,
+            ..TransformOptions::default()
+        },
+    )?;
+    let stats = transformer.stats();
+    runtime.block_on(async {
+        let done = {
+            let stats = Arc::clone(&stats);
+            async move { stats.wait_for_committed(&targets).await }
+        };
+        transformer.run(done).await
+    })?;
+    Ok((started.elapsed(), cpu_time() - usage_before, stats.reports_written()))
+}
+
+/// Appends the generated reports, many in flight so the bus groups them; returns the next
+/// offset of each of the `partitions` partitions.
+async fn fill(bus: &impl Producer, args: &Args, partitions: u32) -> anyhow::Result<Vec<u64>> {
+    let mut ends = vec![0u64; partitions as usize];
+    let mut note = |delivered: Delivered| {
+        let end = &mut ends[delivered.partition as usize];
+        *end = (*end).max(delivered.offset + 1);
+    };
     let config = match args.profile {
         Profile::Default => GeneratorConfig::default(),
         Profile::Bench => GeneratorConfig::bench(),
@@ -133,19 +178,21 @@ async fn fill(log: &EmbeddedLog, args: &Args) -> anyhow::Result<()> {
             raw_json: decoded.raw_json,
         };
         let parts = to_parts(&received, Some("192.0.2.1:4000"), None);
-        in_flight.push(log.send(Message {
+        in_flight.push(bus.send(Message {
             key: parts.key,
             value: parts.value,
             headers: parts.headers,
         }));
-        if in_flight.len() >= 4096 {
-            in_flight.next().await.transpose()?;
+        if in_flight.len() >= 4096
+            && let Some(delivered) = in_flight.next().await
+        {
+            note(delivered?);
         }
     }
     while let Some(delivered) = in_flight.next().await {
-        delivered?;
+        note(delivered?);
     }
-    Ok(())
+    Ok(ends)
 }
 
 /// The process's user plus system CPU time so far (from `/proc/self/stat`, in the kernel's

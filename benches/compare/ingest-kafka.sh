@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `tlsrpt ingest` publishing to a Kafka-protocol broker: gzip reports posted by tlsrpt-load,
+# each answered 200 only after the broker acknowledged it (acks=all, idempotent producer).
+# The broker (tansu, in-memory storage, as the tests use), the receiver and the load client
+# share this machine's cores.
+#
+#   benches/compare/ingest-kafka.sh [SECONDS] [CONNECTIONS] [tlsrpt-load flags...]
+#   benches/compare/ingest-kafka.sh 20 256                      keep-alive connections
+#   benches/compare/ingest-kafka.sh 20 64 --new-connection-per-report
+#
+# Prints the load client's JSON (acknowledged reports/s after a 2 s warm-up, latency
+# percentiles), the CPU the receiver and the broker used per acknowledged report, and the
+# messages on the topic against the 2xx answers.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-20}
+connections=${2:-256}
+shift $(( $# < 2 ? $# : 2 ))
+
+scripts/kafka-broker.sh install >/dev/null
+cargo build --quiet --release -p tlsrpt --bin tlsrpt
+cargo build --quiet --release -p tlsrpt-benches --bin tlsrpt-load --bin tlsrpt-gen
+
+work=$(mktemp -d)
+server=
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill -9 "$server" 2>/dev/null || true; fi
+  scripts/kafka-broker.sh stop "$work/broker" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
+  --out "$work/gen" >/dev/null
+
+echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+brokers=$(scripts/kafka-broker.sh start "$work/broker" | tail -1)
+broker=$(cat "$work/broker/broker.pid")
+target/release/tlsrpt ingest --kafka "$brokers" --data-dir "$work/ingest" \
+  --http-listen 127.0.0.1:0 --smtp-listen off \
+  >"$work/banner" 2>"$work/log" &
+server=$!
+for _ in $(seq 1 200); do
+  grep -q 'reports over HTTP' "$work/banner" 2>/dev/null && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
+  sleep 0.05
+done
+reports_url=$(sed -n 's/.*reports over HTTP  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
+echo "broker: $brokers (pid $broker); ingest: pid $server, $reports_url"
+
+bodies=$(( 80000 * seconds ))
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+server_before=$(ticks "$server")
+broker_before=$(ticks "$broker")
+status=0
+target/release/tlsrpt-load --url "$reports_url" --reports "$work/gen/reports.jsonl" \
+  --connections "$connections" --duration "$seconds" --bodies "$bodies" "$@" \
+  | tee "$work/load.json" || status=$?
+
+python3 - "$(ticks "$server")" "$server_before" "$(ticks "$broker")" "$broker_before" \
+  "$(getconf CLK_TCK)" "$work/load.json" <<'PY'
+import json, sys
+s_after, s_before, b_after, b_before, hz = (float(x) for x in sys.argv[1:6])
+total = json.load(open(sys.argv[6]))["acknowledged_total"]
+for name, after, before in (("ingest", s_after, s_before), ("broker", b_after, b_before)):
+    seconds = (after - before) / hz
+    print(f"{name} CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.1f} us per acknowledged report")
+PY
+echo "ingest peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+kill -TERM "$server"
+if wait "$server"; then echo "ingest stopped on SIGTERM: exit 0"; else echo "ingest exit $?" >&2; exit 1; fi
+server=
+exit $status
