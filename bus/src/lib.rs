@@ -126,6 +126,16 @@ pub struct Assignment {
     pub partitions: Vec<(u32, u64)>,
 }
 
+impl Assignment {
+    /// The epoch `partition` is owned under, if it is owned.
+    pub fn epoch_of(&self, partition: u32) -> Option<u64> {
+        self.partitions
+            .iter()
+            .find(|(p, _)| *p == partition)
+            .map(|&(_, epoch)| epoch)
+    }
+}
+
 /// What the transformer needs of the bus: learn which partitions it owns, read each by
 /// offset, wait for new messages, and keep per consumer group the next offset to read. The
 /// embedded log (one reader owning every partition) and [`kafka::KafkaConsumer`] (a
@@ -141,7 +151,8 @@ pub trait Consumer: Send + Sync + 'static {
     fn assignment(&self) -> Assignment;
 
     /// Up to `max` records of `partition` from offset `from` on, in offset order; empty when
-    /// nothing is there yet.
+    /// nothing is there yet. `from` may go back to offsets returned before (a transformer
+    /// whose flush lost its claim resumes where the claims end): they are read again.
     fn fetch(&self, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, BusError>;
 
     /// The end offset of every partition: the offset its next message will get. On Kafka,

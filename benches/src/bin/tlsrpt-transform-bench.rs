@@ -24,7 +24,7 @@ use tlsrpt_bus::kafka::{
     DEFAULT_TOPIC, KafkaConsumer, KafkaConsumerOptions, KafkaProducer, KafkaProducerOptions,
 };
 use tlsrpt_bus::test_broker::TestBroker;
-use tlsrpt_bus::{Consumer, Delivered, Message, Producer};
+use tlsrpt_bus::{Consumer, Message, Producer};
 use tlsrpt_schemas::message::to_parts;
 use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport};
 use tlsrpt_transform::{TransformOptions, Transformer};
@@ -56,6 +56,10 @@ struct Args {
     /// the run, through the consumer `tlsrpt transform` uses, instead of the embedded log.
     #[arg(long)]
     kafka: bool,
+    /// Transformers in the group (`--kafka` only), each on its own thread as separate
+    /// `tlsrpt transform` processes would be.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,6 +70,13 @@ enum Profile {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The transformer's log, when asked for (`TLSRPT_LOG=info`): rebalances, claims lost.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TLSRPT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let temp;
     let dir = match &args.keep {
         Some(dir) => dir.clone(),
@@ -79,32 +90,47 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let dead_letters = Arc::new(DeadLetters::open(&dir.join("rejected"))?);
     let tables = dir.join("tables");
+    let expected = args.reports as u64;
     let measured = if args.kafka {
         let broker = TestBroker::start();
         broker.create_topic(DEFAULT_TOPIC, args.partitions);
         let producer = KafkaProducer::new(&KafkaProducerOptions::new(broker.address()))?;
-        let targets = runtime.block_on(fill(&producer, &args, args.partitions))?;
+        runtime.block_on(fill(&producer, &args))?;
         producer.flush(Duration::from_secs(30))?;
         drop(producer);
-        let consumer = KafkaConsumer::new(&KafkaConsumerOptions::new(
-            broker.address(),
-            TransformOptions::default().group,
-        ))?;
-        time_transformer(&runtime, consumer, tables, dead_letters, targets)?
+        let consumers = (0..args.instances)
+            .map(|_| {
+                KafkaConsumer::new(&KafkaConsumerOptions::new(
+                    broker.address(),
+                    TransformOptions::default().group,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        time_transformers(&runtime, consumers, &tables, &dead_letters, expected)?
     } else {
+        anyhow::ensure!(
+            args.instances == 1,
+            "the embedded log has one transformer; --instances needs --kafka"
+        );
         let log = EmbeddedLog::open(
             &dir.join("bus"),
             EmbeddedOptions::with_partitions(args.partitions),
         )?;
-        let targets = runtime.block_on(fill(&log, &args, args.partitions))?;
-        let measured = time_transformer(&runtime, log.clone(), tables, dead_letters, targets)?;
+        runtime.block_on(fill(&log, &args))?;
+        let measured = time_transformers(
+            &runtime,
+            vec![log.clone()],
+            &tables,
+            &dead_letters,
+            expected,
+        )?;
         log.shutdown();
         measured
     };
     let (wall, cpu, written) = measured;
     anyhow::ensure!(
         written == args.reports as u64,
-        "wrote {written} reports of {}",
+        "consumed {written} messages of {}",
         args.reports
     );
     println!(
@@ -112,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "bus": if args.kafka { "kafka" } else { "embedded" },
             "partitions": args.partitions,
+            "instances": args.instances,
             "reports": written,
             "seconds": wall.as_secs_f64(),
             "reports_per_second": written as f64 / wall.as_secs_f64(),
@@ -122,46 +149,65 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a transformer over `consumer` until `targets` (the next offset per partition) are
-/// committed; its wall time, the process's CPU time, and the reports written.
-fn time_transformer<C: Consumer>(
+/// Runs one transformer per consumer (the members of one group on Kafka) until together
+/// they have consumed `expected` messages; the wall time, the process's CPU time, and the
+/// messages consumed (reports written, duplicates skipped).
+fn time_transformers<C: Consumer>(
     runtime: &tokio::runtime::Runtime,
-    consumer: C,
-    tables: std::path::PathBuf,
-    dead_letters: Arc<DeadLetters>,
-    targets: Vec<u64>,
+    consumers: Vec<C>,
+    tables: &std::path::Path,
+    dead_letters: &Arc<DeadLetters>,
+    expected: u64,
 ) -> anyhow::Result<(Duration, Duration, u64)> {
     eprintln!("tlsrpt-transform-bench: the bus is full; timing the transformer");
     let usage_before = cpu_time();
     let started = Instant::now();
-    let transformer = Transformer::open(
-        consumer,
-        tables,
-        dead_letters,
-        TransformOptions {
-            flush_when_caught_up: true,
-            ..TransformOptions::default()
-        },
-    )?;
-    let stats = transformer.stats();
+    let mut transformers = Vec::new();
+    for consumer in consumers {
+        transformers.push(Transformer::open(
+            consumer,
+            tables.to_path_buf(),
+            dead_letters.clone(),
+            TransformOptions {
+                flush_when_caught_up: true,
+                ..TransformOptions::default()
+            },
+        )?);
+    }
+    let stats: Vec<_> = transformers.iter().map(Transformer::stats).collect();
+    // Every message accounted for: written, or skipped as a duplicate (the generator repeats
+    // a dedup key now and then in long runs).
+    let consumed = || {
+        stats
+            .iter()
+            .map(|s| s.reports_written() + s.duplicates_skipped() + s.dead_lettered())
+            .sum::<u64>()
+    };
     runtime.block_on(async {
-        let done = {
-            let stats = Arc::clone(&stats);
-            async move { stats.wait_for_committed(&targets).await }
-        };
-        transformer.run(done).await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running: Vec<_> = transformers
+            .into_iter()
+            .map(|transformer| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(transformer.run(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }))
+            })
+            .collect();
+        while consumed() < expected {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop.send(true);
+        for task in running {
+            task.await??;
+        }
+        anyhow::Ok(())
     })?;
-    Ok((started.elapsed(), cpu_time() - usage_before, stats.reports_written()))
+    Ok((started.elapsed(), cpu_time() - usage_before, consumed()))
 }
 
-/// Appends the generated reports, many in flight so the bus groups them; returns the next
-/// offset of each of the `partitions` partitions.
-async fn fill(bus: &impl Producer, args: &Args, partitions: u32) -> anyhow::Result<Vec<u64>> {
-    let mut ends = vec![0u64; partitions as usize];
-    let mut note = |delivered: Delivered| {
-        let end = &mut ends[delivered.partition as usize];
-        *end = (*end).max(delivered.offset + 1);
-    };
+/// Appends the generated reports, many in flight so the bus groups them.
+async fn fill(bus: &impl Producer, args: &Args) -> anyhow::Result<()> {
     let config = match args.profile {
         Profile::Default => GeneratorConfig::default(),
         Profile::Bench => GeneratorConfig::bench(),
@@ -183,16 +229,14 @@ async fn fill(bus: &impl Producer, args: &Args, partitions: u32) -> anyhow::Resu
             value: parts.value,
             headers: parts.headers,
         }));
-        if in_flight.len() >= 4096
-            && let Some(delivered) = in_flight.next().await
-        {
-            note(delivered?);
+        if in_flight.len() >= 4096 {
+            in_flight.next().await.transpose()?;
         }
     }
     while let Some(delivered) = in_flight.next().await {
-        note(delivered?);
+        delivered?;
     }
-    Ok(ends)
+    Ok(())
 }
 
 /// The process's user plus system CPU time so far (from `/proc/self/stat`, in the kernel's

@@ -95,6 +95,10 @@ struct Buffers {
     len: usize,
     /// One past the highest offset pulled, per partition (the consumer's view of the end).
     ends: Vec<u64>,
+    /// Per partition: the epoch and the offset after the last message handed out (or
+    /// skipped) by `fetch`. A fetch from below it asks for messages already gone from the
+    /// buffers, and seeks (see `fetch`).
+    next: BTreeMap<u32, (u64, u64)>,
 }
 
 /// Receives librdkafka's rebalance callbacks (inside `poll`, on the polling thread).
@@ -269,6 +273,9 @@ impl Inner {
             keep
         });
         buffers.len -= dropped;
+        buffers
+            .next
+            .retain(|partition, (epoch, _)| owned.partitions.get(partition) == Some(epoch));
         let message = match polled {
             None => return Ok(false),
             Some(Ok(message)) => message,
@@ -348,21 +355,58 @@ impl Consumer for KafkaConsumer {
     fn fetch(&self, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, BusError> {
         let mut buffers = lock(&self.inner.buffers);
         self.inner.pump(&mut buffers)?;
-        let Some((_, records)) = buffers.by_partition.get_mut(&partition) else {
+        let epoch = self.inner.assignment_now().epoch_of(partition);
+        if let Some(&(read_under, next)) = buffers.next.get(&partition)
+            && Some(read_under) == epoch
+            && from < next
+        {
+            // The transformer went back to offsets this consumer already handed out: a flush
+            // that lost its claim to another writer resumes where the claims end, which may
+            // be before what it had read. librdkafka fetches forward only, so seek; the
+            // messages buffered for the partition are dropped and come again.
+            self.inner
+                .consumer
+                .seek(
+                    &self.inner.topic,
+                    i32::try_from(partition).unwrap_or(i32::MAX),
+                    Offset::Offset(i64::try_from(from).unwrap_or(i64::MAX)),
+                    REQUEST_TIMEOUT,
+                )
+                .map_err(|e| {
+                    BusError::Storage(format!(
+                        "cannot seek partition {partition} of {} back to offset {from}: {e}",
+                        self.inner.topic
+                    ))
+                })?;
+            if let Some((_, records)) = buffers.by_partition.remove(&partition) {
+                buffers.len -= records.len();
+            }
+            if let Some(read_under) = epoch {
+                buffers.next.insert(partition, (read_under, from));
+            }
+            return Ok(Vec::new());
+        }
+        let Some((read_under, records)) = buffers.by_partition.get_mut(&partition) else {
             return Ok(Vec::new());
         };
+        let read_under = *read_under;
         let mut taken = Vec::with_capacity(records.len().min(max));
         let mut removed = 0;
+        let mut next = None;
         while taken.len() < max {
             let Some(record) = records.pop_front() else {
                 break;
             };
             removed += 1;
+            next = Some(record.offset + 1);
             if record.offset >= from {
                 taken.push(record);
             }
         }
         buffers.len -= removed;
+        if let Some(next) = next {
+            buffers.next.insert(partition, (read_under, next));
+        }
         Ok(taken)
     }
 

@@ -232,3 +232,43 @@ async fn a_consumer_group_shares_the_partitions_and_resumes_from_commits() {
         "nothing read twice or lost"
     );
 }
+
+/// A transformer whose flush lost its claim resumes where the claims end, which can be
+/// before what its consumer handed out: fetching from there must give those messages again
+/// (librdkafka reads forward only; the consumer seeks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_from_an_offset_already_read_reads_it_again() {
+    let broker = TestBroker::start();
+    let topic = "tlsrpt.reports";
+    broker.create_topic(topic, 1);
+    let producer = KafkaProducer::new(&options(&broker.address(), topic)).unwrap();
+    for i in 0..50 {
+        producer.send(message(i)).await.unwrap();
+    }
+    let mut consumer_options = KafkaConsumerOptions::new(broker.address(), "seek-test");
+    consumer_options.topic = topic.to_owned();
+    let consumer = KafkaConsumer::new(&consumer_options).unwrap();
+    tokio::task::block_in_place(|| {
+        rebalance_until(&[&consumer], |a| a[0].partitions.len() == 1);
+        let read_from = |from: u64, count: usize| {
+            let mut read: Vec<u64> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while read.len() < count {
+                assert!(Instant::now() < deadline, "read {read:?} from {from}");
+                let next = read.last().map_or(from, |last| last + 1);
+                read.extend(
+                    consumer
+                        .fetch(0, next, count - read.len())
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.offset),
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            read
+        };
+        assert_eq!(read_from(0, 40), (0..40).collect::<Vec<u64>>());
+        // Back to 10: offsets 10..40 come again, then the rest.
+        assert_eq!(read_from(10, 40), (10..50).collect::<Vec<u64>>());
+    });
+}
