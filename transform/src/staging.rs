@@ -211,8 +211,7 @@ fn stage(
     row_group_rows: usize,
     claim: &mut Claim,
 ) -> Result<Vec<Published>> {
-    let mut published = Vec::with_capacity(files.len());
-    let mut written = Vec::with_capacity(files.len() + 3);
+    let mut sinks = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
         let staged = format!("{i:03}.parquet");
         let key = format!("{dir}/{staged}");
@@ -225,8 +224,7 @@ fn stage(
             &file.rows,
             row_group_rows,
         )?;
-        let bytes = store.close(&key, sink)?;
-        written.push(key);
+        sinks.push((key, sink));
         claim.files.push(ClaimedFile {
             staged,
             path: format!(
@@ -235,12 +233,18 @@ fn stage(
                 range.file_name()
             ),
         });
-        published.push(Published {
+    }
+    let mut written: Vec<String> = sinks.iter().map(|(key, _)| key.clone()).collect();
+    let sizes = store.close_all(sinks)?;
+    let published = files
+        .iter()
+        .zip(sizes)
+        .map(|(file, bytes)| Published {
             table: file.table,
             date: file.date,
             bytes,
-        });
-    }
+        })
+        .collect();
     // The files, their names, and the staging directory's own name, durable before the
     // claim.
     if !files.is_empty() {

@@ -307,6 +307,37 @@ impl TableStore {
         }
     }
 
+    /// [`close`](Self::close) for several files; on an object store their PUTs run
+    /// concurrently (a flush's files, one round trip instead of one per file).
+    pub(crate) fn close_all(&self, files: Vec<(String, Sink)>) -> Result<Vec<u64>> {
+        let Kind::Object { store, .. } = &self.kind else {
+            return files
+                .into_iter()
+                .map(|(key, sink)| self.close(&key, sink))
+                .collect();
+        };
+        let mut sizes = Vec::with_capacity(files.len());
+        let mut puts = Vec::with_capacity(files.len());
+        for (key, sink) in files {
+            let Sink::Memory(bytes) = sink else {
+                unreachable!("a sink is closed by the store that made it")
+            };
+            sizes.push(bytes.len() as u64);
+            let store = Arc::clone(store);
+            let path = self.object_path(&key);
+            puts.push(async move {
+                store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| (key, e))
+            });
+        }
+        match self.run_keyed(async move { futures::future::try_join_all(puts).await }) {
+            Ok(_) => Ok(sizes),
+            Err((key, e)) => Err(self.object_error("write", &key)(e)),
+        }
+    }
+
     /// Makes the local files and directories `keys` durable (contents, and the names in a
     /// directory); nothing to do on an object store.
     pub(crate) fn sync(&self, keys: &[String]) -> Result<()> {
@@ -440,8 +471,12 @@ impl TableStore {
         mut before_each: impl FnMut(usize) -> Result<()>,
     ) -> Result<()> {
         let mut to_sync: Vec<String> = Vec::new();
+        let mut stopped = None;
         for (i, (from, to)) in moves.iter().enumerate() {
-            before_each(i)?;
+            if let Err(stop) = before_each(i) {
+                stopped = Some((i, stop));
+                break;
+            }
             match &self.kind {
                 Kind::Local { root } => {
                     let source = root.join(from);
@@ -476,22 +511,43 @@ impl TableStore {
                     }
                     push_once(&mut to_sync, parent_key(to).unwrap_or(""));
                 }
-                Kind::Object { store, .. } => {
-                    let store2 = Arc::clone(store);
+                Kind::Object { .. } => {}
+            }
+        }
+        if let Kind::Object { store, .. } = &self.kind {
+            // Server-side copies, all at once (those before a stop, if `before_each` stopped).
+            let count = stopped.as_ref().map_or(moves.len(), |(i, _)| *i);
+            let copies: Vec<_> = moves[..count]
+                .iter()
+                .map(|(from, to)| {
+                    let store = Arc::clone(store);
                     let (source, target) = (self.object_path(from), self.object_path(to));
-                    match self.run(async move { store2.copy(&source, &target).await }) {
-                        Ok(()) => {}
-                        Err(object_store::Error::NotFound { .. }) => {
-                            if !self.exists(to)? {
-                                return Err(missing_staged(self.display_key(from), to));
-                            }
+                    async move { store.copy(&source, &target).await }
+                })
+                .collect();
+            let first = moves.first().map_or("", |(from, _)| from.as_str());
+            let results = self
+                .run(async move {
+                    Ok::<_, object_store::Error>(futures::future::join_all(copies).await)
+                })
+                .map_err(self.object_error("copy", first))?;
+            for ((from, to), result) in moves.iter().zip(results) {
+                match result {
+                    Ok(()) => {}
+                    Err(object_store::Error::NotFound { .. }) => {
+                        if !self.exists(to)? {
+                            return Err(missing_staged(self.display_key(from), to));
                         }
-                        Err(e) => return Err(self.object_error("copy", from)(e)),
                     }
+                    Err(e) => return Err(self.object_error("copy", from)(e)),
                 }
             }
         }
-        self.sync(&to_sync)
+        self.sync(&to_sync)?;
+        match stopped {
+            Some((_, stop)) => Err(stop),
+            None => Ok(()),
+        }
     }
 
     /// Moves one file to a new name in place of any there (compaction's output; local only,
@@ -558,9 +614,13 @@ impl TableStore {
                 let prefix = self.object_path(dir);
                 self.run(async move {
                     let objects: Vec<_> = store.list(Some(&prefix)).collect().await;
-                    for meta in objects {
-                        store.delete(&meta?.location).await?;
-                    }
+                    let locations: Vec<ObjectPath> = objects
+                        .into_iter()
+                        .map(|meta| meta.map(|m| m.location))
+                        .collect::<object_store::Result<_>>()?;
+                    // Concurrently: a flush's staging is up to a few dozen objects.
+                    let deletes = locations.iter().map(|location| store.delete(location));
+                    futures::future::try_join_all(deletes).await?;
                     Ok(())
                 })
                 .map_err(self.object_error("delete", dir))
@@ -588,6 +648,17 @@ impl TableStore {
             action,
             path,
             source,
+        }
+    }
+
+    /// [`run`](Self::run) for work whose error names the key it failed on.
+    fn run_keyed<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, (String, object_store::Error)>> + Send + 'static,
+    ) -> Result<T, (String, object_store::Error)> {
+        match &self.kind {
+            Kind::Object { runtime, .. } => runtime.run(work),
+            Kind::Local { .. } => unreachable!("local stores do not use the runtime"),
         }
     }
 
