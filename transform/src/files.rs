@@ -16,7 +16,7 @@ use arrow::datatypes::{Date32Type, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{ArrowSchemaConverter, ArrowWriter, ProjectionMask};
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -333,43 +333,22 @@ pub(crate) fn parse_uid(text: &str) -> Option<u128> {
 /// only).
 pub(crate) fn read_report_uids(
     store: &TableStore,
-    key: &str,
+    file: &DataFile,
     uids: &mut HashSet<u128>,
 ) -> Result<()> {
-    let path = &store.display_key(key);
-    let parquet = |source| TransformError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let source = store.open_parquet(key)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(source).map_err(parquet)?;
-    let index =
-        builder
-            .schema()
-            .index_of("report_uid")
-            .map_err(|_| TransformError::Unexpected {
-                path: path.to_path_buf(),
-                message: "no report_uid column".into(),
-            })?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(parquet)?;
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet(e.into()))?;
+    let path = store.display_key(&file.key);
+    for batch in store.read_column(&file.key, file.bytes, "report_uid")? {
         let column =
             batch
                 .column(0)
                 .as_string_opt::<i32>()
                 .ok_or_else(|| TransformError::Unexpected {
-                    path: path.to_path_buf(),
+                    path: path.clone(),
                     message: "report_uid is not a string column".into(),
                 })?;
         for i in 0..column.len() {
             let uid = parse_uid(column.value(i)).ok_or_else(|| TransformError::Unexpected {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 message: format!("report_uid {:?} is not 32 hex digits", column.value(i)),
             })?;
             uids.insert(uid);

@@ -290,7 +290,19 @@ pub(crate) struct Recovered {
 /// no longer be claimed (see the module docs), and reports where the claims end.
 pub(crate) fn recover(store: &TableStore, partition: u32) -> Result<Recovered> {
     let mut recovered = Recovered::default();
-    let listing = store.list(&partition_dir(CLAIMS_DIR, partition))?;
+    let claims_dir = partition_dir(CLAIMS_DIR, partition);
+    let listing = store.list(&claims_dir)?;
+    for entry in &listing.files {
+        // A local claim being written (`TableStore::create_new`), left by a crash.
+        if entry.name.starts_with(".new-")
+            && SystemTime::now()
+                .duration_since(entry.modified)
+                .unwrap_or_default()
+                > CLAIM_GRACE
+        {
+            store.delete(&format!("{claims_dir}/{}", entry.name))?;
+        }
+    }
     let mut claims: Vec<(u64, SystemTime)> = listing
         .files
         .iter()

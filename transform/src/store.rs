@@ -20,10 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arrow::array::RecordBatch;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use crate::error::{Result, TransformError, io};
 use crate::files;
@@ -444,6 +450,63 @@ impl TableStore {
         }
     }
 
+    /// The column `name` of every row of the Parquet file `key` (of `size` bytes), in
+    /// batches. On an object store only the footer and that column's byte ranges are
+    /// fetched: a take-over reads the `report_uid`s of a partition's whole history, and a
+    /// `reports` file is mostly `raw_json`.
+    pub(crate) fn read_column(&self, key: &str, size: u64, name: &str) -> Result<Vec<RecordBatch>> {
+        let path = self.display_key(key);
+        let parquet = |source| TransformError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let missing = || TransformError::Unexpected {
+            path: path.clone(),
+            message: format!("no {name} column"),
+        };
+        match &self.kind {
+            Kind::Local { .. } => {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(self.open_parquet(key)?)
+                    .map_err(parquet)?;
+                let index = builder.schema().index_of(name).map_err(|_| missing())?;
+                let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+                let reader = builder
+                    .with_projection(mask)
+                    .with_batch_size(64 * 1024)
+                    .build()
+                    .map_err(parquet)?;
+                reader
+                    .map(|batch| batch.map_err(|e| parquet(e.into())))
+                    .collect()
+            }
+            Kind::Object { store, runtime, .. } => {
+                let reader = RangeReader {
+                    store: Arc::clone(store),
+                    path: self.object_path(key),
+                    size,
+                };
+                let name = name.to_owned();
+                let read = runtime.run(async move {
+                    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+                    let Ok(index) = builder.schema().index_of(&name) else {
+                        return Ok(None);
+                    };
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+                    let stream = builder
+                        .with_projection(mask)
+                        .with_batch_size(64 * 1024)
+                        .build()?;
+                    let batches: Vec<_> = stream.collect().await;
+                    batches
+                        .into_iter()
+                        .collect::<parquet::errors::Result<Vec<_>>>()
+                        .map(Some)
+                });
+                read.map_err(parquet)?.ok_or_else(missing)
+            }
+        }
+    }
+
     /// Whether the file `key` exists.
     pub(crate) fn exists(&self, key: &str) -> Result<bool> {
         match &self.kind {
@@ -677,6 +740,58 @@ fn missing_staged(source: PathBuf, to: &str) -> TransformError {
     TransformError::Unexpected {
         path: source,
         message: format!("staged file missing, and {to} is not in place"),
+    }
+}
+
+/// Reads byte ranges of one object for parquet's async reader: the footer, then the column
+/// chunks a projection needs.
+struct RangeReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+fn external(error: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(error))
+}
+
+impl AsyncFileReader for RangeReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
     }
 }
 

@@ -387,7 +387,7 @@ impl<C: Consumer> Core<C> {
             if file.table == Table::Reports {
                 files::read_report_uids(
                     &self.store,
-                    &file.key,
+                    file,
                     &mut self.seen[file.range.partition as usize],
                 )?;
             }
@@ -739,7 +739,7 @@ pub fn existing_report_uids(root: &Path) -> Result<HashSet<u128>> {
     let mut uids = HashSet::new();
     for file in files::visible(&scan.files) {
         if file.table == Table::Reports {
-            files::read_report_uids(&store, &file.key, &mut uids)?;
+            files::read_report_uids(&store, file, &mut uids)?;
         }
     }
     Ok(uids)
