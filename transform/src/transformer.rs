@@ -89,7 +89,7 @@ struct Core<C> {
     /// often it comes (its copies share a dedup key, hence a partition). Rebuilt from the
     /// partition's `reports` files when it is taken over, so it holds across restarts and
     /// owners.
-    seen: Vec<HashSet<u128>>,
+    seen: Vec<files::UidSet>,
     /// Per partition, the claims there are (first offset, when made), oldest first: kept to
     /// delete them once their grace has passed (`staging::prune_claims`).
     claims: Vec<Vec<(u64, SystemTime)>>,
@@ -153,7 +153,7 @@ impl<C: Consumer> Transformer<C> {
             resumed: vec![0; partitions],
             positions: vec![0; partitions],
             pending: (0..partitions).map(|_| None).collect(),
-            seen: (0..partitions).map(|_| HashSet::new()).collect(),
+            seen: (0..partitions).map(|_| files::UidSet::default()).collect(),
             claims: vec![Vec::new(); partitions],
             sweep_pending: vec![false; partitions],
             compactor,
@@ -182,7 +182,7 @@ impl<C: Consumer> Transformer<C> {
 
     /// Reports known to be written in the partitions owned (the dedup sets' size).
     pub fn known_reports(&self) -> usize {
-        self.core.seen.iter().map(HashSet::len).sum()
+        self.core.seen.iter().map(files::UidSet::len).sum()
     }
 
     /// The partitions this transformer owns now.
@@ -315,7 +315,7 @@ impl<C: Consumer> Core<C> {
         let p = partition as usize;
         self.owned.remove(&partition);
         let dropped = self.pending[p].take().map_or(0, |b| b.messages);
-        self.seen[p] = HashSet::new();
+        self.seen[p] = files::UidSet::default();
         self.claims[p] = Vec::new();
         self.compactor.release(partition);
         tracing::info!(partition, dropped, "Partition released.");
