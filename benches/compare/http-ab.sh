@@ -12,6 +12,7 @@
 # A or B, accepted/s, server and client CPU per report, and the server's peak RSS (VmHWM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/compare/common.sh
 binary_a=$(realpath "$1")
 binary_b=$(realpath "$2")
 pairs=${3:-3}
@@ -28,7 +29,6 @@ trap cleanup EXIT
 target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
   --out "$work/gen" >/dev/null
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 one_run() {
   local label=$1 binary=$2 data="$work/data-$1"
   rm -rf "$data"
@@ -50,9 +50,9 @@ one_run() {
   sleep 5
   accepted() { curl -s "$base/metrics" | awk '/^tlsrpt_accepted_total/ {s += $2} END {print s + 0}'; }
   local a0 s0 c0 t0 a1 s1 c1 t1
-  a0=$(accepted); s0=$(ticks "$server"); c0=$(ticks "$client"); t0=$(date +%s.%N)
+  a0=$(accepted); s0=$(cpu_ticks "$server"); c0=$(cpu_ticks "$client"); t0=$(date +%s.%N)
   sleep 10
-  a1=$(accepted); s1=$(ticks "$server"); c1=$(ticks "$client"); t1=$(date +%s.%N)
+  a1=$(accepted); s1=$(cpu_ticks "$server"); c1=$(cpu_ticks "$client"); t1=$(date +%s.%N)
   wait "$client" || true
   local rss
   rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$server/status")

@@ -12,6 +12,7 @@
 # checks it exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/compare/common.sh
 seconds=${1:-20}
 connections=${2:-64}
 shift $(( $# < 2 ? $# : 2 ))
@@ -27,9 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Templates: 20,000 bench-profile reports (every one with failures, about 2 KB of JSON).
-target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
-  --out "$work/gen" >/dev/null
+templates "$work/gen"
 
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 target/release/tlsrpt up --data-dir "$work/data" --http-listen 127.0.0.1:0 \
@@ -46,8 +45,7 @@ echo "server: pid $server, reports $reports_url, sql $sql_url"
 
 # Enough distinct bodies for 60,000 reports/s over the run: none is posted twice.
 bodies=$(( 60000 * seconds ))
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-server_ticks_before=$(ticks "$server")
+server_ticks_before=$(cpu_ticks "$server")
 sql_flags=(--sql-url "$sql_url")
 if [ "${FRESHNESS:-1}" = 0 ]; then sql_flags=(); fi
 status=0
@@ -57,13 +55,7 @@ target/release/tlsrpt-load --url "$reports_url" "${sql_flags[@]}" \
 
 # Server CPU over the whole run (warm-up, and with FRESHNESS=1 the catch-up until every
 # acknowledged report is in the tables) per acknowledged report.
-python3 - "$(ticks "$server")" "$server_ticks_before" "$(getconf CLK_TCK)" "$work/load.json" <<'PY'
-import json, sys
-after, before, hz = (float(x) for x in sys.argv[1:4])
-total = json.load(open(sys.argv[4]))["acknowledged_total"]
-seconds = (after - before) / hz
-print(f"server CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.1f} us per acknowledged report")
-PY
+cpu_per_report server "$(cpu_ticks "$server")" "$server_ticks_before" "$work/load.json"
 
 echo "server peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -13,6 +13,7 @@
 # messages on the topic against the 2xx answers.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/compare/common.sh
 seconds=${1:-20}
 connections=${2:-256}
 shift $(( $# < 2 ? $# : 2 ))
@@ -30,8 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
-  --out "$work/gen" >/dev/null
+templates "$work/gen"
 
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 brokers=$(scripts/kafka-broker.sh start "$work/broker" | tail -1)
@@ -49,23 +49,15 @@ reports_url=$(sed -n 's/.*reports over HTTP  *POST \(http[^ ]*\).*/\1/p' "$work/
 echo "broker: $brokers (pid $broker); ingest: pid $server, $reports_url"
 
 bodies=$(( 80000 * seconds ))
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-server_before=$(ticks "$server")
-broker_before=$(ticks "$broker")
+server_before=$(cpu_ticks "$server")
+broker_before=$(cpu_ticks "$broker")
 status=0
 target/release/tlsrpt-load --url "$reports_url" --reports "$work/gen/reports.jsonl" \
   --connections "$connections" --duration "$seconds" --bodies "$bodies" "$@" \
   | tee "$work/load.json" || status=$?
 
-python3 - "$(ticks "$server")" "$server_before" "$(ticks "$broker")" "$broker_before" \
-  "$(getconf CLK_TCK)" "$work/load.json" <<'PY'
-import json, sys
-s_after, s_before, b_after, b_before, hz = (float(x) for x in sys.argv[1:6])
-total = json.load(open(sys.argv[6]))["acknowledged_total"]
-for name, after, before in (("ingest", s_after, s_before), ("broker", b_after, b_before)):
-    seconds = (after - before) / hz
-    print(f"{name} CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.1f} us per acknowledged report")
-PY
+cpu_per_report ingest "$(cpu_ticks "$server")" "$server_before" "$work/load.json"
+cpu_per_report broker "$(cpu_ticks "$broker")" "$broker_before" "$work/load.json"
 echo "ingest peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 kill -TERM "$server"

@@ -11,6 +11,7 @@
 #   benches/compare/kafka-load.sh 30 64 2 s3       tables in a local S3 server (moto)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/compare/common.sh
 seconds=${1:-30}
 connections=${2:-64}
 transformers=${3:-2}
@@ -30,8 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
-  --out "$work/gen" >/dev/null
+templates "$work/gen"
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 brokers=$(scripts/kafka-broker.sh start "$work/broker" | tail -1)
 broker_pid=$(cat "$work/broker/broker.pid")
@@ -71,12 +71,11 @@ done
 sql_url=$(start query 'POST' query --store "$store" --query-listen 127.0.0.1:0)
 echo "broker $brokers; ingest $reports_url; $transformers transformers; store $store; sql $sql_url"
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A before
 for name in ingest $(seq -f 'transform-%g' 1 "$transformers") query; do
-  before[$name]=$(ticks "$(cat "$work/$name.pid")")
+  before[$name]=$(cpu_ticks "$(cat "$work/$name.pid")")
 done
-broker_before=$(ticks "$broker_pid")
+broker_before=$(cpu_ticks "$broker_pid")
 
 bodies=$(( 60000 * seconds ))
 status=0
@@ -84,15 +83,10 @@ target/release/tlsrpt-load --url "$reports_url" --sql-url "$sql_url" \
   --reports "$work/gen/reports.jsonl" --connections "$connections" --duration "$seconds" \
   --bodies "$bodies" | tee "$work/load.json" || status=$?
 
-total=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["acknowledged_total"])' "$work/load.json")
-hz=$(getconf CLK_TCK)
-report_cpu() {
-  python3 -c 'import sys; a,b,hz,n=map(float,sys.argv[2:6]); print(f"{sys.argv[1]} CPU: {(a-b)/hz:.1f} core-seconds, {(a-b)/hz/max(n,1)*1e6:.1f} us per acknowledged report")' "$@"
-}
 for name in ingest $(seq -f 'transform-%g' 1 "$transformers") query; do
-  report_cpu "$name" "$(ticks "$(cat "$work/$name.pid")")" "${before[$name]}" "$hz" "$total"
+  cpu_per_report "$name" "$(cpu_ticks "$(cat "$work/$name.pid")")" "${before[$name]}" "$work/load.json"
 done
-report_cpu broker "$(ticks "$broker_pid")" "$broker_before" "$hz" "$total"
+cpu_per_report broker "$(cpu_ticks "$broker_pid")" "$broker_before" "$work/load.json"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${pids[@]}"; do wait "$pid" || echo "a service exited $? on SIGTERM" >&2; done

@@ -1,0 +1,24 @@
+# Helpers the load scripts share (sourced, from the repository's root).
+
+# cpu_ticks PID: the process's user plus system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# templates DIR: 20,000 bench-profile reports (every one with failures, about 2 KB of JSON)
+# as DIR/reports.jsonl, the bodies tlsrpt-load posts (each with its report-id made unique).
+templates() {
+  target/release/tlsrpt-gen --reports 20000 --seed 8460 --profile bench --format jsonl \
+    --out "$1" >/dev/null
+}
+
+# cpu_per_report NAME TICKS_AFTER TICKS_BEFORE LOAD_JSON: NAME's CPU over the run, in all and
+# per report acknowledged (from tlsrpt-load's JSON).
+cpu_per_report() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" "$4" <<'PY'
+import json, sys
+name = sys.argv[1]
+after, before, hz = (float(x) for x in sys.argv[2:5])
+total = json.load(open(sys.argv[5]))["acknowledged_total"]
+seconds = (after - before) / hz
+print(f"{name} CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.1f} us per acknowledged report")
+PY
+}
