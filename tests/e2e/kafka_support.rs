@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use lettre::SmtpTransport;
 use lettre::address::Envelope;
+use lettre::{SmtpTransport, Transport as _};
 
-use crate::support::post;
+use crate::support::{fixtures, gzip, post};
 
 pub(crate) const TOPIC: &str = "tlsrpt.reports";
 pub(crate) const DLQ_TOPIC: &str = "tlsrpt.reports.dlq";
@@ -356,4 +356,42 @@ pub(crate) fn wait_for_reports(sql: impl Fn(&str) -> Vec<serde_json::Value>, exp
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Posts every JSON report of the corpus, gzipped, through `post` (a receiver's
+/// `POST /v1/reports`), checks each is answered 200, and returns their `report_uid`s.
+pub(crate) fn post_json_corpus(
+    post: impl Fn(Vec<u8>, &str) -> (u16, serde_json::Value),
+) -> Vec<String> {
+    let files = fixtures("json");
+    assert!(files.len() >= 10, "the vendored corpus went missing");
+    files
+        .iter()
+        .map(|path| {
+            let (status, answer) = post(
+                gzip(&std::fs::read(path).unwrap()),
+                "application/tlsrpt+gzip",
+            );
+            assert_eq!(status, 200, "{}: {answer}", path.display());
+            answer["report_uid"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// Mails every `.eml` of the corpus through `transport` and returns the `report_uid`s of
+/// their reports.
+pub(crate) fn mail_corpus(transport: &SmtpTransport) -> Vec<String> {
+    fixtures("eml")
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            transport
+                .send_raw(&envelope(), &bytes)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let decoded = tlsrpt_schemas::Decoder::default()
+                .decode_any(&bytes)
+                .unwrap();
+            decoded.decoded.report.report_uid()
+        })
+        .collect()
 }

@@ -13,16 +13,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use lettre::Transport as _;
 use tlsrpt_bus::kafka::{KafkaProducer, KafkaProducerOptions, dead_letter_header};
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 use tlsrpt_bus::{Message, Producer};
 use tlsrpt_query::test_store::S3Server;
 
 use crate::kafka_support::{
-    DLQ_TOPIC, Ingest, Query, TOPIC, Transform, envelope, wait_for_reports,
+    DLQ_TOPIC, Ingest, Query, TOPIC, Transform, mail_corpus, post_json_corpus, wait_for_reports,
 };
-use crate::support::{Posters, assert_exactly_once, fixtures, gzip, report, wait_until};
+use crate::support::{Posters, assert_exactly_once, fixtures, report, wait_until};
 
 fn broker() -> TestBroker {
     let broker = TestBroker::start();
@@ -50,26 +49,8 @@ fn transformers_in_a_group_write_what_ingest_acknowledged_through_rebalances() {
     );
 
     // The corpus, over HTTP (gzip) and by mail.
-    let mut acknowledged = Vec::new();
-    for path in fixtures("json") {
-        let (status, answer) = ingest.post(
-            gzip(&std::fs::read(&path).unwrap()),
-            "application/tlsrpt+gzip",
-        );
-        assert_eq!(status, 200, "{}: {answer}", path.display());
-        acknowledged.push(answer["report_uid"].as_str().unwrap().to_owned());
-    }
-    let transport = ingest.smtp();
-    for path in fixtures("eml") {
-        let bytes = std::fs::read(&path).unwrap();
-        transport
-            .send_raw(&envelope(), &bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let decoded = tlsrpt_schemas::Decoder::default()
-            .decode_any(&bytes)
-            .unwrap();
-        acknowledged.push(decoded.decoded.report.report_uid());
-    }
+    let mut acknowledged = post_json_corpus(|body, kind| ingest.post(body, kind));
+    acknowledged.extend(mail_corpus(&ingest.smtp()));
     // A report sent twice is one report.
     let again = std::fs::read(&fixtures("json")[0]).unwrap();
     assert_eq!(ingest.post(again, "application/json").0, 200);
@@ -276,15 +257,7 @@ fn transformers_writing_to_s3_keep_exactly_once_through_a_rebalance() {
     let second = store.transform(logs, &broker.address(), "transform-2", &[]);
     let query = store.query(logs);
 
-    let mut corpus = Vec::new();
-    for path in fixtures("json") {
-        let (status, answer) = ingest.post(
-            gzip(&std::fs::read(&path).unwrap()),
-            "application/tlsrpt+gzip",
-        );
-        assert_eq!(status, 200, "{}: {answer}", path.display());
-        corpus.push(answer["report_uid"].as_str().unwrap().to_owned());
-    }
+    let mut corpus = post_json_corpus(|body, kind| ingest.post(body, kind));
     corpus.sort();
     corpus.dedup();
     wait_for_reports(|sql| query.sql(sql), &corpus);

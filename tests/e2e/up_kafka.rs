@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use lettre::{SmtpTransport, Transport as _};
+use lettre::SmtpTransport;
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 
-use crate::kafka_support::{DLQ_TOPIC, TOPIC, envelope, wait_for_reports};
-use crate::support::{Up, fixtures, gzip, report};
+use crate::kafka_support::{DLQ_TOPIC, TOPIC, mail_corpus, post_json_corpus, wait_for_reports};
+use crate::support::{Up, fixtures, report};
 
 fn start(data: &std::path::Path, brokers: &str) -> Up {
     Up::start(data, &["--kafka", brokers], &[])
@@ -30,31 +30,13 @@ fn up_on_kafka_answers_sql_with_exactly_what_it_acknowledged() {
     );
 
     // The corpus, over HTTP (gzip) and by mail.
-    let mut acknowledged = Vec::new();
     let json_files = fixtures("json");
-    assert!(json_files.len() >= 10, "the vendored corpus went missing");
-    for path in &json_files {
-        let (status, answer) = up.post(
-            gzip(&std::fs::read(path).unwrap()),
-            "application/tlsrpt+gzip",
-        );
-        assert_eq!(status, 200, "{}: {answer}", path.display());
-        acknowledged.push(answer["report_uid"].as_str().unwrap().to_owned());
-    }
+    let mut acknowledged = post_json_corpus(|body, kind| up.post(body, kind));
     let transport = SmtpTransport::builder_dangerous(up.smtp.ip().to_string())
         .port(up.smtp.port())
         .timeout(Some(Duration::from_secs(30)))
         .build();
-    for path in fixtures("eml") {
-        let bytes = std::fs::read(&path).unwrap();
-        transport
-            .send_raw(&envelope(), &bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let decoded = tlsrpt_schemas::Decoder::default()
-            .decode_any(&bytes)
-            .unwrap();
-        acknowledged.push(decoded.decoded.report.report_uid());
-    }
+    acknowledged.extend(mail_corpus(&transport));
     // A report sent twice is on the topic twice and in the tables once.
     let again = std::fs::read(&json_files[0]).unwrap();
     assert_eq!(up.post(again, "application/json").0, 200);

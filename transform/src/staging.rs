@@ -146,8 +146,9 @@ pub(crate) fn publish(
         range.first,
         range.last
     );
-    // Left by an earlier attempt of this writer that failed before its claim.
-    store.delete_dir(&dir)?;
+    // No earlier attempt of this writer can have left this directory: a failed flush stops
+    // the transformer, and a lost one deletes its staging. (Deleting first cost a listing
+    // per flush on S3.)
     let mut claim = Claim {
         partition: range.partition,
         first: range.first,
