@@ -824,13 +824,12 @@ impl Importer {
             }
         };
         let report = decoded.decoded.report;
-        let uid = uid_number(&report.report_uid());
-        let first = uid.is_none_or(|uid| {
-            self.seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(uid)
-        });
+        let uid = report.report_uid_value();
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid);
         if !first {
             self.tally.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(());

@@ -42,14 +42,33 @@ impl Report {
     pub fn report_uid(&self) -> String {
         report_uid_of_key(&self.dedup_key())
     }
+
+    /// The 16 bytes `report_uid` spells in hex, as one number (the first digest byte most
+    /// significant): what a transformer keeps in its dedup set, without formatting hex for
+    /// every duplicate. [`report_uid_hex`] gives the text.
+    pub fn report_uid_value(&self) -> u128 {
+        report_uid_value_of_key(&self.dedup_key())
+    }
 }
 
 /// `report_uid` for a dedup key (see [`Report::report_uid`]).
 pub fn report_uid_of_key(key: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    report_uid_hex(report_uid_value_of_key(key))
+}
+
+/// [`Report::report_uid_value`] for a dedup key.
+pub fn report_uid_value_of_key(key: &str) -> u128 {
     let digest = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// The 32 lower-case hex digits of a `report_uid` value.
+pub fn report_uid_hex(value: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(32);
-    for byte in &digest[..16] {
+    for byte in value.to_be_bytes() {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
         hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
@@ -111,5 +130,15 @@ mod tests {
             push_datetime(&mut fast, &at);
             assert_eq!(fast, format_datetime(&at).to_string());
         }
+    }
+
+    #[test]
+    fn the_uid_value_spells_the_uid() {
+        // The SHA-256 of "abc" starts ba7816bf 8f01cfea 414140de 5dae2223.
+        let value = report_uid_value_of_key("abc");
+        assert_eq!(report_uid_hex(value), "ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(report_uid_of_key("abc"), report_uid_hex(value));
+        assert_eq!(value >> 120, 0xba);
+        assert_eq!(report_uid_hex(15), "0000000000000000000000000000000f");
     }
 }

@@ -134,6 +134,24 @@ pub fn from_parts(
     value: Vec<u8>,
     headers: &[(String, String)],
 ) -> Result<ReceivedReport, MessageError> {
+    from_parts_or_value(value, headers).map_err(|(error, _)| error)
+}
+
+/// [`from_parts`] for a caller that keeps an unreadable message's bytes (a transformer's
+/// dead letters): the value comes back with the error, so the caller need not copy every
+/// value beforehand for the rare message that is not a report.
+pub fn from_parts_or_value(
+    value: Vec<u8>,
+    headers: &[(String, String)],
+) -> Result<ReceivedReport, (MessageError, Vec<u8>)> {
+    match envelope_of(headers) {
+        Ok(envelope) => report_of(value, headers, envelope),
+        Err(error) => Err((error, value)),
+    }
+}
+
+/// The envelope in a message's headers.
+fn envelope_of(headers: &[(String, String)]) -> Result<Envelope, MessageError> {
     let transport_text = find(headers, header::TRANSPORT).ok_or(MessageError::MissingHeader {
         name: header::TRANSPORT,
     })?;
@@ -159,14 +177,36 @@ pub fn from_parts(
             })?,
         ),
     };
-    let raw_json = String::from_utf8(value).map_err(|_| MessageError::NotUtf8)?;
-    let mut report = parse_report(&raw_json)?;
+    Ok(Envelope {
+        transport,
+        received_at,
+        submitter_header: find(headers, header::SUBMITTER).map(str::to_owned),
+        dkim,
+    })
+}
+
+/// The value parsed, with the warnings of the headers; the value back on error.
+fn report_of(
+    value: Vec<u8>,
+    headers: &[(String, String)],
+    envelope: Envelope,
+) -> Result<ReceivedReport, (MessageError, Vec<u8>)> {
+    let raw_json = match String::from_utf8(value) {
+        Ok(text) => text,
+        Err(error) => return Err((MessageError::NotUtf8, error.into_bytes())),
+    };
+    let mut report = match parse_report(&raw_json) {
+        Ok(report) => report,
+        Err(error) => return Err((error.into(), raw_json.into_bytes())),
+    };
     if let Some(text) = find(headers, header::WARNINGS) {
-        let wire: Vec<WireWarning<'_>> =
-            serde_json::from_str(text).map_err(|_| MessageError::BadHeader {
+        let Ok(wire) = serde_json::from_str::<Vec<WireWarning<'_>>>(text) else {
+            let error = MessageError::BadHeader {
                 name: header::WARNINGS,
                 value: text.chars().take(200).collect(),
-            })?;
+            };
+            return Err((error, raw_json.into_bytes()));
+        };
         // The header is the full list as the receiver saw it; codes this version does not
         // know (written by a newer receiver) are dropped rather than failing the report.
         report.warnings = wire
@@ -176,12 +216,7 @@ pub fn from_parts(
     }
     Ok(ReceivedReport {
         report,
-        envelope: Envelope {
-            transport,
-            received_at,
-            submitter_header: find(headers, header::SUBMITTER).map(str::to_owned),
-            dkim,
-        },
+        envelope,
         raw_json,
     })
 }

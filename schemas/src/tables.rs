@@ -209,13 +209,47 @@ impl TextColumn {
     }
 }
 
+/// A list-of-text column that, like [`TextColumn`], starts each batch with the capacity the
+/// last one needed. `ListBuilder` names its item field "item", nullable, as the schemas do.
+struct TextListColumn {
+    builder: ListBuilder<StringBuilder>,
+}
+
+impl TextListColumn {
+    fn new() -> Self {
+        Self {
+            builder: ListBuilder::new(StringBuilder::new()),
+        }
+    }
+
+    /// Appends one list of `items`.
+    fn append<'a>(&mut self, items: impl IntoIterator<Item = &'a str>) {
+        for item in items {
+            self.builder.values().append_value(item);
+        }
+        self.builder.append(true);
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let lists = self.builder.len();
+        let items = self.builder.values_ref().len();
+        let bytes = self.builder.values_ref().values_slice().len();
+        let array = self.builder.finish();
+        self.builder =
+            ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), lists);
+        Arc::new(array)
+    }
+}
+
 /// A dictionary-encoded text column whose keys the flattener looks up itself, so a value
 /// repeated on many rows (a report's organisation on each of its failure rows) is hashed
 /// once per report rather than once per row, as `StringDictionaryBuilder` would.
 struct DictColumn {
     keys: Int32Builder,
     values: StringBuilder,
-    index: HashMap<Box<str>, i32>,
+    /// foldhash rather than SipHash: the values come from reports, but a collision attack
+    /// could only slow one batch's flattening, and SipHash was a visible share of it.
+    index: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
 }
 
 impl DictColumn {
@@ -223,7 +257,7 @@ impl DictColumn {
         Self {
             keys: Int32Builder::new(),
             values: StringBuilder::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 
@@ -290,7 +324,7 @@ struct ReportColumns {
     policy_count: Int32Builder,
     total_successful_session_count: Int64Builder,
     total_failure_session_count: Int64Builder,
-    warnings: ListBuilder<StringBuilder>,
+    warnings: TextListColumn,
     raw_json: TextColumn,
 }
 
@@ -302,8 +336,8 @@ struct PolicyColumns {
     organization_name: DictColumn,
     policy_type: DictColumn,
     policy_domain: TextColumn,
-    policy_string: ListBuilder<StringBuilder>,
-    mx_host: ListBuilder<StringBuilder>,
+    policy_string: TextListColumn,
+    mx_host: TextListColumn,
     sts_mode: DictColumn,
     sts_max_age: Int64Builder,
     total_successful_session_count: Int64Builder,
@@ -345,7 +379,7 @@ impl ReportColumns {
             policy_count: Int32Builder::new(),
             total_successful_session_count: Int64Builder::new(),
             total_failure_session_count: Int64Builder::new(),
-            warnings: ListBuilder::new(StringBuilder::new()),
+            warnings: TextListColumn::new(),
             raw_json: TextColumn::new(),
         }
     }
@@ -366,8 +400,7 @@ impl ReportColumns {
             Arc::new(self.policy_count.finish()),
             Arc::new(self.total_successful_session_count.finish()),
             Arc::new(self.total_failure_session_count.finish()),
-            // `ListBuilder` names its item field "item", nullable, as the schemas do.
-            Arc::new(self.warnings.finish()),
+            self.warnings.finish(),
             self.raw_json.finish(),
         ];
         RecordBatch::try_new(reports_schema(), columns)
@@ -384,8 +417,8 @@ impl PolicyColumns {
             organization_name: DictColumn::new(),
             policy_type: DictColumn::new(),
             policy_domain: TextColumn::new(),
-            policy_string: ListBuilder::new(StringBuilder::new()),
-            mx_host: ListBuilder::new(StringBuilder::new()),
+            policy_string: TextListColumn::new(),
+            mx_host: TextListColumn::new(),
             sts_mode: DictColumn::new(),
             sts_max_age: Int64Builder::new(),
             total_successful_session_count: Int64Builder::new(),
@@ -402,8 +435,8 @@ impl PolicyColumns {
             self.organization_name.finish()?,
             self.policy_type.finish()?,
             self.policy_domain.finish(),
-            Arc::new(self.policy_string.finish()),
-            Arc::new(self.mx_host.finish()),
+            self.policy_string.finish(),
+            self.mx_host.finish(),
             self.sts_mode.finish()?,
             Arc::new(self.sts_max_age.finish()),
             Arc::new(self.total_successful_session_count.finish()),
@@ -499,6 +532,17 @@ impl TablesBuilder {
 
     /// Adds one report's rows to all three tables. On error nothing is added.
     pub fn append(&mut self, received: &ReceivedReport) -> Result<(), TablesError> {
+        self.append_with_uid(received, &received.report.report_uid())
+    }
+
+    /// [`Self::append`] for a caller that has the report's `report_uid` already (a
+    /// transformer computes it to deduplicate): the key and its SHA-256 are not computed
+    /// again.
+    pub fn append_with_uid(
+        &mut self,
+        received: &ReceivedReport,
+        uid: &str,
+    ) -> Result<(), TablesError> {
         let report = &received.report;
         // Check every count first, so that an error leaves the columns aligned.
         let total_ok = count(
@@ -525,7 +569,6 @@ impl TablesBuilder {
         let policy_count = i32::try_from(report.policies.len())
             .map_err(|_| TablesError::Shape("more than 2^31 policies".into()))?;
 
-        let uid = report.report_uid();
         let start = report.date_range.start_datetime;
         let start_micros = start.timestamp_micros();
         let date = date32(&start);
@@ -536,7 +579,7 @@ impl TablesBuilder {
         let failure_organization = self.failures.organization_name.key(organization);
 
         let r = &mut self.reports;
-        r.report_uid.append(&uid);
+        r.report_uid.append(uid);
         r.organization_name.append(Some(organization));
         r.contact_info.append_option(report.contact_info.as_deref());
         r.report_id.append(&report.report_id);
@@ -554,15 +597,13 @@ impl TablesBuilder {
         r.policy_count.append_value(policy_count);
         r.total_successful_session_count.append_value(total_ok);
         r.total_failure_session_count.append_value(total_failed);
-        let codes = r.warnings.values();
-        let mut seen: Vec<WarningCode> = Vec::new();
+        let mut codes: Vec<WarningCode> = Vec::new();
         for warning in &report.warnings {
-            if !seen.contains(&warning.code) {
-                seen.push(warning.code);
-                codes.append_value(warning.code.as_str());
+            if !codes.contains(&warning.code) {
+                codes.push(warning.code);
             }
         }
-        r.warnings.append(true);
+        r.warnings.append(codes.iter().map(|code| code.as_str()));
         r.raw_json.append(&received.raw_json);
 
         for (index, policy_result) in report.policies.iter().enumerate() {
@@ -572,7 +613,7 @@ impl TablesBuilder {
             let policy_type = policy.policy_type.as_ref().map(PolicyType::as_str);
             let failure_policy_type = policy_type.map(|t| self.failures.policy_type.key(t));
             let p = &mut self.policies;
-            p.report_uid.append(&uid);
+            p.report_uid.append(uid);
             p.policy_index.append_value(index);
             p.date.append_value(date);
             p.start_datetime.append_value(start_micros);
@@ -580,14 +621,9 @@ impl TablesBuilder {
             p.policy_type.append(policy_type);
             p.policy_domain
                 .append_option(policy.policy_domain.as_deref());
-            for line in &policy.policy_string {
-                p.policy_string.values().append_value(line);
-            }
-            p.policy_string.append(true);
-            for host in &policy.mx_host {
-                p.mx_host.values().append_value(host);
-            }
-            p.mx_host.append(true);
+            p.policy_string
+                .append(policy.policy_string.iter().map(String::as_str));
+            p.mx_host.append(policy.mx_host.iter().map(String::as_str));
             p.sts_mode.append(policy.sts_mode());
             p.sts_max_age
                 .append_option(policy.sts_max_age().and_then(|v| i64::try_from(v).ok()));
@@ -599,7 +635,7 @@ impl TablesBuilder {
 
             for failure in &policy_result.failure_details {
                 let f = &mut self.failures;
-                f.report_uid.append(&uid);
+                f.report_uid.append(uid);
                 f.policy_index.append_value(index);
                 f.date.append_value(date);
                 f.start_datetime.append_value(start_micros);

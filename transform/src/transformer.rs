@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tlsrpt_bus::dead_letter::{DeadLetterSink, Rejection};
 use tlsrpt_bus::embedded::EmbeddedLog;
 use tlsrpt_bus::{Assignment, Consumer, Record};
+use tlsrpt_schemas::dedup;
 use tlsrpt_schemas::layout::FileRange;
 use tlsrpt_schemas::message::{self, MessageError, header};
 use tlsrpt_schemas::tables::TablesBuilder;
@@ -96,6 +97,10 @@ struct Core<C> {
     /// Per partition: the next flush is the first since the take-over, and sweeps up
     /// staging that its claim makes unclaimable (`staging::sweep`).
     sweep_pending: Vec<bool>,
+    /// Builders of written batches, emptied: a new batch takes one rather than a fresh
+    /// builder, as its columns start with the capacity the last batch needed (growing
+    /// `raw_json` by doubling copied it several times and faulted in fresh pages each time).
+    spare_builders: Vec<TablesBuilder>,
     compactor: Compactor,
     crash: Option<CrashPoint>,
 }
@@ -156,6 +161,7 @@ impl<C: Consumer> Transformer<C> {
             seen: (0..partitions).map(|_| files::UidSet::default()).collect(),
             claims: vec![Vec::new(); partitions],
             sweep_pending: vec![false; partitions],
+            spare_builders: Vec::new(),
             compactor,
             crash: None,
         });
@@ -506,7 +512,7 @@ impl<C: Consumer> Core<C> {
     /// Takes one message into its partition's batch: a new report is flattened, a duplicate
     /// skipped, an unreadable message dead-lettered. Each of the three is consumed: the
     /// batch's range covers it.
-    fn accept(&mut self, record: Record) -> Result<()> {
+    fn accept(&mut self, mut record: Record) -> Result<()> {
         let p = record.partition as usize;
         let interval = self.options.flush_interval;
         let batch = self.pending[p].get_or_insert_with(|| Batch {
@@ -515,7 +521,7 @@ impl<C: Consumer> Core<C> {
                 first: record.offset,
                 last: record.offset,
             },
-            builder: TablesBuilder::new(),
+            builder: self.spare_builders.pop().unwrap_or_default(),
             messages: 0,
             reports: 0,
             bytes: 0,
@@ -523,31 +529,29 @@ impl<C: Consumer> Core<C> {
         });
         batch.range.last = record.offset;
         batch.messages += 1;
-        // The value is needed again only if the message turns out unreadable; the copy is
-        // small next to parsing it.
-        let received =
-            match message::from_parts(record.message.value.clone(), &record.message.headers) {
-                Ok(received) => received,
-                Err(error) => {
-                    let path = match &error {
-                        MessageError::Report(decode) => decode.path().map(str::to_owned),
-                        _ => None,
-                    };
-                    return self.dead_letter(
-                        &record,
-                        "undecodable_message",
-                        &error.to_string(),
-                        path,
-                    );
-                }
-            };
-        let uid =
-            files::parse_uid(&received.report.report_uid()).expect("report_uid is 32 hex digits");
+        // The value becomes `raw_json`; an unreadable message gets it back for its dead
+        // letter.
+        let value = std::mem::take(&mut record.message.value);
+        let received = match message::from_parts_or_value(value, &record.message.headers) {
+            Ok(received) => received,
+            Err((error, value)) => {
+                record.message.value = value;
+                let path = match &error {
+                    MessageError::Report(decode) => decode.path().map(str::to_owned),
+                    _ => None,
+                };
+                return self.dead_letter(&record, "undecodable_message", &error.to_string(), path);
+            }
+        };
+        let uid = received.report.report_uid_value();
         if !self.seen[p].insert(uid) {
             self.stats.add_duplicate();
             return Ok(());
         }
-        match batch.builder.append(&received) {
+        match batch
+            .builder
+            .append_with_uid(&received, &dedup::report_uid_hex(uid))
+        {
             Ok(()) => {
                 batch.reports += 1;
                 batch.bytes += received.raw_json.len();
@@ -638,6 +642,7 @@ impl<C: Consumer> Core<C> {
         let mut flush_files = Vec::new();
         if batch.reports > 0 {
             let tables = batch.builder.finish()?;
+            self.spare_builders.push(std::mem::take(&mut batch.builder));
             for table in Table::ALL {
                 let batch = table.of(&tables);
                 for (date, rows) in files::sorted_by_date(table, batch)? {

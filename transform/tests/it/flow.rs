@@ -458,10 +458,15 @@ async fn an_unreadable_message_is_set_aside_and_later_ones_are_written() {
         env.dead_letters.bytes(id).unwrap(),
         b"{\"organization-name\": \"half a report"
     );
-    let (_, second) = &kept
+    let (second_id, second) = &kept
         .iter()
         .find(|(_, r)| r.message.contains("offset 2"))
         .unwrap();
+    // Kept whole, also when the headers and not the value were the problem.
+    assert_eq!(
+        env.dead_letters.bytes(second_id).unwrap(),
+        message(&nth_report(2)).value
+    );
     assert_eq!(second.transport, "unknown");
     assert!(
         second.message.contains("header transport is missing"),
