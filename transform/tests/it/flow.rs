@@ -157,12 +157,43 @@ async fn files_are_sorted_zstd_with_a_page_index_and_declare_their_order() {
         let mut expected: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         expected.push("date".into());
         assert_eq!(declared, expected);
+        // zstd, except where dictionary and run-length encoding leave it nothing to gain.
+        let uncompressed: &[&str] = match file.table.as_str() {
+            "reports" => &[
+                "start_datetime",
+                "end_datetime",
+                "date",
+                "transport",
+                "dkim",
+                "policy_count",
+            ],
+            "policies" => &[
+                "policy_index",
+                "date",
+                "start_datetime",
+                "policy_type",
+                "sts_mode",
+                "sts_max_age",
+            ],
+            _ => &[
+                "policy_index",
+                "date",
+                "start_datetime",
+                "policy_type",
+                "failure_reason_code",
+            ],
+        };
         for column in row_group.columns() {
-            assert!(
-                matches!(column.compression(), Compression::ZSTD(_)),
-                "{:?}",
-                column.compression()
-            );
+            let name = column.column_path().string();
+            if uncompressed.contains(&name.as_str()) {
+                assert_eq!(column.compression(), Compression::UNCOMPRESSED, "{name}");
+            } else {
+                assert!(
+                    matches!(column.compression(), Compression::ZSTD(_)),
+                    "{name}: {:?}",
+                    column.compression()
+                );
+            }
             // The page index: an offset index for every column chunk.
             assert!(column.offset_index_offset().is_some());
         }
