@@ -250,6 +250,9 @@ struct DictColumn {
     /// foldhash rather than SipHash: the values come from reports, but a collision attack
     /// could only slow one batch's flattening, and SipHash was a visible share of it.
     index: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
+    /// The key looked up last: most of these columns repeat one value row after row (one
+    /// transport, one result type per policy), and comparing against it spares the hash.
+    last: Option<i32>,
 }
 
 impl DictColumn {
@@ -258,18 +261,30 @@ impl DictColumn {
             keys: Int32Builder::new(),
             values: StringBuilder::new(),
             index: HashMap::default(),
+            last: None,
         }
     }
 
     /// The key of `value` in this batch's dictionary, adding it if new.
     fn key(&mut self, value: &str) -> i32 {
-        if let Some(&key) = self.index.get(value) {
-            return key;
+        if let Some(last) = self.last {
+            let offsets = self.values.offsets_slice();
+            let (start, end) = (offsets[last as usize], offsets[last as usize + 1]);
+            if &self.values.values_slice()[start as usize..end as usize] == value.as_bytes() {
+                return last;
+            }
         }
-        // A batch holds far fewer than 2^31 distinct values: it holds fewer rows than that.
-        let key = self.index.len() as i32;
-        self.index.insert(value.into(), key);
-        self.values.append_value(value);
+        let key = match self.index.get(value) {
+            Some(&key) => key,
+            None => {
+                // A batch holds far fewer than 2^31 distinct values: fewer rows than that.
+                let key = self.index.len() as i32;
+                self.index.insert(value.into(), key);
+                self.values.append_value(value);
+                key
+            }
+        };
+        self.last = Some(key);
         key
     }
 
@@ -284,6 +299,7 @@ impl DictColumn {
 
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
         self.index.clear();
+        self.last = None;
         let keys = self.keys.finish();
         let values: ArrayRef = Arc::new(self.values.finish());
         Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
