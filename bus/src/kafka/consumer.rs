@@ -99,7 +99,15 @@ struct Buffers {
     /// skipped) by `fetch`. A fetch from below it asks for messages already gone from the
     /// buffers, and seeks (see `fetch`).
     next: BTreeMap<u32, (u64, u64)>,
+    /// Per partition: the epoch and offset of the seeks `fetch` made because messages came
+    /// with a gap before them, and how many: a gap seen again after a few seeks is taken
+    /// to be real (offsets the log no longer has).
+    gap_seeks: BTreeMap<u32, (u64, u64, u32)>,
 }
+
+/// Seeks to one offset at which messages keep arriving with a gap before them, after which
+/// the gap is accepted as real (logged).
+const GAP_SEEKS_MAX: u32 = 3;
 
 /// Receives librdkafka's rebalance callbacks (inside `poll`, on the polling thread).
 struct GroupContext {
@@ -172,6 +180,38 @@ impl std::fmt::Debug for KafkaConsumer {
 }
 
 impl KafkaConsumer {
+    /// Makes librdkafka fetch `partition` from `from` again and drops what is buffered for
+    /// it: the next `fetch` hands out messages from `from` on.
+    fn seek_to(
+        &self,
+        buffers: &mut Buffers,
+        partition: u32,
+        epoch: Option<u64>,
+        from: u64,
+    ) -> Result<(), BusError> {
+        self.inner
+            .consumer
+            .seek(
+                &self.inner.topic,
+                i32::try_from(partition).unwrap_or(i32::MAX),
+                Offset::Offset(i64::try_from(from).unwrap_or(i64::MAX)),
+                REQUEST_TIMEOUT,
+            )
+            .map_err(|e| {
+                BusError::Storage(format!(
+                    "cannot seek partition {partition} of {} to offset {from}: {e}",
+                    self.inner.topic
+                ))
+            })?;
+        if let Some((_, records)) = buffers.by_partition.remove(&partition) {
+            buffers.len -= records.len();
+        }
+        if let Some(read_under) = epoch {
+            buffers.next.insert(partition, (read_under, from));
+        }
+        Ok(())
+    }
+
     /// Joins the group and subscribes to the topic. Fails when the brokers cannot be reached
     /// within a few seconds or the topic does not exist (a transformer started before the
     /// topic would otherwise wait without saying why).
@@ -294,13 +334,12 @@ impl Inner {
         };
         let offset = u64::try_from(message.offset()).unwrap_or(0);
         let headers = message.headers().map_or_else(Vec::new, |headers| {
-            headers
-                .iter()
-                .filter_map(|h| {
-                    let value = std::str::from_utf8(h.value?).ok()?;
-                    Some((h.key.to_owned(), value.to_owned()))
-                })
-                .collect()
+            let mut owned = Vec::with_capacity(headers.count());
+            owned.extend(headers.iter().filter_map(|h| {
+                let value = std::str::from_utf8(h.value?).ok()?;
+                Some((h.key.to_owned(), value.to_owned()))
+            }));
+            owned
         });
         let record = Record {
             partition,
@@ -364,26 +403,7 @@ impl Consumer for KafkaConsumer {
             // that lost its claim to another writer resumes where the claims end, which may
             // be before what it had read. librdkafka fetches forward only, so seek; the
             // messages buffered for the partition are dropped and come again.
-            self.inner
-                .consumer
-                .seek(
-                    &self.inner.topic,
-                    i32::try_from(partition).unwrap_or(i32::MAX),
-                    Offset::Offset(i64::try_from(from).unwrap_or(i64::MAX)),
-                    REQUEST_TIMEOUT,
-                )
-                .map_err(|e| {
-                    BusError::Storage(format!(
-                        "cannot seek partition {partition} of {} back to offset {from}: {e}",
-                        self.inner.topic
-                    ))
-                })?;
-            if let Some((_, records)) = buffers.by_partition.remove(&partition) {
-                buffers.len -= records.len();
-            }
-            if let Some(read_under) = epoch {
-                buffers.next.insert(partition, (read_under, from));
-            }
+            self.seek_to(&mut buffers, partition, epoch, from)?;
             return Ok(Vec::new());
         }
         let Some((read_under, records)) = buffers.by_partition.get_mut(&partition) else {
@@ -404,6 +424,43 @@ impl Consumer for KafkaConsumer {
             }
         }
         buffers.len -= removed;
+        if let Some(first) = taken.first().map(|r| r.offset)
+            && first > from
+        {
+            // Messages after a gap: the offsets `from..first` never came. Seen around
+            // cooperative rebalances (librdkafka restarts a partition's fetch and messages
+            // already queued for it are lost on the way), on the partitions a member keeps
+            // and on those it is given. A transformer would write the batch and skip those
+            // reports for good; seek back and read them. Offsets can also be really absent
+            // (deleted by retention, transaction markers): after a few seeks to the same
+            // offset the gap is accepted.
+            let seeks = match buffers.gap_seeks.get(&partition) {
+                Some(&(under, at, count)) if Some(under) == epoch && at == from => count,
+                _ => 0,
+            };
+            if seeks < GAP_SEEKS_MAX {
+                tracing::info!(
+                    partition,
+                    from,
+                    first,
+                    "Kafka messages came after a gap; seeking back to read the gap."
+                );
+                if let Some(under) = epoch {
+                    buffers
+                        .gap_seeks
+                        .insert(partition, (under, from, seeks + 1));
+                }
+                self.seek_to(&mut buffers, partition, epoch, from)?;
+                return Ok(Vec::new());
+            }
+            tracing::warn!(
+                partition,
+                from,
+                first,
+                "Kafka offsets {from} to {} of partition {partition} cannot be read; going on after them.",
+                first - 1
+            );
+        }
         if let Some(next) = next {
             buffers.next.insert(partition, (read_under, next));
         }
