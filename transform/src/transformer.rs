@@ -640,11 +640,12 @@ impl<C: Consumer> Core<C> {
         // other: the claims say where the next flush of the partition starts, for every
         // writer (`staging`).
         let mut flush_files = Vec::new();
+        let mut written = None;
         if batch.reports > 0 {
-            let tables = batch.builder.finish()?;
+            let tables = written.insert(batch.builder.finish()?);
             self.spare_builders.push(std::mem::take(&mut batch.builder));
             for table in Table::ALL {
-                let batch = table.of(&tables);
+                let batch = table.of(tables);
                 for (date, rows) in files::sorted_by_date(table, batch)? {
                     flush_files.push(FlushFile {
                         table,
@@ -696,6 +697,11 @@ impl<C: Consumer> Core<C> {
             self.stats
                 .file_written(done.table, file.rows.len(), done.bytes);
             self.compactor.touched((done.table, done.date, partition));
+        }
+        // The files hold the rows now: the batch's memory goes back to the spare builder.
+        drop(flush_files);
+        if let (Some(tables), Some(spare)) = (written, self.spare_builders.last_mut()) {
+            spare.recycle(tables);
         }
         if self.crash == Some(CrashPoint::FlushPublished) {
             return Err(TransformError::SimulatedCrash(CrashPoint::FlushPublished));

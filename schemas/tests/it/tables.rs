@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use tlsrpt_schemas::envelope::DkimOutcome;
 use tlsrpt_schemas::tables::{
-    failures_schema, flatten, policies_schema, reports_schema, unflatten,
+    TablesBuilder, failures_schema, flatten, policies_schema, reports_schema, unflatten,
 };
 use tlsrpt_schemas::{
     DateRange, Envelope, FailureDetails, Policy, PolicyResult, PolicyType, ReceivedReport, Report,
@@ -335,4 +335,73 @@ proptest! {
             prop_assert_eq!(&back.raw_json, &original.raw_json);
         }
     }
+
+    /// A builder given back its last tables fills the next batch correctly.
+    #[test]
+    fn a_recycled_builder_builds_the_next_batch_right(
+        first in proptest::collection::vec(any_received(), 1..5),
+        second in proptest::collection::vec(any_received(), 1..5),
+    ) {
+        let mut builder = TablesBuilder::new();
+        for r in &first {
+            builder.append(r).unwrap();
+        }
+        let tables = builder.finish().unwrap();
+        builder.recycle(tables);
+        let mut unique: Vec<ReceivedReport> = Vec::new();
+        for r in second {
+            if !unique.iter().any(|u| u.report.report_uid() == r.report.report_uid()) {
+                unique.push(r);
+            }
+        }
+        for r in &unique {
+            builder.append(r).unwrap();
+        }
+        let back = unflatten(&builder.finish().unwrap()).unwrap();
+        prop_assert_eq!(back.len(), unique.len());
+        for (original, back) in unique.iter().zip(&back) {
+            prop_assert_eq!(&back.report, &original.report);
+            prop_assert_eq!(&back.raw_json, &original.raw_json);
+        }
+    }
+}
+
+/// The point of recycling: the next batch's `raw_json` is written into the memory of the
+/// last one, not into a fresh allocation.
+#[test]
+fn recycled_tables_give_their_memory_to_the_next_batch() {
+    let decoded = decode(RFC_EXAMPLE.as_bytes()).unwrap();
+    let report = received(decoded.report, decoded.raw_json.clone());
+    let raw_json_values = |tables: &tlsrpt_schemas::tables::Tables| {
+        tables
+            .reports
+            .column_by_name("raw_json")
+            .unwrap()
+            .as_string::<i32>()
+            .values()
+            .as_ptr()
+    };
+    let mut builder = TablesBuilder::new();
+    builder.append(&report).unwrap();
+    let first = builder.finish().unwrap();
+    let memory = raw_json_values(&first);
+    builder.recycle(first);
+    builder.append(&report).unwrap();
+    let second = builder.finish().unwrap();
+    assert_eq!(raw_json_values(&second), memory);
+    assert_eq!(
+        text(&second.reports, "raw_json", 0).as_deref(),
+        Some(decoded.raw_json.as_str())
+    );
+
+    // Tables still held elsewhere are not taken.
+    let held = second.clone();
+    builder.recycle(second);
+    builder.append(&report).unwrap();
+    let third = builder.finish().unwrap();
+    assert_ne!(raw_json_values(&third), raw_json_values(&held));
+    assert_eq!(
+        text(&third.reports, "raw_json", 0).as_deref(),
+        Some(decoded.raw_json.as_str())
+    );
 }
