@@ -96,7 +96,15 @@ impl DataDir {
             Ok(log) => Ok(BusWriter::Owned(log)),
             Err(BusError::Locked { .. }) => {
                 let socket = self.socket();
-                let producer = LocalProducer::connect(&socket).await.with_context(|| {
+                // An `up` holds the log a moment before its socket answers: wait for it
+                // (a CI run caught an import in that window).
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let mut connected = LocalProducer::connect(&socket).await;
+                while connected.is_err() && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    connected = LocalProducer::connect(&socket).await;
+                }
+                let producer = connected.with_context(|| {
                     format!(
                         "the bus in {} is held by another process, and its socket {} does not answer; \
                          is a `tlsrpt up` still starting, or stuck?",
