@@ -9,7 +9,8 @@
 //!
 //! Where tansu 0.6.0 differs from Kafka, seen here: a fetch from an offset *inside* a record
 //! batch returns the batches after it, not the one holding the offset (100 messages produced
-//! in one batch, offset 50 committed: a new member reads nothing; from 0 it reads all 100).
+//! in one batch, offset 50 committed: a new member reads nothing; from 0 it reads all 100;
+//! the bus test `tansu_skips_the_rest_of_a_record_batch_fetched_from_its_middle`).
 //! A consumer resuming mid-batch, as a member given a partition in a rebalance does (it
 //! starts at the last flush's end), loses the rest of that batch. Tests that resume at a
 //! committed offset produce one message per batch (each send awaited before the next), so

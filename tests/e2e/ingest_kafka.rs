@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use lettre::Transport as _;
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
 
-use crate::kafka_support::{Ingest, TOPIC, envelope};
-use crate::support::{fixtures, gzip, report};
+use crate::kafka_support::{Ingest, TOPIC, envelope, mail_corpus, post_json_corpus};
+use crate::support::{gzip, report};
 
 /// The topic's messages, from the start, until `expected` are read (30 s at most), as
 /// (`report_uid`, `transport`) headers.
@@ -30,34 +30,14 @@ fn what_ingest_acknowledges_is_on_the_topic() {
     let dir = tempfile::tempdir().unwrap();
     let ingest = Ingest::start(&dir.path().join("data"), &broker.address());
 
-    let mut acknowledged: Vec<(String, String)> = Vec::new();
-    let json_files = fixtures("json");
-    assert!(json_files.len() >= 10, "the vendored corpus went missing");
-    for path in &json_files {
-        let bytes = std::fs::read(path).unwrap();
-        let (status, answer) = ingest.post(gzip(&bytes), "application/tlsrpt+gzip");
-        assert_eq!(status, 200, "{}: {answer}", path.display());
-        let uid = answer["report_uid"].as_str().unwrap().to_owned();
-        acknowledged.push((uid, "https".to_owned()));
-    }
-    let transport = ingest.smtp();
-    let decoder_uids: Vec<String> = fixtures("eml")
-        .iter()
-        .map(|path| {
-            let bytes = std::fs::read(path).unwrap();
-            transport
-                .send_raw(&envelope(), &bytes)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            tlsrpt_schemas::Decoder::default()
-                .decode_any(&bytes)
-                .unwrap()
-                .decoded
-                .report
-                .report_uid()
-        })
-        .collect();
-    assert!(decoder_uids.len() >= 5);
-    acknowledged.extend(decoder_uids.into_iter().map(|uid| (uid, "smtp".to_owned())));
+    let mut acknowledged: Vec<(String, String)> =
+        post_json_corpus(|body, kind| ingest.post(body, kind))
+            .into_iter()
+            .map(|uid| (uid, "https".to_owned()))
+            .collect();
+    let mailed = mail_corpus(&ingest.smtp());
+    assert!(mailed.len() >= 5);
+    acknowledged.extend(mailed.into_iter().map(|uid| (uid, "smtp".to_owned())));
 
     // Refused input is answered and kept locally, and never reaches the topic.
     let (status, answer) = ingest.post(b"<html>not a report</html>".to_vec(), "text/html");

@@ -643,7 +643,6 @@ impl<C: Consumer> Core<C> {
         let mut written = None;
         if batch.reports > 0 {
             let tables = written.insert(batch.builder.finish()?);
-            self.spare_builders.push(std::mem::take(&mut batch.builder));
             for table in Table::ALL {
                 let batch = table.of(tables);
                 for (date, rows) in files::sorted_by_date(table, batch)? {
@@ -698,11 +697,13 @@ impl<C: Consumer> Core<C> {
                 .file_written(done.table, file.rows.len(), done.bytes);
             self.compactor.touched((done.table, done.date, partition));
         }
-        // The files hold the rows now: the batch's memory goes back to the spare builder.
+        // The files hold the rows now: the batch's memory goes back to its builder, which
+        // the next batch takes.
         drop(flush_files);
-        if let (Some(tables), Some(spare)) = (written, self.spare_builders.last_mut()) {
-            spare.recycle(tables);
+        if let Some(tables) = written {
+            batch.builder.recycle(tables);
         }
+        self.spare_builders.push(std::mem::take(&mut batch.builder));
         if self.crash == Some(CrashPoint::FlushPublished) {
             return Err(TransformError::SimulatedCrash(CrashPoint::FlushPublished));
         }

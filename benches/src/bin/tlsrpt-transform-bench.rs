@@ -60,6 +60,10 @@ struct Args {
     /// `tlsrpt transform` processes would be.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Messages per flush at most (`TransformOptions::max_batch_reports`; default that of
+    /// `tlsrpt up`).
+    #[arg(long, default_value_t = TransformOptions::default().max_batch_reports)]
+    max_batch_reports: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -109,7 +113,14 @@ fn main() -> anyhow::Result<()> {
         runtime.block_on(fill(&producer, &args))?;
         producer.flush(Duration::from_secs(30))?;
         drop(producer);
-        time_transformers(&runtime, consumers, &tables, &dead_letters, expected)?
+        time_transformers(
+            &runtime,
+            consumers,
+            &tables,
+            &dead_letters,
+            expected,
+            args.max_batch_reports,
+        )?
     } else {
         anyhow::ensure!(
             args.instances == 1,
@@ -126,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             &tables,
             &dead_letters,
             expected,
+            args.max_batch_reports,
         )?;
         log.shutdown();
         measured
@@ -161,6 +173,7 @@ fn time_transformers<C: Consumer>(
     tables: &std::path::Path,
     dead_letters: &Arc<DeadLetters>,
     expected: u64,
+    max_batch_reports: usize,
 ) -> anyhow::Result<(Duration, Duration, u64)> {
     eprintln!("tlsrpt-transform-bench: the bus is full; timing the transformer");
     let usage_before = cpu_time();
@@ -173,6 +186,7 @@ fn time_transformers<C: Consumer>(
             dead_letters.clone(),
             TransformOptions {
                 flush_when_caught_up: true,
+                max_batch_reports,
                 ..TransformOptions::default()
             },
         )?);
