@@ -11,6 +11,9 @@
 # Prints the load client's JSON (acknowledged reports/s after a 2 s warm-up, latency
 # percentiles), the CPU the receiver and the broker used per acknowledged report, and the
 # messages on the topic against the 2xx answers.
+#
+# TLSRPT_BIN=PATH runs that build of `tlsrpt` instead of building target/release/tlsrpt (to
+# compare two builds, alternately, in one session).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/compare/common.sh
@@ -19,7 +22,11 @@ connections=${2:-256}
 shift $(( $# < 2 ? $# : 2 ))
 
 scripts/kafka-broker.sh install >/dev/null
-cargo build --quiet --release -p tlsrpt --bin tlsrpt
+tlsrpt=${TLSRPT_BIN:-}
+if [ -z "$tlsrpt" ]; then
+  cargo build --quiet --release -p tlsrpt --bin tlsrpt
+  tlsrpt=target/release/tlsrpt
+fi
 cargo build --quiet --release -p tlsrpt-benches --bin tlsrpt-load --bin tlsrpt-gen
 
 work=$(mktemp -d)
@@ -36,7 +43,7 @@ templates "$work/gen"
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 brokers=$(scripts/kafka-broker.sh start "$work/broker" | tail -1)
 broker=$(cat "$work/broker/broker.pid")
-target/release/tlsrpt ingest --kafka "$brokers" --data-dir "$work/ingest" \
+"$tlsrpt" ingest --kafka "$brokers" --data-dir "$work/ingest" \
   --http-listen 127.0.0.1:0 --smtp-listen off \
   >"$work/banner" 2>"$work/log" &
 server=$!
