@@ -211,13 +211,20 @@ fn time_transformers<C: Consumer>(
                 }))
             })
             .collect();
-        while consumed() < expected {
+        // A transformer that stops before the end (a failed flush) would leave this loop
+        // waiting for messages nobody reads: its error ends the run instead.
+        while consumed() < expected && !running.iter().any(|task| task.is_finished()) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = stop.send(true);
         for task in running {
             task.await??;
         }
+        anyhow::ensure!(
+            consumed() >= expected,
+            "the transformers stopped after {} of {expected} messages",
+            consumed()
+        );
         anyhow::Ok(())
     })?;
     Ok((started.elapsed(), cpu_time() - usage_before, consumed()))
