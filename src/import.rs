@@ -417,8 +417,9 @@ impl ParquetWriting {
     }
 }
 
-/// The `report_uid`s in the tables, as numbers ([`uid_number`]). A compaction by a running
-/// `up` may delete a file between listing and reading it: then list again.
+/// The `report_uid`s in the tables, as numbers
+/// ([`tlsrpt_schemas::dedup::report_uid_value_of_hex`]). A compaction by a running `up` may
+/// delete a file between listing and reading it: then list again.
 pub(crate) async fn known_report_uids(data: &DataDir) -> anyhow::Result<HashSet<u128>> {
     let root = data.tables();
     tokio::task::spawn_blocking(move || {
@@ -435,14 +436,6 @@ pub(crate) async fn known_report_uids(data: &DataDir) -> anyhow::Result<HashSet<
         }
     })
     .await?
-}
-
-/// A `report_uid` (32 hex digits) as the number the transformer's dedup set holds
-/// (`tlsrpt_transform::existing_report_uids`).
-pub(crate) fn uid_number(uid: &str) -> Option<u128> {
-    (uid.len() == 32 && uid.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u128::from_str_radix(uid, 16).ok())
-        .flatten()
 }
 
 /// The runtime of `import` and `rejected replay`.
@@ -920,13 +913,6 @@ struct Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uid_numbers_match_the_hex() {
-        assert_eq!(uid_number("0000000000000000000000000000000f"), Some(15));
-        assert_eq!(uid_number("f"), None);
-        assert_eq!(uid_number("g000000000000000000000000000000f"), None);
-    }
 
     #[test]
     fn shorten_keeps_one_line() {

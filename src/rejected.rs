@@ -19,9 +19,7 @@ use tlsrpt_ingest::publish::{message_for, sha256_hex};
 use tlsrpt_schemas::{Envelope, ReceivedReport, Transport};
 
 use crate::data_dir::{DEFAULT, DataDir};
-use crate::import::{
-    finish_writing, init_logging, known_report_uids, runtime, shorten, uid_number,
-};
+use crate::import::{finish_writing, init_logging, known_report_uids, runtime, shorten};
 use crate::input::DecodeArgs;
 
 /// What was refused (HTTP, mail, import), and replaying it after a fix.
@@ -247,7 +245,8 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                 },
                 Ok(decoded) => {
                     let report_uid = decoded.decoded.report.report_uid();
-                    let new = uid_number(&report_uid).is_none_or(|uid| seen.insert(uid));
+                    let new = tlsrpt_schemas::dedup::report_uid_value_of_hex(&report_uid)
+                        .is_none_or(|uid| seen.insert(uid));
                     if new {
                         let transport =
                             Transport::parse(&rejection.transport).unwrap_or(Transport::Import);

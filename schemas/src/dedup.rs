@@ -75,6 +75,14 @@ pub fn report_uid_hex(value: u128) -> String {
     hex
 }
 
+/// The value of a `report_uid` written as 32 hex digits ([`report_uid_hex`] backwards);
+/// `None` for anything else.
+pub fn report_uid_value_of_hex(text: &str) -> Option<u128> {
+    (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u128::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
 /// Appends what [`format_datetime`] writes, without the formatting machinery: the key is
 /// built for every report on the hot path. The tests hold the two to the same output.
 fn push_datetime(out: &mut String, at: &DateTime<Utc>) {
@@ -140,5 +148,24 @@ mod tests {
         assert_eq!(report_uid_of_key("abc"), report_uid_hex(value));
         assert_eq!(value >> 120, 0xba);
         assert_eq!(report_uid_hex(15), "0000000000000000000000000000000f");
+    }
+
+    #[test]
+    fn the_hex_reads_back_as_the_value() {
+        let value = report_uid_value_of_key("abc");
+        assert_eq!(report_uid_value_of_hex(&report_uid_hex(value)), Some(value));
+        assert_eq!(
+            report_uid_value_of_hex("0000000000000000000000000000000f"),
+            Some(15)
+        );
+        assert_eq!(report_uid_value_of_hex("f"), None);
+        assert_eq!(
+            report_uid_value_of_hex("g000000000000000000000000000000f"),
+            None
+        );
+        assert_eq!(
+            report_uid_value_of_hex("+000000000000000000000000000000f"),
+            None
+        );
     }
 }

@@ -21,6 +21,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use tlsrpt_schemas::dedup;
 use tlsrpt_schemas::layout::{self, FileRange};
 use tlsrpt_schemas::tables::{Tables, failures_schema, policies_schema, reports_schema};
 
@@ -380,14 +381,6 @@ impl std::hash::Hasher for UidHasher {
 /// A set of `report_uid`s (see [`UidHasher`]).
 pub(crate) type UidSet = HashSet<u128, std::hash::BuildHasherDefault<UidHasher>>;
 
-/// A `report_uid` (32 lower-case hex digits) as a number: 16 bytes in the dedup set instead
-/// of a 32-byte string and its allocation.
-pub(crate) fn parse_uid(text: &str) -> Option<u128> {
-    (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u128::from_str_radix(text, 16).ok())
-        .flatten()
-}
-
 /// Adds the `report_uid` of every row of a `reports` file to `uids` (reading that column
 /// only).
 pub(crate) fn read_report_uids(
@@ -406,9 +399,12 @@ pub(crate) fn read_report_uids(
                     message: "report_uid is not a string column".into(),
                 })?;
         for i in 0..column.len() {
-            let uid = parse_uid(column.value(i)).ok_or_else(|| TransformError::Unexpected {
-                path: path.clone(),
-                message: format!("report_uid {:?} is not 32 hex digits", column.value(i)),
+            // As a number: 16 bytes in the dedup set instead of a 32-byte string.
+            let uid = dedup::report_uid_value_of_hex(column.value(i)).ok_or_else(|| {
+                TransformError::Unexpected {
+                    path: path.clone(),
+                    message: format!("report_uid {:?} is not 32 hex digits", column.value(i)),
+                }
             })?;
             uids.insert(uid);
         }
