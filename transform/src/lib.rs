@@ -98,11 +98,11 @@ pub struct TransformOptions {
     /// queryable within a few seconds of its acknowledgement. Default 1 s.
     pub flush_interval: Duration,
     /// A batch is written once it holds this many messages. Default 50 000. Under live load
-    /// the flush interval cuts batches long before (25,000 reports/s fill 20,000 in under a
-    /// second); this bound matters when a backlog is read, where larger batches write fewer,
-    /// larger files: 20 000 -> 50 000 cost 3.5% less CPU per report on the generator's mix
-    /// (BENCHMARKS.md; with 2 MiB pages, before `no_thp`, it had cost 9% more).
-    /// `max_batch_bytes` still bounds a batch's memory for large reports.
+    /// a partition rarely gathers that many within `flush_interval`; the bound matters when
+    /// a backlog is read, where larger batches write fewer, larger files: 20 000 -> 50 000
+    /// cost 3.5% less CPU per report on the generator's mix (BENCHMARKS.md; with 2 MiB
+    /// pages, before mimalloc's `no_thp`, it had cost 9% more). `max_batch_bytes` still
+    /// bounds a batch's memory for large reports.
     pub max_batch_reports: usize,
     /// ... or this many bytes of report JSON. Default 64 MiB.
     pub max_batch_bytes: usize,
