@@ -7,6 +7,8 @@
 //! mail copy and the HTTPS copy of one report. It is the domain of an email `contact-info`,
 //! or else the organisation name, lower-cased.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sha2::{Digest, Sha256};
 
@@ -19,14 +21,20 @@ const SEPARATOR: char = '\u{1f}';
 impl Report {
     /// The sender part of the dedup key: contact-info domain, else organisation, lower-cased.
     pub fn dedup_sender(&self) -> String {
-        self.contact_domain()
-            .unwrap_or_else(|| self.organization_name.trim().to_lowercase())
+        self.contact_domain().map_or_else(
+            || self.organization_name.trim().to_lowercase(),
+            Cow::into_owned,
+        )
     }
 
     /// The dedup key, also the bus message key (so a duplicate lands on the same partition
     /// as its first copy): `sender US report-id US start US end`, datetimes in UTC RFC 3339.
     pub fn dedup_key(&self) -> String {
-        let mut key = self.dedup_sender();
+        let mut key = String::new();
+        match self.contact_domain() {
+            Some(domain) => key.push_str(&domain),
+            None => key.push_str(&self.organization_name.trim().to_lowercase()),
+        }
         key.reserve(self.report_id.len() + 64);
         key.push(SEPARATOR);
         key.push_str(&self.report_id);

@@ -1,5 +1,6 @@
 //! What is known about a report besides its JSON: how and when it arrived, and from whom.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -116,9 +117,9 @@ pub struct ReceivedReport {
 impl ReceivedReport {
     /// The `submitter` column: the `TLS-Report-Submitter` header, or else the domain of an
     /// email `contact-info`, or else `None`.
-    pub fn submitter(&self) -> Option<String> {
+    pub fn submitter(&self) -> Option<Cow<'_, str>> {
         match &self.envelope.submitter_header {
-            Some(header) => Some(header.trim().to_ascii_lowercase()),
+            Some(header) => Some(ascii_lowercase(header.trim())),
             None => self.report.contact_domain(),
         }
     }
@@ -126,11 +127,22 @@ impl ReceivedReport {
 
 impl Report {
     /// The domain part of an email `contact-info` (after `mailto:` if present), lower-cased.
-    pub fn contact_domain(&self) -> Option<String> {
+    pub fn contact_domain(&self) -> Option<Cow<'_, str>> {
         let contact = self.contact_info.as_deref()?.trim();
         let contact = contact.strip_prefix("mailto:").unwrap_or(contact);
         let (_, domain) = contact.rsplit_once('@')?;
         let domain = domain.trim().trim_end_matches('>');
-        (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+        (!domain.is_empty()).then(|| ascii_lowercase(domain))
+    }
+}
+
+/// `text` in ASCII lower case, copied only when it has upper-case letters (these are
+/// computed for every report the transformer flattens, and are nearly always lower case
+/// already).
+fn ascii_lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
     }
 }

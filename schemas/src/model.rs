@@ -100,27 +100,38 @@ pub struct Policy {
 impl Policy {
     /// `mode` of an MTA-STS policy string (`enforce`, `testing`, `none`), if present.
     pub fn sts_mode(&self) -> Option<&str> {
-        self.sts_field("mode")
+        self.sts_mode_and_max_age().0
     }
 
-    /// `max_age` of an MTA-STS policy string in seconds, if present and a number.
     pub fn sts_max_age(&self) -> Option<u64> {
-        self.sts_field("max_age")?.parse().ok()
+        self.sts_mode_and_max_age().1
     }
 
-    fn sts_field(&self, name: &str) -> Option<&str> {
+    /// `mode` and `max_age` of an STS policy string, in one pass over its lines (the
+    /// transformer needs both for every policy). The first line of each name counts.
+    pub fn sts_mode_and_max_age(&self) -> (Option<&str>, Option<u64>) {
         if self.policy_type != Some(PolicyType::Sts) {
-            return None;
+            return (None, None);
         }
-        self.policy_string.iter().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            (key.trim().eq_ignore_ascii_case(name)).then(|| value.trim())
-        })
+        let (mut mode, mut max_age): (Option<&str>, Option<&str>) = (None, None);
+        for line in &self.policy_string {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let key = key.trim();
+            if mode.is_none() && key.eq_ignore_ascii_case("mode") {
+                mode = Some(value.trim());
+            } else if max_age.is_none() && key.eq_ignore_ascii_case("max_age") {
+                max_age = Some(value.trim());
+            }
+            if mode.is_some() && max_age.is_some() {
+                break;
+            }
+        }
+        (mode, max_age.and_then(|v| v.parse().ok()))
     }
 }
 
-/// `summary`: session counts for one policy. A count the sender left out is `None`
-/// (recorded as a warning) rather than a zero nobody measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Summary {

@@ -664,9 +664,10 @@ impl TablesBuilder {
             p.policy_string
                 .append(policy.policy_string.iter().map(String::as_str));
             p.mx_host.append(policy.mx_host.iter().map(String::as_str));
-            p.sts_mode.append(policy.sts_mode());
+            let (sts_mode, sts_max_age) = policy.sts_mode_and_max_age();
+            p.sts_mode.append(sts_mode);
             p.sts_max_age
-                .append_option(policy.sts_max_age().and_then(|v| i64::try_from(v).ok()));
+                .append_option(sts_max_age.and_then(|v| i64::try_from(v).ok()));
             let summary = &policy_result.summary;
             p.total_successful_session_count
                 .append_option(summary.total_successful_session_count.map(|v| v as i64));

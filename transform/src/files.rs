@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use chrono::NaiveDate;
@@ -412,28 +412,92 @@ pub(crate) fn read_report_uids(
     Ok(())
 }
 
-/// The sort keys of `date` and then `table`'s file order ([`Table::sort_columns`]), taken
-/// from `batch`.
-fn date_and_sort_keys(table: Table, batch: &RecordBatch) -> Vec<SortColumn> {
-    std::iter::once("date")
-        .chain(table.sort_columns().iter().copied())
-        .map(|name| SortColumn {
-            values: batch
-                .column_by_name(name)
-                .cloned()
-                .expect("sort columns are columns of the table"),
-            // Ascending, nulls first: what the files declare (`SortingColumn`).
-            options: None,
+/// One sort column of a flush's batch, as [`sorted_by_date`] compares it: text by its bytes
+/// (what Arrow's and Parquet's orders are), a dictionary by the rank of its value among the
+/// dictionary's values (so two keys compare as integers), null first.
+enum SortKey<'a> {
+    Text(&'a arrow::array::StringArray),
+    Dictionary {
+        keys: &'a arrow::array::Int32Array,
+        /// `ranks[key]`: the position of the key's value in the sorted dictionary values.
+        ranks: Vec<u32>,
+    },
+}
+
+impl<'a> SortKey<'a> {
+    fn of(column: &'a arrow::array::ArrayRef) -> Result<Self> {
+        use arrow::datatypes::Int32Type;
+        if let Some(text) = column.as_string_opt::<i32>() {
+            return Ok(Self::Text(text));
+        }
+        let unsupported = || {
+            TransformError::Arrow(arrow::error::ArrowError::ComputeError(format!(
+                "a sort column of type {} (text or a dictionary of text was expected)",
+                column.data_type()
+            )))
+        };
+        let dictionary = column
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(unsupported)?;
+        let values = dictionary
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(unsupported)?;
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let value = |i: u32| {
+                values
+                    .is_valid(i as usize)
+                    .then(|| values.value(i as usize))
+            };
+            value(a).cmp(&value(b))
+        });
+        let mut ranks = vec![0; values.len()];
+        let mut rank = 0;
+        for (position, &key) in order.iter().enumerate() {
+            // Equal values share a rank (a dictionary may hold a value twice).
+            if position > 0 {
+                let previous = order[position - 1] as usize;
+                let same = values.is_valid(previous) == values.is_valid(key as usize)
+                    && values.value(previous) == values.value(key as usize);
+                if !same {
+                    rank += 1;
+                }
+            }
+            ranks[key as usize] = rank;
+        }
+        Ok(Self::Dictionary {
+            keys: dictionary.keys(),
+            ranks,
         })
-        .collect()
+    }
+
+    fn compare(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        match self {
+            Self::Text(text) => {
+                let value = |i: usize| text.is_valid(i).then(|| text.value(i));
+                value(a).cmp(&value(b))
+            }
+            Self::Dictionary { keys, ranks } => {
+                let rank = |i: usize| keys.is_valid(i).then(|| ranks[keys.value(i) as usize]);
+                rank(a).cmp(&rank(b))
+            }
+        }
+    }
 }
 
 /// The rows of one flush per value of its `date` column, in date order: for each date, the
-/// indices of its rows in `batch` in the table's file order ([`Table::sort_columns`]). One
-/// sort by date and then the file order; the rows themselves are not copied here but taken
-/// [`WRITE_ROWS`] at a time as the file is written ([`write_parquet_unsynced`]): a sorted
-/// copy of a whole flush (about 20 MB of `raw_json` for 10,000 reports) was fresh memory on
-/// every flush, and first touches of fresh memory were a third of a flush's time.
+/// indices of its rows in `batch` in the table's file order ([`Table::sort_columns`],
+/// ascending, nulls first, as the files declare). One sort by date and then the file order;
+/// the rows themselves are not copied here but taken [`WRITE_ROWS`] at a time as the file
+/// is written ([`write_parquet`]): a sorted copy of a whole flush (about 20 MB of
+/// `raw_json` for 10,000 reports) was fresh memory on every flush, and first touches of
+/// fresh memory were a third of a flush's time.
+///
+/// The comparison is written out rather than left to Arrow's `lexsort_to_indices`, whose
+/// comparator goes through a dynamic call per column and looks dictionary values up per
+/// comparison: this one compares dictionary ranks as integers (a test holds the two to the
+/// same order).
 pub(crate) fn sorted_by_date(
     table: Table,
     batch: &RecordBatch,
@@ -441,24 +505,46 @@ pub(crate) fn sorted_by_date(
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let indices = lexsort_to_indices(&date_and_sort_keys(table, batch), None)?;
     let dates = batch
         .column_by_name("date")
         .and_then(|c| c.as_primitive_opt::<Date32Type>())
-        .expect("every table has a Date32 date column")
-        .values();
-    let day_of = |i: usize| dates[indices.value(i) as usize];
+        .expect("every table has a Date32 date column");
+    let keys = table
+        .sort_columns()
+        .iter()
+        .filter(|name| **name != "date")
+        .map(|name| {
+            SortKey::of(
+                batch
+                    .column_by_name(name)
+                    .expect("sort columns are columns of the table"),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let days = dates.values();
+    let mut indices: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    indices.sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        days[a].cmp(&days[b]).then_with(|| {
+            keys.iter()
+                .map(|key| key.compare(a, b))
+                .find(|order| order.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    let indices = UInt32Array::from(indices);
+    let day_of = |i: usize| days[indices.value(i) as usize];
     let mut parts = Vec::new();
     let mut start = 0;
     while start < indices.len() {
-        let days = day_of(start);
+        let day = day_of(start);
         let mut end = start + 1;
-        while end < indices.len() && day_of(end) == days {
+        while end < indices.len() && day_of(end) == day {
             end += 1;
         }
-        let date = Date32Type::to_naive_date_opt(days).ok_or_else(|| {
+        let date = Date32Type::to_naive_date_opt(day).ok_or_else(|| {
             TransformError::Arrow(arrow::error::ArrowError::ComputeError(format!(
-                "date {days} out of range"
+                "date {day} out of range"
             )))
         })?;
         parts.push((date, indices.slice(start, end - start)));
@@ -621,4 +707,108 @@ pub(crate) fn merge_files<W: Write + Send>(
     }
     let output = writer.into_inner().map_err(parquet)?;
     Ok((output, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Date32Array, DictionaryArray, Int32Array, StringArray};
+    use arrow::compute::{SortColumn, lexsort_to_indices};
+    use arrow::datatypes::Int32Type;
+
+    /// A batch with the sort columns of every table: text with nulls and repeats, and a
+    /// dictionary whose values are out of order, hold a null and a value twice.
+    fn batch() -> RecordBatch {
+        let rows = 500;
+        let mut state = 7u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let text = |n: u64, next: &mut dyn FnMut(u64) -> u64| -> Vec<Option<String>> {
+            (0..rows)
+                .map(|_| match next(n + 1) {
+                    0 => None,
+                    v => Some(format!("host-{}", v % n)),
+                })
+                .collect()
+        };
+        let dates: Vec<i32> = (0..rows).map(|_| 20_000 + next(3) as i32).collect();
+        let domains = text(7, &mut next);
+        let mxs = text(5, &mut next);
+        let values = StringArray::from(vec![Some("m"), Some("b"), None, Some("z"), Some("b")]);
+        let keys: Vec<Option<i32>> = (0..rows)
+            .map(|_| match next(6) {
+                5 => None,
+                k => Some(k as i32),
+            })
+            .collect();
+        let organizations =
+            DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(values))
+                .unwrap();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("date", Arc::new(Date32Array::from(dates))),
+            ("policy_domain", Arc::new(StringArray::from(domains))),
+            ("receiving_mx_hostname", Arc::new(StringArray::from(mxs))),
+            ("organization_name", Arc::new(organizations)),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    /// The sort key of each row, as text, in the given row order.
+    fn keys_in_order(table: Table, batch: &RecordBatch, order: &[u32]) -> Vec<String> {
+        let printable: Vec<ArrayRef> = std::iter::once("date")
+            .chain(table.sort_columns().iter().copied())
+            .map(|name| {
+                arrow::compute::cast(
+                    batch.column_by_name(name).unwrap(),
+                    &arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap()
+            })
+            .collect();
+        order
+            .iter()
+            .map(|&row| {
+                printable
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        c.is_valid(row as usize)
+                            .then(|| c.value(row as usize).to_owned())
+                            .unwrap_or_else(|| "<null>".into())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_flush_order_is_arrows_lexicographic_order() {
+        let batch = batch();
+        for table in [Table::Reports, Table::Policies, Table::Failures] {
+            let ours: Vec<u32> = sorted_by_date(table, &batch)
+                .unwrap()
+                .into_iter()
+                .flat_map(|(_, rows)| rows.values().to_vec())
+                .collect();
+            let columns: Vec<SortColumn> = std::iter::once("date")
+                .chain(table.sort_columns().iter().copied())
+                .map(|name| SortColumn {
+                    values: batch.column_by_name(name).unwrap().clone(),
+                    options: None,
+                })
+                .collect();
+            let arrows = lexsort_to_indices(&columns, None).unwrap();
+            assert_eq!(ours.len(), batch.num_rows());
+            assert_eq!(
+                keys_in_order(table, &batch, &ours),
+                keys_in_order(table, &batch, arrows.values()),
+                "{table:?}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //! the steps synchronous also lets the tests stop a flush at any step ([`CrashPoint`]) and
 //! open again, as after a crash.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::Path;
@@ -22,7 +23,7 @@ use tlsrpt_bus::embedded::EmbeddedLog;
 use tlsrpt_bus::{Assignment, Consumer, Record};
 use tlsrpt_schemas::dedup;
 use tlsrpt_schemas::layout::FileRange;
-use tlsrpt_schemas::message::{self, MessageError, header};
+use tlsrpt_schemas::message::{self, MessageError, WireEnvelope};
 use tlsrpt_schemas::tables::TablesBuilder;
 
 use crate::compact::Compactor;
@@ -581,19 +582,24 @@ impl<C: Consumer> Core<C> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let received_at = message
-            .header(header::RECEIVED_AT)
+        // What the envelope says, as far as it can be read: a dead letter may be one because
+        // its envelope is not.
+        let envelope = WireEnvelope::of(&message.headers).unwrap_or_default();
+        let received_at = envelope
+            .received_at
+            .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         let rejection = Rejection {
             received_at,
-            transport: message
-                .header(header::TRANSPORT)
+            transport: envelope
+                .transport
+                .as_deref()
                 .unwrap_or("unknown")
                 .chars()
                 .take(32)
                 .collect(),
-            remote_addr: message.header(header::REMOTE_ADDR).map(str::to_owned),
+            remote_addr: envelope.remote_addr.map(Cow::into_owned),
             code: code.to_owned(),
             message: format!(
                 "bus partition {} offset {}: {error}",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tlsrpt_bus::dead_letter::DeadLetters;
 use tlsrpt_bus::embedded::{EmbeddedLog, EmbeddedOptions};
 use tlsrpt_ingest::http::{HttpOptions, HttpReceiver};
+use tlsrpt_schemas::message::WireEnvelope;
 use tlsrpt_schemas::{DecodeOptions, decode};
 
 fn fixtures() -> PathBuf {
@@ -133,18 +134,22 @@ async fn every_fixture_is_accepted_as_json_and_as_gzip_and_lands_on_the_bus() {
         // The value is the report as received; the key is its dedup key.
         let report = decode(&record.message.value).unwrap().report;
         assert_eq!(record.message.key, report.dedup_key().into_bytes());
-        assert_eq!(record.message.header("transport"), Some("https"));
+        // The envelope travels as one header.
+        assert_eq!(record.message.headers.len(), 1);
+        let envelope = WireEnvelope::of(&record.message.headers).unwrap();
+        assert_eq!(envelope.transport.as_deref(), Some("https"));
         assert_eq!(
-            record.message.header("report_uid"),
+            envelope.report_uid.as_deref(),
             Some(report.report_uid().as_str())
         );
         assert!(
-            record
-                .message
-                .header("remote_addr")
+            envelope
+                .remote_addr
+                .as_deref()
                 .unwrap()
                 .starts_with("127.0.0.1:")
         );
+        assert_eq!(envelope.content_sha256.as_deref().map(str::len), Some(64));
     }
     // Both copies of a report share a partition (same key).
     let mut by_key = std::collections::HashMap::new();

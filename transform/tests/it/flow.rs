@@ -9,7 +9,7 @@ use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use tlsrpt_bus::{Message, partition_for_key};
 use tlsrpt_schemas::layout::FileRange;
-use tlsrpt_schemas::message::header;
+use tlsrpt_schemas::message::{WireEnvelope, header};
 use tlsrpt_schemas::tables::{failures_schema, policies_schema, reports_schema};
 use tlsrpt_transform::{TransformOptions, existing_report_uids};
 
@@ -385,11 +385,9 @@ async fn a_report_sent_three_times_is_one_row_also_across_runs() {
     // The same reports again, by mail this time, and a new one: only the new one is added.
     let by_mail = |json: &str| {
         let mut m: Message = message(json);
-        for (name, value) in &mut m.headers {
-            if name == header::TRANSPORT {
-                *value = "smtp".into();
-            }
-        }
+        let mut envelope = WireEnvelope::of(&m.headers).unwrap();
+        envelope.transport = Some("smtp".into());
+        m.headers = vec![(header::ENVELOPE.into(), envelope.to_header_value())];
         m
     };
     env.send(by_mail(&twice_told)).await;
