@@ -776,9 +776,11 @@ mod tests {
                     .iter()
                     .map(|c| {
                         let c = c.as_string::<i32>();
-                        c.is_valid(row as usize)
-                            .then(|| c.value(row as usize).to_owned())
-                            .unwrap_or_else(|| "<null>".into())
+                        if c.is_valid(row as usize) {
+                            c.value(row as usize).to_owned()
+                        } else {
+                            "<null>".into()
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join("|")
