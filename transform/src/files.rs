@@ -279,6 +279,14 @@ fn writer_properties(table: Table, row_group_rows: usize, rows: usize) -> Result
         builder =
             builder.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
     }
+    // A `report_uid` is random text: in `policies` and `failures` it repeats only across
+    // the rows of one report, which sit apart once the rows are sorted by domain. A
+    // dictionary of them grew to its size limit within each file and was then abandoned:
+    // plain pages make `policies` files 3.8% and `failures` files 2.8% smaller (200,000
+    // generated reports, session 14; the transformer's CPU unchanged within noise).
+    if table != Table::Reports {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from("report_uid"), false);
+    }
     if table == Table::Reports {
         // One distinct value per row: a dictionary would only be built to be abandoned, and
         // min/max of whole reports help no reader.
