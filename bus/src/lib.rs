@@ -25,8 +25,9 @@ pub mod test_broker;
 use thiserror::Error;
 
 /// One message: the report's dedup key (which also chooses the partition, so that a
-/// duplicate lands beside its first copy), the decoded report JSON, and the envelope as
-/// headers (transport, received_at, submitter, remote address, content hash).
+/// duplicate lands beside its first copy), the decoded report JSON, and headers (the
+/// receivers write one, `envelope`: transport, received_at, submitter, remote address,
+/// content hash, warnings; see `tlsrpt_schemas::message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub key: Vec<u8>,

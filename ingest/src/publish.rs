@@ -1,6 +1,6 @@
 //! An accepted report as a bus message, through the codec the transformer reads back
-//! ([`tlsrpt_schemas::message`]): key = dedup key, value = the decoded JSON, headers = the
-//! envelope and the warnings.
+//! ([`tlsrpt_schemas::message`]): key = dedup key, value = the decoded JSON, one header
+//! `envelope` = the envelope and the warnings.
 
 use std::net::SocketAddr;
 
