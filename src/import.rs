@@ -838,7 +838,7 @@ impl Importer {
             report,
             raw_json: decoded.decoded.raw_json,
         };
-        publish.push(message_for(&received, None, &sha256_hex(&bytes)))
+        publish.push(message_for(&received, None, &sha256_hex(&bytes)).0)
     }
 
     fn unreadable(&self, origin: &Origin<'_>, err: &std::io::Error, size: u64) -> Result<(), Stop> {

@@ -271,7 +271,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                             .remote_addr
                             .as_deref()
                             .and_then(|a| a.parse::<SocketAddr>().ok());
-                        let message = message_for(&received, remote, &sha256_hex(&bytes));
+                        let (message, _) = message_for(&received, remote, &sha256_hex(&bytes));
                         writer
                             .send(message)
                             .await

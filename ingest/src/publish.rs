@@ -40,17 +40,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex
 }
 
-/// The bus message for an accepted report. `content_sha256` is of the bytes as received.
+/// The bus message for an accepted report, and the report's `report_uid` (computed for the
+/// message; receivers also quote it to the sender). `content_sha256` is of the bytes as
+/// received.
 pub fn message_for(
     received: &ReceivedReport,
     remote: Option<SocketAddr>,
     content_sha256: &str,
-) -> Message {
+) -> (Message, String) {
     let remote = remote.map(|r| r.to_string());
     let parts = to_parts(received, remote.as_deref(), Some(content_sha256));
-    Message {
+    let message = Message {
         key: parts.key,
         value: parts.value,
         headers: parts.headers,
-    }
+    };
+    (message, parts.report_uid)
 }

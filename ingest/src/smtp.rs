@@ -708,8 +708,7 @@ impl<P: Producer> SmtpReceiver<P> {
             report: decoded.decoded.report,
             raw_json: decoded.decoded.raw_json,
         };
-        let report_uid = received.report.report_uid();
-        let bus_message = message_for(&received, Some(remote), &sha256_hex(&bytes));
+        let (bus_message, report_uid) = message_for(&received, Some(remote), &sha256_hex(&bytes));
         let sent_at = Instant::now();
         match self.producer.send(bus_message).await {
             Ok(delivered) => {

@@ -59,6 +59,8 @@ pub struct MessageParts {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
+    /// The report's `report_uid` (also in the envelope), for a receiver's answer.
+    pub report_uid: String,
 }
 
 /// Why a message read from the bus is not a report. The transformer sets such a message
@@ -247,10 +249,12 @@ pub fn to_parts(
             })
             .collect(),
     };
+    let headers = vec![(header::ENVELOPE.to_owned(), wire.to_header_value())];
     MessageParts {
         key: key.into_bytes(),
         value: received.raw_json.clone().into_bytes(),
-        headers: vec![(header::ENVELOPE.to_owned(), wire.to_header_value())],
+        headers,
+        report_uid,
     }
 }
 

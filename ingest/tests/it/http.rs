@@ -125,8 +125,12 @@ async fn every_fixture_is_accepted_as_json_and_as_gzip_and_lands_on_the_bus() {
         let (status, body) = running.post("application/tlsrpt+json", json.clone()).await;
         assert_eq!(status, 200, "{}: {body}", path.display());
         assert_eq!(body["status"], "accepted");
+        // The answer names the report as the tables will.
+        let uid = decode(&json).unwrap().report.report_uid();
+        assert_eq!(body["report_uid"], uid.as_str(), "{}", path.display());
         let (status, body) = running.post("application/tlsrpt+gzip", gzip(&json)).await;
         assert_eq!(status, 200, "{}: {body}", path.display());
+        assert_eq!(body["report_uid"], uid.as_str());
     }
     let messages = running.messages();
     assert_eq!(messages.len(), files.len() * 2);
