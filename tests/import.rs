@@ -606,6 +606,7 @@ fn corpus(extension: &str) -> Vec<PathBuf> {
 #[test]
 fn import_with_kafka_publishes_each_report_once_and_writes_no_tables() {
     use tlsrpt_bus::test_broker::{TestBroker, read_topic};
+    use tlsrpt_schemas::message::WireEnvelope;
 
     let broker = TestBroker::start();
     broker.create_topic("tlsrpt.reports", 6);
@@ -669,11 +670,9 @@ fn import_with_kafka_publishes_each_report_once_and_writes_no_tables() {
         read_topic(&broker.address(), "tlsrpt.reports", 6, uids.len() + 1)
             .iter()
             .map(|r| {
-                assert_eq!(r.message.header("transport"), Some("import"));
-                r.message
-                    .header("report_uid")
-                    .unwrap_or_default()
-                    .to_owned()
+                let envelope = WireEnvelope::of(&r.message.headers).unwrap();
+                assert_eq!(envelope.transport.as_deref(), Some("import"));
+                envelope.report_uid.unwrap_or_default().into_owned()
             })
             .collect();
     on_topic.sort();

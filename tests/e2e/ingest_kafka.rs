@@ -3,10 +3,12 @@
 //! once the broker has it; while the broker is gone senders hear 503 and 451 in bounded time,
 //! and acceptance comes back by itself with the broker.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use lettre::Transport as _;
 use tlsrpt_bus::test_broker::{TestBroker, read_topic};
+use tlsrpt_schemas::message::WireEnvelope;
 
 use crate::kafka_support::{Ingest, TOPIC, envelope, mail_corpus, post_json_corpus};
 use crate::support::{gzip, report};
@@ -17,8 +19,9 @@ fn topic_by_report(brokers: &str, partitions: u32, expected: usize) -> Vec<(Stri
     read_topic(brokers, TOPIC, partitions, expected)
         .iter()
         .map(|r| {
-            let header = |name| r.message.header(name).unwrap_or_default().to_owned();
-            (header("report_uid"), header("transport"))
+            let envelope = WireEnvelope::of(&r.message.headers).unwrap();
+            let field = |value: Option<Cow<'_, str>>| value.unwrap_or_default().into_owned();
+            (field(envelope.report_uid), field(envelope.transport))
         })
         .collect()
 }
