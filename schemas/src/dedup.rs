@@ -21,20 +21,19 @@ const SEPARATOR: char = '\u{1f}';
 impl Report {
     /// The sender part of the dedup key: contact-info domain, else organisation, lower-cased.
     pub fn dedup_sender(&self) -> String {
-        self.contact_domain().map_or_else(
-            || self.organization_name.trim().to_lowercase(),
-            Cow::into_owned,
-        )
+        self.dedup_sender_text().into_owned()
+    }
+
+    /// [`Self::dedup_sender`] without a copy when the contact domain is already lower case.
+    fn dedup_sender_text(&self) -> Cow<'_, str> {
+        self.contact_domain()
+            .unwrap_or_else(|| Cow::Owned(self.organization_name.trim().to_lowercase()))
     }
 
     /// The dedup key, also the bus message key (so a duplicate lands on the same partition
     /// as its first copy): `sender US report-id US start US end`, datetimes in UTC RFC 3339.
     pub fn dedup_key(&self) -> String {
-        let mut key = String::new();
-        match self.contact_domain() {
-            Some(domain) => key.push_str(&domain),
-            None => key.push_str(&self.organization_name.trim().to_lowercase()),
-        }
+        let mut key = self.dedup_sender_text().into_owned();
         key.reserve(self.report_id.len() + 64);
         key.push(SEPARATOR);
         key.push_str(&self.report_id);
