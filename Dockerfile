@@ -4,7 +4,7 @@
 # (`tlsrpt up`, `tlsrpt ingest`, `tlsrpt transform`, `tlsrpt query`; see docker-compose.yml).
 #
 #   docker build -t tlsrpt .
-#   docker run --rm -p 8460:8460 -p 2525:2525 -p 8461:8461 tlsrpt      # `up`: everything in one
+#   docker run --rm -p 8460:8460 -p 2525:2525 -p 8461:8461 -p 8462:8462 tlsrpt      # `up`: everything in one
 #
 # The first build compiles the whole dependency tree (DataFusion, bundled librdkafka): about 20
 # minutes on 2 cores. Later builds reuse the BuildKit cache mounts below.
@@ -65,10 +65,10 @@ WORKDIR /var/lib/tlsrpt
 USER tlsrpt:tlsrpt
 
 # 8460 reports over HTTP (+ /healthz, /metrics), 2525 reports by SMTP, 8461 SQL over HTTP,
-# 8463 the transformer's /healthz and /metrics.
-EXPOSE 8460 2525 8461 8463
+# 8462 Arrow Flight SQL, 8463 the transformer's /healthz and /metrics.
+EXPOSE 8460 2525 8461 8462 8463
 
 ENTRYPOINT ["tlsrpt"]
 # Without a command: the whole pipeline in one process, listening on every interface (the
 # defaults, 127.0.0.1, would be unreachable from outside the container).
-CMD ["up", "--data-dir", "/var/lib/tlsrpt", "--http-listen", "0.0.0.0:8460", "--smtp-listen", "0.0.0.0:2525", "--query-listen", "0.0.0.0:8461"]
+CMD ["up", "--data-dir", "/var/lib/tlsrpt", "--http-listen", "0.0.0.0:8460", "--smtp-listen", "0.0.0.0:2525", "--query-listen", "0.0.0.0:8461", "--flight-listen", "0.0.0.0:8462"]

@@ -38,23 +38,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn query(settings: QueryResolved) -> anyhow::Result<()> {
     let listener = crate::receivers::bind(settings.query_listen, "SQL", "--query-listen").await?;
+    let flight_listener =
+        crate::receivers::bind(settings.flight_listen, "Flight SQL", "--flight-listen").await?;
     let described = settings.store.describe();
     let engine = Arc::new(
         QueryEngine::at(settings.store, QueryOptions::default())
             .context("cannot start the SQL engine")?,
     );
     let address = crate::up::reachable(listener.local_addr()?);
+    let flight = crate::up::reachable(flight_listener.local_addr()?);
     println!(
-        "tlsrpt query: SQL over the tables in {}\n  SQL                POST http://{address}/v1/sql\n  try: curl -s http://{address}/v1/sql -d 'SELECT count(*) FROM reports'",
-        described
+        "tlsrpt query: SQL over the tables in {described}\n  SQL                POST http://{address}/v1/sql\n  Flight SQL         grpc://{flight}  (JDBC: {})\n  try: curl -s http://{address}/v1/sql -d 'SELECT count(*) FROM reports'",
+        crate::up::jdbc_url(flight)
     );
     let signal = async {
         let signal = crate::up::shutdown_signal().await;
         tracing::info!("{signal}: finishing the queries in flight, then stopping.");
     };
-    engine
-        .serve(listener, signal)
-        .await
-        .context("the SQL service failed")?;
-    Ok(())
+    tlsrpt_query::serve(engine, listener, flight_listener, signal).await
 }

@@ -22,6 +22,10 @@ pub(crate) enum DkimMode {
     Enforce,
 }
 
+/// Where the Arrow Flight SQL service listens unless told otherwise (the HTTP SQL port + 1).
+const DEFAULT_FLIGHT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8462);
+
 /// The settings of `tlsrpt up`, each optional so that an unset flag lets the file or the
 /// default speak.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -35,6 +39,11 @@ pub(crate) struct Settings {
     /// Address of the SQL service (`POST /v1/sql`) [default: 127.0.0.1:8461].
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
     pub(crate) query_listen: Option<SocketAddr>,
+
+    /// Address of the Arrow Flight SQL service, for ADBC, JDBC (DBeaver) and pyarrow clients
+    /// [default: 127.0.0.1:8462].
+    #[arg(long, env = "TLSRPT_FLIGHT_LISTEN", value_name = "ADDR")]
+    pub(crate) flight_listen: Option<SocketAddr>,
 
     /// How often the transformer writes what it has to Parquet, which bounds how soon a
     /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
@@ -191,6 +200,7 @@ pub(crate) struct ReceiverSettings {
 pub(crate) struct Resolved {
     pub(crate) data_dir: PathBuf,
     pub(crate) query_listen: SocketAddr,
+    pub(crate) flight_listen: SocketAddr,
     pub(crate) flush_interval: Duration,
     pub(crate) compact_min_files: usize,
     /// `None`: an existing log's own count, or the embedded default for a new one.
@@ -365,6 +375,11 @@ pub(crate) struct QuerySettings {
     /// 127.0.0.1:8461].
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
     pub(crate) query_listen: Option<SocketAddr>,
+
+    /// Address of the Arrow Flight SQL service, for ADBC, JDBC (DBeaver) and pyarrow clients
+    /// [default: 127.0.0.1:8462].
+    #[arg(long, env = "TLSRPT_FLIGHT_LISTEN", value_name = "ADDR")]
+    pub(crate) flight_listen: Option<SocketAddr>,
 }
 
 /// `tlsrpt query`'s settings with every default applied.
@@ -372,6 +387,7 @@ pub(crate) struct QuerySettings {
 pub(crate) struct QueryResolved {
     pub(crate) store: tlsrpt_query::TablesLocation,
     pub(crate) query_listen: SocketAddr,
+    pub(crate) flight_listen: SocketAddr,
 }
 
 impl QuerySettings {
@@ -380,6 +396,7 @@ impl QuerySettings {
         QuerySettings {
             store: self.store.or(file.store),
             query_listen: self.query_listen.or(file.query_listen),
+            flight_listen: self.flight_listen.or(file.flight_listen),
         }
     }
 
@@ -389,6 +406,7 @@ impl QuerySettings {
             query_listen: self
                 .query_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
+            flight_listen: self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN),
         })
     }
 }
@@ -474,6 +492,7 @@ impl Settings {
         Settings {
             data_dir: self.data_dir.or(file.data_dir),
             query_listen: self.query_listen.or(file.query_listen),
+            flight_listen: self.flight_listen.or(file.flight_listen),
             flush_interval: self.flush_interval.or(file.flush_interval),
             compact_min_files: self.compact_min_files.or(file.compact_min_files),
             partitions: self.partitions.or(file.partitions),
@@ -527,6 +546,7 @@ impl Settings {
             query_listen: self
                 .query_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
+            flight_listen: self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN),
             flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
             compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
             partitions: self.partitions.map(|n| n.max(1)),

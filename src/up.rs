@@ -122,6 +122,7 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
 
     let listeners = receivers::bind_all(&settings.receivers).await?;
     let query_listener = bind(settings.query_listen, "SQL", "--query-listen").await?;
+    let flight_listener = bind(settings.flight_listen, "Flight SQL", "--flight-listen").await?;
 
     // Opened now, started once the receivers are: the future runs only when spawned.
     let (stop_transformer, transformer_stop) = watch::channel(false);
@@ -171,6 +172,7 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     let (stop_query, query_stop) = watch::channel(false);
 
     let query_address = query_listener.local_addr()?;
+    let flight_address = flight_listener.local_addr()?;
     let mut receivers = tokio::task::JoinSet::new();
     let addresses = match &bus {
         Bus::Embedded(log) => {
@@ -216,14 +218,11 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     let mut query_task = {
         let stop = stopped(query_stop);
         tokio::spawn(async move {
-            query
-                .serve(query_listener, stop)
-                .await
-                .context("the SQL service failed")
+            tlsrpt_query::serve(query, query_listener, flight_listener, stop).await
         })
     };
 
-    print_banner(&data, addresses, query_address, &settings);
+    print_banner(&data, addresses, query_address, flight_address, &settings);
 
     // Run until a signal, or until a part fails (then stop the rest in order and report).
     let mut failure: Option<anyhow::Error> = None;
@@ -393,7 +392,27 @@ pub(crate) fn reachable(address: SocketAddr) -> SocketAddr {
     address
 }
 
-fn print_banner(data: &DataDir, addresses: Addresses, query: SocketAddr, settings: &Resolved) {
+/// The Flight SQL JDBC driver's URL for the service at `address` (DBeaver: new connection,
+/// driver "Arrow Flight SQL"). Plain text until the listener has TLS.
+pub(crate) fn jdbc_url(address: SocketAddr) -> String {
+    let address = reachable(address);
+    format!(
+        "jdbc:arrow-flight-sql://{}:{}/?useEncryption=false",
+        match address.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        },
+        address.port()
+    )
+}
+
+fn print_banner(
+    data: &DataDir,
+    addresses: Addresses,
+    query: SocketAddr,
+    flight: SocketAddr,
+    settings: &Resolved,
+) {
     let (http, smtp) = (addresses.http, addresses.smtp);
     use std::io::Write as _;
     let scheme = if settings.receivers.tls.is_some() {
@@ -429,6 +448,11 @@ fn print_banner(data: &DataDir, addresses: Addresses, query: SocketAddr, setting
     out.push_str(&format!(
         "  SQL                POST http://{}/v1/sql\n",
         reachable(query)
+    ));
+    out.push_str(&format!(
+        "  Flight SQL         grpc://{}  (JDBC: {})\n",
+        reachable(flight),
+        jdbc_url(flight)
     ));
     out.push_str(&format!(
         "  metrics            GET  {scheme}://{}/metrics\n",

@@ -384,6 +384,8 @@ fn no_embedded_log_is_started_beside_tables_from_another_bus() {
         "off",
         "--query-listen",
         "127.0.0.1:0",
+        "--flight-listen",
+        "127.0.0.1:0",
     ];
     for args in [&import[..], &up[..]] {
         let output = tlsrpt(args);

@@ -346,6 +346,8 @@ impl Up {
                 "127.0.0.1:0",
                 "--query-listen",
                 "127.0.0.1:0",
+                "--flight-listen",
+                "127.0.0.1:0",
             ])
             .env_remove("TLSRPT_CONFIG")
             .stdout(Stdio::piped())

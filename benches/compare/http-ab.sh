@@ -33,7 +33,7 @@ one_run() {
   local label=$1 binary=$2 data="$work/data-$1"
   rm -rf "$data"
   "$binary" up --data-dir "$data" --http-listen 127.0.0.1:0 --smtp-listen off \
-    --query-listen 127.0.0.1:0 >"$work/banner" 2>"$work/log" &
+    --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 >"$work/banner" 2>"$work/log" &
   server=$!
   for _ in $(seq 1 200); do
     grep -q 'SQL  *POST' "$work/banner" 2>/dev/null && break

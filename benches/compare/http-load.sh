@@ -32,7 +32,7 @@ templates "$work/gen"
 
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 target/release/tlsrpt up --data-dir "$work/data" --http-listen 127.0.0.1:0 \
-  --smtp-listen off --query-listen 127.0.0.1:0 "$@" >"$work/banner" 2>"$work/log" &
+  --smtp-listen off --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 "$@" >"$work/banner" 2>"$work/log" &
 server=$!
 for _ in $(seq 1 200); do
   grep -q 'SQL  *POST' "$work/banner" 2>/dev/null && break

@@ -68,7 +68,7 @@ for n in $(seq 1 "$transformers"); do
   start "transform-$n" metrics transform --kafka "$brokers" --store "$store" \
     --metrics-listen 127.0.0.1:0 >/dev/null
 done
-sql_url=$(start query 'POST' query --store "$store" --query-listen 127.0.0.1:0)
+sql_url=$(start query 'POST' query --store "$store" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0)
 echo "broker $brokers; ingest $reports_url; $transformers transformers; store $store; sql $sql_url"
 
 declare -A before

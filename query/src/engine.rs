@@ -1,13 +1,19 @@
 //! The query engine: one DataFusion session over the three tables, read-only, with limits.
 
+use std::borrow::Cow;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{LogicalPlan, TableType};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 use tlsrpt_schemas::layout::TABLES;
 use tlsrpt_schemas::tables::{failures_schema, policies_schema, reports_schema};
@@ -18,6 +24,11 @@ use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
 use crate::read_only;
+
+/// The catalog and schema the tables are in (DataFusion's defaults): `SELECT … FROM failures`
+/// and `FROM datafusion.public.failures` name the same table.
+pub const CATALOG: &str = "datafusion";
+pub const SCHEMA: &str = "public";
 
 /// Limits of the query engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,21 +178,33 @@ impl QueryEngine {
 
     /// Plans and runs one read-only statement over the files present when it starts.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        self.sql_with_params(sql, Vec::new()).await
+    }
+
+    /// [`Self::sql`] for a statement with parameters, `$1`, `$2`, ... (or `?`, numbered from
+    /// the left, as JDBC and ODBC clients write them), bound to `params` in order.
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
-        let answer = tokio::time::timeout(self.options.timeout, async {
-            let _turn = self
-                .turns
-                .acquire()
-                .await
-                .map_err(|_| QueryError::Internal {
-                    message: "the engine is shutting down".to_owned(),
-                })?;
-            self.run(sql).await
-        })
-        .await
-        .unwrap_or(Err(QueryError::Timeout {
-            timeout: self.options.timeout,
-        }));
+        let answer = self
+            .within_limits(async {
+                let mut plan = self.plan(sql).await?;
+                if !params.is_empty()
+                    || !plan
+                        .get_parameter_types()
+                        .map_err(QueryError::planning)?
+                        .is_empty()
+                {
+                    plan = plan
+                        .with_param_values(params)
+                        .map_err(QueryError::planning)?;
+                }
+                self.run(plan).await
+            })
+            .await;
         match &answer {
             Ok(result) => debug!(
                 rows = result.num_rows(),
@@ -197,13 +220,97 @@ impl QueryEngine {
         answer
     }
 
-    async fn run(&self, sql: &str) -> Result<QueryResult> {
+    /// What a statement would answer, without running it: the columns of its result and
+    /// the parameters it takes (`$1`, `$2`, ... in order; a type DataFusion cannot infer
+    /// from the statement is `Null`). Refuses what [`Self::sql`] refuses.
+    pub async fn describe(&self, sql: &str) -> Result<StatementShape> {
+        self.within_limits(async {
+            let plan = self.plan(sql).await?;
+            let mut parameters: Vec<(usize, String, DataType)> = plan
+                .get_parameter_types()
+                .map_err(QueryError::planning)?
+                .into_iter()
+                .map(|(name, data_type)| {
+                    let index = name
+                        .strip_prefix('$')
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    (index, name, data_type.unwrap_or(DataType::Null))
+                })
+                .collect();
+            parameters.sort();
+            let parameters = Schema::new(
+                parameters
+                    .into_iter()
+                    .map(|(_, name, data_type)| Field::new(name, data_type, true))
+                    .collect::<Vec<_>>(),
+            );
+            Ok(StatementShape {
+                columns: Arc::new(plan.schema().as_arrow().clone()),
+                parameters: Arc::new(parameters),
+            })
+        })
+        .await
+    }
+
+    /// The tables and views of the catalog, by name.
+    pub async fn tables(&self) -> Result<Vec<TableEntry>> {
+        let internal = |message: String| QueryError::Internal { message };
+        let schema = self
+            .context
+            .catalog(CATALOG)
+            .and_then(|catalog| catalog.schema(SCHEMA))
+            .ok_or_else(|| internal(format!("the schema {CATALOG}.{SCHEMA} is missing")))?;
+        let mut names = schema.table_names();
+        names.sort();
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            let table = schema
+                .table(&name)
+                .await
+                .map_err(|e| internal(crate::error::bounded(&e)))?
+                .ok_or_else(|| internal(format!("the table {name} went away")))?;
+            let kind = match table.table_type() {
+                TableType::View => TableKind::View,
+                TableType::Base | TableType::Temporary => TableKind::Table,
+            };
+            entries.push(TableEntry {
+                name,
+                kind,
+                columns: table.schema(),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Runs `work` in a turn (at most `max_concurrent` at once) and within the time limit,
+    /// waiting for the turn included.
+    async fn within_limits<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.options.timeout, async {
+            let _turn = self
+                .turns
+                .acquire()
+                .await
+                .map_err(|_| QueryError::Internal {
+                    message: "the engine is shutting down".to_owned(),
+                })?;
+            work.await
+        })
+        .await
+        .unwrap_or(Err(QueryError::Timeout {
+            timeout: self.options.timeout,
+        }))
+    }
+
+    /// Parses, checks and plans one read-only statement.
+    async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
         let state = self.context.state();
         let dialect = state.config().options().sql_parser.dialect;
+        let sql = numbered_placeholders(sql);
         let statement = state
-            .sql_to_statement(sql, &dialect)
+            .sql_to_statement(&sql, &dialect)
             .map_err(QueryError::planning)?;
-        read_only::refuse_non_queries(&statement, sql)?;
+        read_only::refuse_non_queries(&statement, &sql)?;
         let plan = state
             .statement_to_plan(statement)
             .await
@@ -211,6 +318,10 @@ impl QueryEngine {
         read_only::plan_options()
             .verify_plan(&plan)
             .map_err(QueryError::planning)?;
+        Ok(plan)
+    }
+
+    async fn run(&self, plan: LogicalPlan) -> Result<QueryResult> {
         let frame = self
             .context
             .execute_logical_plan(plan)
@@ -238,5 +349,101 @@ impl QueryEngine {
             }
         }
         Ok(QueryResult { schema, batches })
+    }
+}
+
+/// Whether a name in the catalog is a table or a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    Table,
+    View,
+}
+
+impl TableKind {
+    /// As catalogs write it (`information_schema`, Flight SQL, JDBC).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableKind::Table => "TABLE",
+            TableKind::View => "VIEW",
+        }
+    }
+}
+
+/// A table or view an analyst can query, with its columns.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    pub name: String,
+    pub kind: TableKind,
+    pub columns: SchemaRef,
+}
+
+/// What a statement answers and takes, from [`QueryEngine::describe`].
+#[derive(Debug, Clone)]
+pub struct StatementShape {
+    /// The columns of its result.
+    pub columns: SchemaRef,
+    /// Its parameters in order, one field each, named `$1`, `$2`, ...
+    pub parameters: SchemaRef,
+}
+
+/// `sql` with each `?` placeholder replaced by `$1`, `$2`, ... from the left. JDBC, ODBC and
+/// ADBC clients write `?`; DataFusion numbers its placeholders. Only placeholder tokens are
+/// replaced (a `?` inside a string literal or a comment stays), the rest of the text is kept
+/// byte for byte, and text that does not tokenize is passed on unchanged for the parser to
+/// explain.
+fn numbered_placeholders(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('?') {
+        return Cow::Borrowed(sql);
+    }
+    let dialect = GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
+        return Cow::Borrowed(sql);
+    };
+    // The tokenizer places tokens by line and character column, both from 1.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(at, _)| at + 1))
+        .collect();
+    let offset_of = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let skip = usize::try_from(column).ok()?.checked_sub(1)?;
+        sql[start..]
+            .char_indices()
+            .nth(skip)
+            .map(|(at, _)| start + at)
+    };
+    let mut numbered = String::with_capacity(sql.len() + 8);
+    let mut copied = 0;
+    let mut next = 0;
+    for token in tokens {
+        if !matches!(&token.token, Token::Placeholder(p) if p == "?") {
+            continue;
+        }
+        let Some(at) = offset_of(token.span.start.line, token.span.start.column) else {
+            return Cow::Borrowed(sql);
+        };
+        next += 1;
+        numbered.push_str(&sql[copied..at]);
+        numbered.push_str(&format!("${next}"));
+        copied = at + 1;
+    }
+    if next == 0 {
+        return Cow::Borrowed(sql);
+    }
+    numbered.push_str(&sql[copied..]);
+    Cow::Owned(numbered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_placeholders;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders_outside_literals() {
+        assert_eq!(
+            numbered_placeholders("SELECT 'why?' AS q -- and?\nFROM t WHERE a = ? AND é = ?"),
+            "SELECT 'why?' AS q -- and?\nFROM t WHERE a = $1 AND é = $2"
+        );
+        assert_eq!(numbered_placeholders("SELECT $1"), "SELECT $1");
+        assert_eq!(numbered_placeholders("SELECT '?"), "SELECT '?");
     }
 }

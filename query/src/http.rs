@@ -5,6 +5,12 @@
 //! ([`OutputFormat::from_accept`]): `application/json` (default, also for `*/*`), `text/csv`,
 //! `application/vnd.apache.arrow.stream`, or `text/plain` for a table.
 //!
+//! `GET /v1/tables` lists the tables and views with their columns:
+//! `{"tables": [{"name", "type": "TABLE"|"VIEW", "columns": [{"name", "type", "nullable"}]}]}`,
+//! types as Arrow names them (`Utf8`, `Int64`, `Date32`, `Timestamp(µs, "UTC")`,
+//! `List(Utf8)`, dictionaries as their value type, as results carry them in JSON and CSV).
+//! `SHOW TABLES`, `SHOW COLUMNS FROM failures` and `information_schema` answer the same in SQL.
+//!
 //! Errors have a JSON body `{"error", "code"}` (the code is [`QueryError::code`]):
 //! - 400: not a statement (`invalid`: bad syntax, unknown table or column, wrong types),
 //!   refused (`read_only`: DDL, DML, `COPY`, `SET`, ...), or failed on the data
@@ -22,6 +28,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -47,10 +54,11 @@ struct SqlRequest {
 }
 
 impl QueryEngine {
-    /// The routes: `POST /v1/sql`, `GET /healthz`.
+    /// The routes: `POST /v1/sql`, `GET /v1/tables`, `GET /healthz`.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/v1/sql", post(post_sql))
+            .route("/v1/tables", get(get_tables))
             .route("/healthz", get(|| async { "ok\n" }))
             // The body cap is ours (answered in JSON).
             .layer(DefaultBodyLimit::disable())
@@ -115,6 +123,36 @@ fn statement(headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
     } else {
         Ok(text.to_owned())
     }
+}
+
+async fn get_tables(State(engine): State<Arc<QueryEngine>>) -> Response {
+    let tables = match engine.tables().await {
+        Ok(tables) => tables,
+        Err(error) => return error_response(&error),
+    };
+    let tables: Vec<_> = tables
+        .iter()
+        .map(|table| {
+            let columns: Vec<_> = table
+                .columns
+                .fields()
+                .iter()
+                .map(|field| {
+                    let data_type = match field.data_type() {
+                        DataType::Dictionary(_, values) => values.as_ref(),
+                        other => other,
+                    };
+                    json!({
+                        "name": field.name(),
+                        "type": data_type.to_string(),
+                        "nullable": field.is_nullable(),
+                    })
+                })
+                .collect();
+            json!({ "name": table.name, "type": table.kind.as_str(), "columns": columns })
+        })
+        .collect();
+    axum::Json(json!({ "tables": tables })).into_response()
 }
 
 async fn post_sql(

@@ -289,7 +289,15 @@ impl Query {
     /// The SQL service over the store at `url` (a path or `s3://…`), logging to `log`.
     pub(crate) fn start_at(url: &str, log: &Path, env: &[(&str, &str)]) -> Query {
         let (service, banner) = Service::start(
-            &["query", "--store", url, "--query-listen", "127.0.0.1:0"],
+            &[
+                "query",
+                "--store",
+                url,
+                "--query-listen",
+                "127.0.0.1:0",
+                "--flight-listen",
+                "127.0.0.1:0",
+            ],
             env,
             log,
             "POST",

@@ -79,6 +79,8 @@ impl Up {
                 "127.0.0.1:0",
                 "--query-listen",
                 "127.0.0.1:0",
+                "--flight-listen",
+                "127.0.0.1:0",
                 "--flush-interval",
                 "200ms",
             ])

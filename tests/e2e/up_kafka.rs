@@ -82,7 +82,12 @@ fn up_on_kafka_refuses_a_data_directory_with_an_embedded_log() {
         .args(["up", "--kafka", "127.0.0.1:9", "--data-dir"])
         .arg(&data)
         .args(["--http-listen", "127.0.0.1:0", "--smtp-listen", "off"])
-        .args(["--query-listen", "127.0.0.1:0"])
+        .args([
+            "--query-listen",
+            "127.0.0.1:0",
+            "--flight-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

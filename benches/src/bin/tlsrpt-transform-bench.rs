@@ -64,6 +64,11 @@ struct Args {
     /// `tlsrpt up`).
     #[arg(long, default_value_t = TransformOptions::default().max_batch_reports)]
     max_batch_reports: usize,
+    /// Policy domains of the generated provider (default the generator's 1,000: about 3,300
+    /// reports a day, so a batch spans many days and each flush writes a file per table and
+    /// day). More domains put more reports in each day, as at a large provider.
+    #[arg(long)]
+    domains: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -266,10 +271,13 @@ fn settle(consumers: &[KafkaConsumer], partitions: u32) -> anyhow::Result<()> {
 
 /// Appends the generated reports, many in flight so the bus groups them.
 async fn fill(bus: &impl Producer, args: &Args) -> anyhow::Result<()> {
-    let config = match args.profile {
+    let mut config = match args.profile {
         Profile::Default => GeneratorConfig::default(),
         Profile::Bench => GeneratorConfig::bench(),
     };
+    if let Some(domains) = args.domains {
+        config.domains = domains;
+    }
     let mut decoder = Decoder::default();
     let mut in_flight = FuturesUnordered::new();
     for generated in Generator::new(config, args.seed).take(args.reports) {

@@ -243,6 +243,40 @@ async fn plain_text_is_a_table_and_unknown_formats_are_not_acceptable() {
 }
 
 #[tokio::test]
+async fn the_tables_and_their_columns_are_listed() {
+    let root = Root::with_corpus();
+    let server = Server::start(root.engine()).await;
+    let response = server
+        .client
+        .get(format!("http://{}/v1/tables", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let tables = body["tables"].as_array().unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["failures", "policies", "reports"]);
+    let failures = &tables[0];
+    assert_eq!(failures["type"], "TABLE");
+    let column = |name: &str| {
+        failures["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no column {name} in {failures}"))
+            .clone()
+    };
+    assert_eq!(column("failed_session_count")["type"], "Int64");
+    assert_eq!(column("date")["type"], "Date32");
+    // A dictionary column is listed as the strings it is answered as.
+    assert_eq!(column("result_type")["type"], "Utf8");
+    assert_eq!(column("policy_domain")["nullable"], true);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn refusals_and_errors_have_status_codes_and_the_service_keeps_answering() {
     let root = Root::with_corpus();
     let server = Server::start(root.engine_with(QueryOptions {

@@ -1,0 +1,529 @@
+//! SQL over Arrow Flight SQL, for the tools analysts already use: ADBC (Python, R, Go),
+//! the Flight SQL JDBC driver (DBeaver, Grafana's JDBC sources), pyarrow.
+//!
+//! The same engine, limits and read-only rule as `POST /v1/sql`; what Flight SQL adds is a
+//! catalog clients can browse (catalog `datafusion`, schema `public`, the tables with their
+//! columns) and prepared statements with bound parameters (`$1`, or `?` as JDBC writes them).
+//!
+//! Statement tickets carry the SQL itself, so any instance behind a load balancer can answer
+//! a ticket another one issued. Prepared statements are state kept by the instance that
+//! created them (their parameters arrive in a separate call): a load balancer must keep a
+//! client on one instance for them (gRPC keeps one connection per client, so this holds
+//! unless connections are balanced per request).
+//!
+//! Results are sent with dictionary columns expanded to their values, as the schema in the
+//! flight info says: some clients (the JDBC driver among them) do not read Arrow
+//! dictionaries.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::common::ScalarValue;
+use futures::{TryStreamExt, stream};
+use prost::Message;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use crate::engine::{CATALOG, QueryEngine, SCHEMA, StatementShape};
+use crate::error::QueryError;
+
+/// The default address of the Flight SQL listener.
+pub const DEFAULT_FLIGHT_LISTEN: &str = "127.0.0.1:8462";
+
+/// Prepared statements kept per instance at most; the oldest are dropped beyond it (a client
+/// that uses one after that gets a message saying so). Each is a statement's text and its
+/// bound parameters: a few hundred bytes.
+const MAX_PREPARED_STATEMENTS: usize = 10_000;
+
+/// The Flight SQL service over a [`QueryEngine`].
+pub struct FlightSqlServer {
+    engine: Arc<QueryEngine>,
+    prepared: Mutex<PreparedStatements>,
+    sql_info: SqlInfoData,
+}
+
+impl std::fmt::Debug for FlightSqlServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlightSqlServer")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A statement prepared by a client, with the parameters it last bound.
+#[derive(Debug, Clone)]
+struct PreparedStatement {
+    sql: String,
+    params: Vec<ScalarValue>,
+}
+
+#[derive(Debug, Default)]
+struct PreparedStatements {
+    by_handle: HashMap<Vec<u8>, PreparedStatement>,
+    /// Handles from the oldest, to drop the oldest first.
+    order: VecDeque<Vec<u8>>,
+    /// Makes handles unique within this process.
+    created: u64,
+    /// Makes handles unlikely to match another instance's (random per process).
+    nonce: u64,
+}
+
+impl PreparedStatements {
+    fn insert(&mut self, sql: String) -> Vec<u8> {
+        if self.nonce == 0 {
+            use std::hash::BuildHasher;
+            self.nonce = std::collections::hash_map::RandomState::new().hash_one(0u8) | 1;
+        }
+        self.created += 1;
+        let handle = format!("tlsrpt-prepared-{:016x}-{}", self.nonce, self.created).into_bytes();
+        while self.by_handle.len() >= MAX_PREPARED_STATEMENTS {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.by_handle.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        self.order.push_back(handle.clone());
+        self.by_handle.insert(
+            handle.clone(),
+            PreparedStatement {
+                sql,
+                params: Vec::new(),
+            },
+        );
+        handle
+    }
+}
+
+impl FlightSqlServer {
+    pub fn new(engine: Arc<QueryEngine>) -> Self {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(SqlInfo::FlightSqlServerName, "tlsrpt");
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        // The Arrow columnar format version the IPC messages follow.
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "1.5");
+        info.append(SqlInfo::FlightSqlServerReadOnly, true);
+        info.append(SqlInfo::FlightSqlServerSql, true);
+        info.append(SqlInfo::FlightSqlServerSubstrait, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+        info.append(SqlInfo::FlightSqlServerCancel, false);
+        info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        let sql_info = info
+            .build()
+            .expect("the SqlInfo values above have the types Flight SQL defines");
+        Self {
+            engine,
+            prepared: Mutex::new(PreparedStatements::default()),
+            sql_info,
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        Server::builder()
+            .add_service(FlightServiceServer::new(self))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await
+    }
+
+    fn prepared(&self, handle: &[u8]) -> Result<PreparedStatement, Status> {
+        self.prepared
+            .lock()
+            .expect("the prepared statements lock is not poisoned")
+            .by_handle
+            .get(handle)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(
+                    "no such prepared statement on this server: it was closed, this server \
+                     restarted or dropped it (it keeps the newest 10,000), or it was prepared \
+                     on another instance; prepare it again",
+                )
+            })
+    }
+
+    /// Runs a statement and streams its result.
+    async fn answer(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let result = self
+            .engine
+            .sql_with_params(sql, params)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(batches_response(
+            Arc::clone(result.schema()),
+            result.batches().to_vec(),
+        ))
+    }
+
+    async fn describe(&self, sql: &str) -> Result<StatementShape, Status> {
+        self.engine.describe(sql).await.map_err(|e| status_of(&e))
+    }
+}
+
+/// A flight info whose one endpoint's ticket is `ticket` (a Flight SQL command, packed).
+fn flight_info(
+    schema: &Schema,
+    ticket: impl ProstMessageExt,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("encoding the result's schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// `batches` as a stream of Flight data, dictionaries expanded.
+fn batches_response(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Response<<FlightSqlServer as FlightService>::DoGetStream> {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_dictionary_handling(DictionaryHandling::Hydrate)
+        .build(stream::iter(batches.into_iter().map(Ok)))
+        .map_err(Status::from);
+    Response::new(Box::pin(stream))
+}
+
+/// One metadata batch as a response.
+fn metadata_response(
+    batch: Result<RecordBatch, FlightError>,
+) -> Result<Response<<FlightSqlServer as FlightService>::DoGetStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("building the catalog: {e}")))?;
+    Ok(batches_response(batch.schema(), vec![batch]))
+}
+
+/// The schema as clients receive it: dictionary types replaced by their value types.
+fn hydrated(schema: &Schema) -> Schema {
+    fn hydrated_field(field: &FieldRef) -> FieldRef {
+        let data_type = match field.data_type() {
+            DataType::Dictionary(_, values) => values.as_ref().clone(),
+            DataType::List(item) => DataType::List(hydrated_field(item)),
+            DataType::LargeList(item) => DataType::LargeList(hydrated_field(item)),
+            other => other.clone(),
+        };
+        Arc::new(Field::clone(field).with_data_type(data_type))
+    }
+    Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(hydrated_field)
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
+}
+
+fn ipc_schema(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| {
+            Status::internal(format!("encoding a schema: {e}"))
+        })?;
+    Ok(bytes)
+}
+
+/// The gRPC status for a statement that got no answer; the message is the same as over HTTP.
+fn status_of(error: &QueryError) -> Status {
+    let message = error.to_string();
+    match error {
+        QueryError::Invalid { .. } | QueryError::Execution { .. } => {
+            Status::invalid_argument(message)
+        }
+        QueryError::ReadOnly { .. } => Status::permission_denied(message),
+        QueryError::TooManyRows { .. } => Status::out_of_range(message),
+        QueryError::Timeout { .. } => Status::deadline_exceeded(message),
+        QueryError::ResourcesExhausted { .. } => Status::resource_exhausted(message),
+        QueryError::Storage { .. }
+        | QueryError::Internal { .. }
+        | QueryError::Output { .. }
+        | QueryError::Io(_) => {
+            warn!(code = error.code(), %message, "A Flight SQL query failed.");
+            Status::internal(message)
+        }
+    }
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Status::invalid_argument(format!("the {what} is not UTF-8 text")))
+}
+
+/// The parameters of one execution from the batches a client bound: one row, a column per
+/// parameter in order.
+fn parameters_of(batches: &[RecordBatch]) -> Result<Vec<ScalarValue>, Status> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows > 1 {
+        return Err(Status::invalid_argument(format!(
+            "{rows} rows of parameters were bound; a query takes one (run it once per row)"
+        )));
+    }
+    let Some(batch) = batches.iter().find(|b| b.num_rows() == 1) else {
+        return Ok(Vec::new());
+    };
+    batch
+        .columns()
+        .iter()
+        .map(|column| ScalarValue::try_from_array(column, 0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Status::invalid_argument(format!("reading the bound parameters: {e}")))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSqlServer {
+    type FlightService = FlightSqlServer;
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let shape = self.describe(&query.query).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        flight_info(&hydrated(&shape.columns), ticket, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let sql = utf8(&ticket.statement_handle, "statement ticket")?;
+        self.answer(&sql, Vec::new()).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let shape = self.describe(&query.query).await?;
+        let handle = self
+            .prepared
+            .lock()
+            .expect("the prepared statements lock is not poisoned")
+            .insert(query.query);
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into(),
+            dataset_schema: ipc_schema(&hydrated(&shape.columns))?,
+            parameter_schema: ipc_schema(&shape.parameters)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = query.prepared_statement_handle;
+        // Fail early on an unknown handle, before reading the parameters.
+        self.prepared(&handle)?;
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                request.into_inner().map_err(FlightError::from),
+            )
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading the bound parameters: {e}")))?;
+        let params = parameters_of(&batches)?;
+        let mut prepared = self
+            .prepared
+            .lock()
+            .expect("the prepared statements lock is not poisoned");
+        match prepared.by_handle.get_mut(handle.as_ref()) {
+            Some(statement) => statement.params = params,
+            None => return Err(Status::not_found("the prepared statement was closed")),
+        }
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let statement = self.prepared(&query.prepared_statement_handle)?;
+        let shape = self.describe(&statement.sql).await?;
+        flight_info(&hydrated(&shape.columns), query, request.into_inner())
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let statement = self.prepared(&query.prepared_statement_handle)?;
+        self.answer(&statement.sql, statement.params).await
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        let mut prepared = self
+            .prepared
+            .lock()
+            .expect("the prepared statements lock is not poisoned");
+        let handle = query.prepared_statement_handle.as_ref();
+        prepared.by_handle.remove(handle);
+        prepared.order.retain(|h| h.as_slice() != handle);
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        flight_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        metadata_response(builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG, SCHEMA);
+        metadata_response(builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for table in self.engine.tables().await.map_err(|e| status_of(&e))? {
+            builder
+                .append(
+                    CATALOG,
+                    SCHEMA,
+                    &table.name,
+                    table.kind.as_str(),
+                    &hydrated(&table.columns),
+                )
+                .map_err(|e| Status::internal(format!("building the table list: {e}")))?;
+        }
+        metadata_response(builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        flight_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append("TABLE");
+        builder.append("VIEW");
+        metadata_response(builder.build())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        flight_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        metadata_response(query.into_builder(&self.sql_info).build())
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "this server does not answer {}",
+            message.type_url
+        )))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,122 @@
+//! Arrow Flight SQL over a real socket, with a real client: the ADBC Flight SQL driver from
+//! PyPI (`scripts/flight-client.sh`, which the test command installs), run as its own
+//! process against the service on port 0.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tlsrpt_query::{FlightSqlServer, QueryEngine};
+use tokio::sync::oneshot;
+
+use crate::support::Root;
+
+/// The client virtualenv's python, or a failure that says how to install it.
+fn client_python() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/flight-client.sh");
+    let output = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("python")
+        .output()
+        .expect("bash runs scripts/flight-client.sh");
+    assert!(
+        output.status.success(),
+        "the Flight SQL client (ADBC driver, pyarrow) is not installed: run \
+         `scripts/flight-client.sh install` (the test command does) and try again\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Serves `engine` over Flight SQL on port 0, runs the ADBC client session against it, and
+/// returns what the client printed.
+async fn adbc_session(engine: Arc<QueryEngine>) -> Value {
+    let python = client_python();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(FlightSqlServer::new(engine).serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/flight_sql_adbc.py");
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(python)
+            .arg(&client)
+            .arg(format!("grpc://{address}"))
+            .output(),
+    )
+    .await
+    .expect("the client session ends within two minutes")
+    .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "the ADBC client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the client printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adbc_client_lists_the_tables_and_runs_queries_with_parameters() {
+    let root = Root::with_corpus();
+    let seen = adbc_session(root.engine()).await;
+
+    // Introspection: the three tables, in catalog `datafusion`, schema `public`, with their
+    // columns; dictionary columns are announced as the strings they arrive as.
+    let tables = &seen["tables"];
+    for table in ["reports", "policies", "failures"] {
+        let entry = &tables[format!("datafusion.public.{table}")];
+        assert_eq!(entry["type"], "TABLE", "{table}: {entry}");
+        assert!(
+            entry["columns"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!("report_uid"))),
+            "{table}: {entry}"
+        );
+    }
+    let failure_columns: Vec<&str> = tables["datafusion.public.failures"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(failure_columns.contains(&"receiving_mx_hostname"));
+    assert!(failure_columns.contains(&"failed_session_count"));
+    assert_eq!(seen["failures_schema"]["failed_session_count"], "int64");
+    assert_eq!(seen["failures_schema"]["result_type"], "string");
+    assert_eq!(seen["failures_schema"]["date"], "date32[day]");
+
+    // A bound parameter selects one domain's failures (RFC 8460's example: 100 + 200 + 3).
+    assert_eq!(
+        seen["bound"]["rows"],
+        json!([
+            {"policy_domain": "company-y.example", "result_type": "certificate-expired", "failed": 100},
+            {"policy_domain": "company-y.example", "result_type": "starttls-not-supported", "failed": 200},
+            {"policy_domain": "company-y.example", "result_type": "validation-failure", "failed": 3},
+        ])
+    );
+    assert_eq!(seen["bound"]["columns"]["result_type"], "string");
+    // Bound again with another value: mail.ru's two fetch errors for example.com.
+    assert_eq!(
+        seen["rebound"],
+        json!([{"policy_domain": "example.com", "result_type": "sts-policy-fetch-error", "failed": 2}])
+    );
+    // `$1` with a number: the details of 100 and 200 failed sessions.
+    assert_eq!(seen["numbered"], json!([{"n": 2}]));
+    assert_eq!(seen["plain"], json!([{"n": 3}]));
+
+    // A write is refused with the service's own words, and the next query is answered.
+    let refused = seen["refused"]
+        .as_str()
+        .expect("the CREATE TABLE was refused");
+    assert!(refused.contains("read-only"), "{refused}");
+    assert_eq!(seen["after_refusal"], json!([{"one": 1}]));
+}
