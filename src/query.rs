@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tlsrpt_query::{QueryEngine, QueryOptions};
+use tlsrpt_query::QueryEngine;
 
 use crate::settings::{QueryResolved, QuerySettings};
 
@@ -39,10 +39,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn query(settings: QueryResolved) -> anyhow::Result<()> {
     let listener = crate::receivers::bind(settings.query_listen, "SQL", "--query-listen").await?;
     let flight_listener =
-        crate::receivers::bind(settings.flight_listen, "Flight SQL", "--flight-listen").await?;
+        crate::receivers::bind(settings.sql.flight_listen, "Flight SQL", "--flight-listen").await?;
     let described = settings.store.describe();
     let engine = Arc::new(
-        QueryEngine::at(settings.store, QueryOptions::default())
+        QueryEngine::at(settings.store, settings.sql.limits)
             .context("cannot start the SQL engine")?,
     );
     let address = crate::up::reachable(listener.local_addr()?);

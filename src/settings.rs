@@ -40,10 +40,9 @@ pub(crate) struct Settings {
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
     pub(crate) query_listen: Option<SocketAddr>,
 
-    /// Address of the Arrow Flight SQL service, for ADBC, JDBC (DBeaver) and pyarrow clients
-    /// [default: 127.0.0.1:8462].
-    #[arg(long, env = "TLSRPT_FLIGHT_LISTEN", value_name = "ADDR")]
-    pub(crate) flight_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) sql: SqlSettings,
 
     /// How often the transformer writes what it has to Parquet, which bounds how soon a
     /// report is visible to SQL (e.g. `1s`, `500ms`) [default: 1s].
@@ -116,6 +115,111 @@ pub(crate) struct IngestSettings {
     #[command(flatten)]
     #[serde(flatten)]
     pub(crate) receivers: ReceiverSettings,
+}
+
+/// The SQL services' settings beyond the HTTP address, shared by `tlsrpt up` and `tlsrpt
+/// query`: the Flight SQL address and the limits every query runs within.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct SqlSettings {
+    /// Address of the Arrow Flight SQL service, for ADBC, JDBC (DBeaver) and pyarrow clients
+    /// [default: 127.0.0.1:8462].
+    #[arg(long, env = "TLSRPT_FLIGHT_LISTEN", value_name = "ADDR")]
+    pub(crate) flight_listen: Option<SocketAddr>,
+
+    /// How long a query may take, waiting for its turn included; a slower one is stopped
+    /// with a message saying so (e.g. `30s`, `2m`) [default: 60s].
+    #[arg(long, env = "TLSRPT_QUERY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_from_text")]
+    pub(crate) query_timeout: Option<Duration>,
+
+    /// The most rows a result may have; a query with more is refused (not cut short) with a
+    /// message asking to aggregate, filter or add a LIMIT [default: 1000000].
+    #[arg(long, env = "TLSRPT_MAX_RESULT_ROWS", value_name = "N")]
+    pub(crate) max_result_rows: Option<usize>,
+
+    /// Queries run at once; more wait for a turn within their timeout [default: 8].
+    #[arg(long, env = "TLSRPT_MAX_CONCURRENT_QUERIES", value_name = "N")]
+    pub(crate) max_concurrent_queries: Option<usize>,
+
+    /// Memory the running queries may hold together (`512MiB`, `4GiB`, or `off`); sorts and
+    /// aggregations spill to temporary files beyond it, other queries stop with a message
+    /// saying so [default: 2GiB].
+    #[arg(long, env = "TLSRPT_QUERY_MEMORY", value_name = "BYTES")]
+    pub(crate) query_memory: Option<String>,
+}
+
+/// [`SqlSettings`] with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct SqlResolved {
+    pub(crate) flight_listen: SocketAddr,
+    pub(crate) limits: tlsrpt_query::QueryOptions,
+}
+
+impl SqlSettings {
+    /// `self` where set, else `file`.
+    pub(crate) fn or(self, file: SqlSettings) -> SqlSettings {
+        SqlSettings {
+            flight_listen: self.flight_listen.or(file.flight_listen),
+            query_timeout: self.query_timeout.or(file.query_timeout),
+            max_result_rows: self.max_result_rows.or(file.max_result_rows),
+            max_concurrent_queries: self.max_concurrent_queries.or(file.max_concurrent_queries),
+            query_memory: self.query_memory.or(file.query_memory),
+        }
+    }
+
+    pub(crate) fn resolve(self) -> anyhow::Result<SqlResolved> {
+        let defaults = tlsrpt_query::QueryOptions::default();
+        let memory_limit_bytes = match self.query_memory.as_deref().map(str::trim) {
+            None => defaults.memory_limit_bytes,
+            Some("off") => None,
+            Some(text) => {
+                Some(parse_bytes(text).map_err(|e| anyhow::anyhow!("--query-memory: {e}"))?)
+            }
+        };
+        if self.max_result_rows == Some(0) || self.max_concurrent_queries == Some(0) {
+            bail!("--max-result-rows and --max-concurrent-queries must be at least 1");
+        }
+        Ok(SqlResolved {
+            flight_listen: self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN),
+            limits: tlsrpt_query::QueryOptions {
+                max_rows: self.max_result_rows.unwrap_or(defaults.max_rows),
+                timeout: self.query_timeout.unwrap_or(defaults.timeout),
+                max_concurrent: self
+                    .max_concurrent_queries
+                    .unwrap_or(defaults.max_concurrent),
+                memory_limit_bytes,
+            },
+        })
+    }
+}
+
+/// Reads a size: a number of bytes, or a number with `KiB`, `MiB` or `GiB` (`512MiB`, `1.5GiB`).
+pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB or 4GiB"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    let bytes = number * scale;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < usize::MAX as f64) {
+        return Err(format!("{text:?} is not a size this machine can have"));
+    }
+    Ok(bytes as usize)
 }
 
 /// The receivers' settings, shared by `tlsrpt up` and `tlsrpt ingest`.
@@ -200,7 +304,7 @@ pub(crate) struct ReceiverSettings {
 pub(crate) struct Resolved {
     pub(crate) data_dir: PathBuf,
     pub(crate) query_listen: SocketAddr,
-    pub(crate) flight_listen: SocketAddr,
+    pub(crate) sql: SqlResolved,
     pub(crate) flush_interval: Duration,
     pub(crate) compact_min_files: usize,
     /// `None`: an existing log's own count, or the embedded default for a new one.
@@ -376,10 +480,9 @@ pub(crate) struct QuerySettings {
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
     pub(crate) query_listen: Option<SocketAddr>,
 
-    /// Address of the Arrow Flight SQL service, for ADBC, JDBC (DBeaver) and pyarrow clients
-    /// [default: 127.0.0.1:8462].
-    #[arg(long, env = "TLSRPT_FLIGHT_LISTEN", value_name = "ADDR")]
-    pub(crate) flight_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) sql: SqlSettings,
 }
 
 /// `tlsrpt query`'s settings with every default applied.
@@ -387,7 +490,7 @@ pub(crate) struct QuerySettings {
 pub(crate) struct QueryResolved {
     pub(crate) store: tlsrpt_query::TablesLocation,
     pub(crate) query_listen: SocketAddr,
-    pub(crate) flight_listen: SocketAddr,
+    pub(crate) sql: SqlResolved,
 }
 
 impl QuerySettings {
@@ -396,7 +499,7 @@ impl QuerySettings {
         QuerySettings {
             store: self.store.or(file.store),
             query_listen: self.query_listen.or(file.query_listen),
-            flight_listen: self.flight_listen.or(file.flight_listen),
+            sql: self.sql.or(file.sql),
         }
     }
 
@@ -406,7 +509,7 @@ impl QuerySettings {
             query_listen: self
                 .query_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
-            flight_listen: self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN),
+            sql: self.sql.resolve()?,
         })
     }
 }
@@ -492,7 +595,7 @@ impl Settings {
         Settings {
             data_dir: self.data_dir.or(file.data_dir),
             query_listen: self.query_listen.or(file.query_listen),
-            flight_listen: self.flight_listen.or(file.flight_listen),
+            sql: self.sql.or(file.sql),
             flush_interval: self.flush_interval.or(file.flush_interval),
             compact_min_files: self.compact_min_files.or(file.compact_min_files),
             partitions: self.partitions.or(file.partitions),
@@ -546,7 +649,7 @@ impl Settings {
             query_listen: self
                 .query_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
-            flight_listen: self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN),
+            sql: self.sql.resolve()?,
             flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
             compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
             partitions: self.partitions.map(|n| n.max(1)),
@@ -662,6 +765,38 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("2GB").unwrap_err().contains("KiB, MiB or GiB"));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn query_limits_come_from_flags_with_defaults_for_the_rest() {
+        let resolved = SqlSettings {
+            query_timeout: Some(Duration::from_secs(5)),
+            query_memory: Some("off".into()),
+            ..SqlSettings::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(resolved.flight_listen, DEFAULT_FLIGHT_LISTEN);
+        assert_eq!(resolved.limits.timeout, Duration::from_secs(5));
+        assert_eq!(resolved.limits.memory_limit_bytes, None);
+        let defaults = tlsrpt_query::QueryOptions::default();
+        assert_eq!(resolved.limits.max_rows, defaults.max_rows);
+        assert_eq!(resolved.limits.max_concurrent, defaults.max_concurrent);
+        let zero = SqlSettings {
+            max_result_rows: Some(0),
+            ..SqlSettings::default()
+        };
+        assert!(zero.resolve().is_err());
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

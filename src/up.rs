@@ -22,7 +22,7 @@ use tlsrpt_bus::embedded::EmbeddedLog;
 use tlsrpt_bus::kafka::KafkaProducer;
 use tlsrpt_bus::{BusError, Consumer};
 use tlsrpt_ingest::metrics::Metrics;
-use tlsrpt_query::{QueryEngine, QueryOptions};
+use tlsrpt_query::QueryEngine;
 use tlsrpt_transform::{CrashPoint, TransformError, TransformOptions, TransformStats, Transformer};
 use tokio::sync::watch;
 
@@ -122,7 +122,7 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
 
     let listeners = receivers::bind_all(&settings.receivers).await?;
     let query_listener = bind(settings.query_listen, "SQL", "--query-listen").await?;
-    let flight_listener = bind(settings.flight_listen, "Flight SQL", "--flight-listen").await?;
+    let flight_listener = bind(settings.sql.flight_listen, "Flight SQL", "--flight-listen").await?;
 
     // Opened now, started once the receivers are: the future runs only when spawned.
     let (stop_transformer, transformer_stop) = watch::channel(false);
@@ -163,7 +163,7 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     }
 
     let query = Arc::new(
-        QueryEngine::new(data.tables(), QueryOptions::default())
+        QueryEngine::new(data.tables(), settings.sql.limits)
             .context("cannot start the SQL engine")?,
     );
 

@@ -120,3 +120,107 @@ async fn an_adbc_client_lists_the_tables_and_runs_queries_with_parameters() {
     assert!(refused.contains("read-only"), "{refused}");
     assert_eq!(seen["after_refusal"], json!([{"one": 1}]));
 }
+
+/// Serves `engine` over Flight SQL on port 0; the client connected to it, the stop signal
+/// and the server task.
+async fn rust_client(
+    engine: Arc<QueryEngine>,
+) -> (
+    arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(FlightSqlServer::new(engine).serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (
+        arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
+        stop,
+        server,
+    )
+}
+
+/// Runs `sql` through the client: flight info, then the data of its one endpoint.
+async fn run(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> Result<Vec<arrow::array::RecordBatch>, String> {
+    use futures::TryStreamExt;
+    let info = client
+        .execute(sql.to_owned(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    client
+        .do_get(ticket)
+        .await
+        .map_err(|e| e.to_string())?
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn limits_and_refusals_have_clear_messages_and_the_service_keeps_answering() {
+    let root = Root::with_corpus();
+    let (mut client, stop, server) = rust_client(root.engine_with(tlsrpt_query::QueryOptions {
+        timeout: std::time::Duration::from_millis(300),
+        max_rows: 2,
+        ..tlsrpt_query::QueryOptions::default()
+    }))
+    .await;
+
+    let slow = run(
+        &mut client,
+        "SELECT sum(value) FROM generate_series(1, 10000000000)",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        slow.contains("Deadline expired") && slow.contains("did not finish within 0.3 s"),
+        "{slow}"
+    );
+    let large = run(&mut client, "SELECT * FROM failures")
+        .await
+        .unwrap_err();
+    assert!(
+        large.contains("more than 2 rows") && large.contains("add a LIMIT"),
+        "{large}"
+    );
+    let write = run(&mut client, "INSERT INTO reports SELECT * FROM reports")
+        .await
+        .unwrap_err();
+    assert!(
+        write.contains("permission") && write.contains("read-only: INSERT INTO"),
+        "{write}"
+    );
+    let unknown = run(&mut client, "SELECT * FROM nothing").await.unwrap_err();
+    assert!(
+        unknown.contains("invalid argument") && unknown.contains("nothing"),
+        "{unknown}"
+    );
+
+    // Still answering, with dictionaries expanded to the strings the flight info announced.
+    let batches = run(
+        &mut client,
+        "SELECT organization_name FROM reports ORDER BY organization_name LIMIT 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        batches[0].schema().field(0).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
