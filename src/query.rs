@@ -11,8 +11,8 @@ use tlsrpt_query::QueryEngine;
 
 use crate::settings::{QueryResolved, QuerySettings};
 
-/// Answer SQL over the report tables (`POST /v1/sql`), as `tlsrpt up` does, for tables that
-/// `tlsrpt transform` writes. Read-only.
+/// Answer SQL over the report tables (`POST /v1/sql`, Arrow Flight SQL), as `tlsrpt up`
+/// does, for tables that `tlsrpt transform` writes. Read-only.
 ///
 /// Every setting below can also be given as a `TLSRPT_*` environment variable (shown with
 /// each) or in a TOML file given with --config, using the flag's name without the dashes.
