@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::ViewTable;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, TableType};
@@ -24,6 +25,7 @@ use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
 use crate::read_only;
+use crate::views::VIEWS;
 
 /// The catalog and schema the tables are in (DataFusion's defaults): `SELECT … FROM failures`
 /// and `FROM datafusion.public.failures` name the same table.
@@ -157,6 +159,27 @@ impl QueryEngine {
             let table = VisibleFilesTable::new(source, schema);
             context
                 .register_table(*name, Arc::new(table))
+                .map_err(setup)?;
+        }
+        for view in VIEWS {
+            let plan = {
+                let state = context.state();
+                let dialect = state.config().options().sql_parser.dialect;
+                // Planning a view over these providers awaits nothing (they are in memory and
+                // their schemas fixed), so it completes in place; `at` stays a plain function.
+                futures::executor::block_on(async {
+                    let statement = state.sql_to_statement(view.sql, &dialect)?;
+                    state.statement_to_plan(statement).await
+                })
+                .map_err(|e| QueryError::Internal {
+                    message: format!("the view {}: {}", view.name, crate::error::bounded(&e)),
+                })?
+            };
+            context
+                .register_table(
+                    view.name,
+                    Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+                )
                 .map_err(setup)?;
         }
         Ok(Self {

@@ -3,8 +3,9 @@
 //! Owns the DataFusion catalog over the table layout
 //! (`<root>/{reports,policies,failures}/date=YYYY-MM-DD/p…-….parquet`, see
 //! [`tlsrpt_schemas::layout`]) and answers SQL over it: `POST /v1/sql` on the query port, Arrow
-//! Flight SQL on the Flight port, and the engine behind `tlsrpt sql` in a terminal. The
-//! built-in views and the alert jobs belong here too, and are later work.
+//! Flight SQL on the Flight port, and the engine behind `tlsrpt sql` in a terminal, with
+//! built-in views for the common questions ([`views`]). The alert jobs belong here too, and
+//! are later work.
 //!
 //! It reads the tables and must never write them: every statement but a query (DDL, DML,
 //! `COPY`, `SET`, ...) is refused, and no query can read a file outside the tables.
@@ -17,6 +18,7 @@
 //!   next query.
 //! - [`location`]: where the tables are, a directory or an S3-compatible object store.
 //! - `read_only`: which statements are answered.
+//! - [`views`]: the common questions as views, with their SQL.
 //! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
 //! - [`http`]: the HTTP front end and its status codes.
 //! - [`flight`]: the Arrow Flight SQL front end ([`FlightSqlServer`]), for ADBC and JDBC.
@@ -32,6 +34,7 @@ pub mod output;
 mod read_only;
 #[doc(hidden)]
 pub mod test_store;
+pub mod views;
 
 pub use engine::{QueryEngine, QueryOptions, QueryResult, StatementShape, TableEntry, TableKind};
 pub use error::{QueryError, Result};

@@ -255,10 +255,19 @@ async fn the_tables_and_their_columns_are_listed() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     let tables = body["tables"].as_array().unwrap();
-    let names: Vec<&str> = tables.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["failures", "policies", "reports"]);
-    let failures = &tables[0];
-    assert_eq!(failures["type"], "TABLE");
+    let of_type = |kind: &str| -> Vec<&str> {
+        tables
+            .iter()
+            .filter(|t| t["type"] == kind)
+            .map(|t| t["name"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(of_type("TABLE"), ["failures", "policies", "reports"]);
+    let views: Vec<&str> = tlsrpt_query::views::VIEWS.iter().map(|v| v.name).collect();
+    let mut sorted_views = views.clone();
+    sorted_views.sort();
+    assert_eq!(of_type("VIEW"), sorted_views);
+    let failures = tables.iter().find(|t| t["name"] == "failures").unwrap();
     let column = |name: &str| {
         failures["columns"]
             .as_array()

@@ -6,3 +6,4 @@ mod flight;
 mod http;
 mod s3;
 mod support;
+mod views;

@@ -1,0 +1,129 @@
+//! The common questions, answered by name: views over the three tables.
+//!
+//! Each view has a stable name and documented columns; its SQL is here and in the README,
+//! so an analyst can read what it counts and start from it. Every view keeps `date` (the
+//! day the report covers, UTC) so a time window is a `WHERE date >= …` on the view.
+//!
+//! Counting rules, the same in every view:
+//! - sessions come from the reports' own counts: successful and failed sessions from each
+//!   policy's summary, failed sessions per MX, IP or result type from its failure details;
+//! - a count a sender left out adds nothing (SQL `sum` skips nulls);
+//! - `failure_rate` is failed / (successful + failed) sessions, null when there were none.
+//!
+//! The views are registered when the engine starts, beside the tables; statements still
+//! cannot create, change or drop anything.
+
+/// One view: its name, what it answers, and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    pub name: &'static str,
+    /// What it answers and what each column holds, for docs and catalogs.
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// The views, in the order they are registered (a view may read those before it).
+pub const VIEWS: &[View] = &[
+    View {
+        name: "failure_trend_by_domain",
+        description: "Per day and policy domain: date, policy_domain, successful_sessions, \
+                      failed_sessions, failure_rate, reports (reports covering the domain), \
+                      reporters (distinct reporting organisations).",
+        sql: "SELECT date, policy_domain,
+       sum(total_successful_session_count) AS successful_sessions,
+       sum(total_failure_session_count) AS failed_sessions,
+       CAST(sum(total_failure_session_count) AS DOUBLE)
+         / nullif(sum(total_successful_session_count) + sum(total_failure_session_count), 0)
+         AS failure_rate,
+       count(DISTINCT report_uid) AS reports,
+       count(DISTINCT organization_name) AS reporters
+FROM policies
+GROUP BY date, policy_domain",
+    },
+    View {
+        name: "failure_trend_by_reporter",
+        description: "Per day and reporting organisation (the sending source): date, \
+                      organization_name, successful_sessions, failed_sessions, failure_rate, \
+                      policy_domains (distinct domains it reported on).",
+        sql: "SELECT date, organization_name,
+       sum(total_successful_session_count) AS successful_sessions,
+       sum(total_failure_session_count) AS failed_sessions,
+       CAST(sum(total_failure_session_count) AS DOUBLE)
+         / nullif(sum(total_successful_session_count) + sum(total_failure_session_count), 0)
+         AS failure_rate,
+       count(DISTINCT policy_domain) AS policy_domains
+FROM policies
+GROUP BY date, organization_name",
+    },
+    View {
+        name: "failure_trend_by_mx",
+        description: "Per day and receiving MX host (as the sender saw it): date, \
+                      receiving_mx_hostname, failed_sessions, policy_domains, reporters, \
+                      result_types (distinct result types seen).",
+        sql: "SELECT date, receiving_mx_hostname,
+       sum(failed_session_count) AS failed_sessions,
+       count(DISTINCT policy_domain) AS policy_domains,
+       count(DISTINCT organization_name) AS reporters,
+       count(DISTINCT result_type) AS result_types
+FROM failures
+GROUP BY date, receiving_mx_hostname",
+    },
+    View {
+        name: "failure_trend_by_result_type",
+        description: "Per day and result type (`certificate-expired`, `starttls-not-supported`, \
+                      ...): date, result_type, failed_sessions, policy_domains, receiving_mxes \
+                      (distinct receiving MX hosts).",
+        sql: "SELECT date, result_type,
+       sum(failed_session_count) AS failed_sessions,
+       count(DISTINCT policy_domain) AS policy_domains,
+       count(DISTINCT receiving_mx_hostname) AS receiving_mxes
+FROM failures
+GROUP BY date, result_type",
+    },
+    View {
+        name: "top_failing_sending_ips",
+        description: "Per day and sending MTA IP: date, sending_mta_ip, failed_sessions, \
+                      policy_domains, receiving_mxes, reporters. Order by failed_sessions to \
+                      find the top ones for a window.",
+        sql: "SELECT date, sending_mta_ip,
+       sum(failed_session_count) AS failed_sessions,
+       count(DISTINCT policy_domain) AS policy_domains,
+       count(DISTINCT receiving_mx_hostname) AS receiving_mxes,
+       count(DISTINCT organization_name) AS reporters
+FROM failures
+WHERE sending_mta_ip IS NOT NULL
+GROUP BY date, sending_mta_ip",
+    },
+    View {
+        name: "policy_overview",
+        description: "Per policy domain and policy type, over all days: policy_domain, \
+                      policy_type, sts_modes (the STS modes seen, sorted; null when none), successful_sessions, \
+                      failed_sessions, success_rate, first_date, last_date (days covered by \
+                      reports), reporters.",
+        sql: "SELECT policy_domain, policy_type,
+       array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
+                  FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
+       sum(total_successful_session_count) AS successful_sessions,
+       sum(total_failure_session_count) AS failed_sessions,
+       CAST(sum(total_successful_session_count) AS DOUBLE)
+         / nullif(sum(total_successful_session_count) + sum(total_failure_session_count), 0)
+         AS success_rate,
+       min(date) AS first_date,
+       max(date) AS last_date,
+       count(DISTINCT organization_name) AS reporters
+FROM policies
+GROUP BY policy_domain, policy_type",
+    },
+    View {
+        name: "report_delivery",
+        description: "Per day and reporting organisation: date, organization_name, reports, \
+                      policy_domains, last_received_at. A reporter whose count drops to \
+                      nothing has gone quiet.",
+        sql: "SELECT r.date, r.organization_name,
+       count(DISTINCT r.report_uid) AS reports,
+       count(DISTINCT p.policy_domain) AS policy_domains,
+       max(r.received_at) AS last_received_at
+FROM reports r LEFT JOIN policies p ON p.report_uid = r.report_uid AND p.date = r.date
+GROUP BY r.date, r.organization_name",
+    },
+];

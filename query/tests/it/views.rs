@@ -1,0 +1,324 @@
+//! The built-in views against generated data whose answers are counted here, in Rust, from
+//! the reports themselves (not through SQL): a provider of 40 domains over several days,
+//! with the generator's failures and quirks (counts left out among them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use tlsrpt_benches::generator::{Generator, GeneratorConfig};
+use tlsrpt_schemas::{Envelope, ReceivedReport, Transport, parse_report};
+
+use crate::support::{Root, range, rows, write};
+
+/// Generated reports as received, grouped by their day.
+fn generated() -> Vec<ReceivedReport> {
+    let config = GeneratorConfig {
+        domains: 40,
+        failure_rate: 0.4,
+        quirk_rate: 0.1,
+        ..GeneratorConfig::default()
+    };
+    Generator::new(config, 15)
+        .take(1_200)
+        .map(|generated| ReceivedReport {
+            report: parse_report(&generated.json).unwrap(),
+            envelope: Envelope {
+                transport: Transport::Https,
+                received_at: generated.received_at,
+                submitter_header: None,
+                dkim: None,
+            },
+            raw_json: generated.json,
+        })
+        .collect()
+}
+
+/// A sum that is null when every value was (as SQL's `sum`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Sum(Option<u64>);
+
+impl Sum {
+    fn add(&mut self, value: Option<u64>) {
+        if let Some(v) = value {
+            self.0 = Some(self.0.unwrap_or(0) + v);
+        }
+    }
+    fn text(self) -> String {
+        self.0.map(|v| v.to_string()).unwrap_or_default()
+    }
+}
+
+/// `part / (ok + failed)` in millionths, rounded, as the test's SQL asks for it; empty when
+/// either sum is null or the total is zero.
+fn rate(part: Sum, ok: Sum, failed: Sum) -> String {
+    match (part.0, ok.0, failed.0) {
+        (Some(part), Some(ok), Some(failed)) if ok + failed > 0 => {
+            ((part as f64 / (ok + failed) as f64 * 1e6).round() as i64).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    ok: Sum,
+    failed: Sum,
+    reports: BTreeSet<String>,
+    names: [BTreeSet<String>; 3],
+    dates: BTreeSet<String>,
+}
+
+fn set_text(set: &BTreeSet<String>) -> String {
+    set.len().to_string()
+}
+
+#[tokio::test]
+async fn every_view_agrees_with_counts_made_from_the_reports() {
+    let reports = generated();
+    let root = Root::new();
+    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> = BTreeMap::new();
+    for report in &reports {
+        by_day
+            .entry(report.report.date_range.start_datetime.date_naive())
+            .or_default()
+            .push(report.clone());
+    }
+    assert!(by_day.len() >= 5, "several days: {}", by_day.len());
+    for (index, day) in by_day.values().enumerate() {
+        write(&root.path, range(0, index as u64, index as u64), day);
+    }
+    let engine = root.engine();
+
+    let mut by_domain: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut by_reporter: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut by_mx: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut by_result: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut by_ip: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut overview: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut delivery: BTreeMap<(String, String), (Group, String)> = BTreeMap::new();
+    let mut failure_rows = 0;
+    for received in &reports {
+        let report = &received.report;
+        let date = report.date_range.start_datetime.date_naive().to_string();
+        let org = report.organization_name.clone();
+        let uid = report.report_uid();
+        let (group, last) = delivery.entry((date.clone(), org.clone())).or_default();
+        group.reports.insert(uid.clone());
+        let received_at = received
+            .envelope
+            .received_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        if received_at > *last {
+            *last = received_at;
+        }
+        for policy in &report.policies {
+            // `count(DISTINCT …)` skips nulls: a policy without a domain adds no domain.
+            let named_domain: BTreeSet<String> =
+                policy.policy.policy_domain.iter().cloned().collect();
+            let domain = policy.policy.policy_domain.clone().unwrap_or_default();
+            let summary = &policy.summary;
+            delivery
+                .get_mut(&(date.clone(), org.clone()))
+                .unwrap()
+                .0
+                .names[0]
+                .extend(named_domain.iter().cloned());
+            for (map, key) in [
+                (&mut by_domain, (date.clone(), domain.clone())),
+                (&mut by_reporter, (date.clone(), org.clone())),
+                (
+                    &mut overview,
+                    (
+                        domain.clone(),
+                        policy
+                            .policy
+                            .policy_type
+                            .as_ref()
+                            .map(|t| t.as_str().to_owned())
+                            .unwrap_or_default(),
+                    ),
+                ),
+            ] {
+                let g = map.entry(key).or_default();
+                g.ok.add(summary.total_successful_session_count);
+                g.failed.add(summary.total_failure_session_count);
+                g.reports.insert(uid.clone());
+                g.names[0].insert(org.clone());
+                g.names[1].extend(named_domain.iter().cloned());
+                g.dates.insert(date.clone());
+                if let Some(mode) = policy.policy.sts_mode_and_max_age().0 {
+                    g.names[2].insert(mode.to_owned());
+                }
+            }
+            for failure in &policy.failure_details {
+                failure_rows += 1;
+                let mx = failure.receiving_mx_hostname.clone().unwrap_or_default();
+                let result = failure.result_type.as_str().to_owned();
+                let g = by_mx.entry((date.clone(), mx.clone())).or_default();
+                g.failed.add(failure.failed_session_count);
+                g.names[0].extend(named_domain.iter().cloned());
+                g.names[1].insert(org.clone());
+                g.names[2].insert(result.clone());
+                let g = by_result.entry((date.clone(), result)).or_default();
+                g.failed.add(failure.failed_session_count);
+                g.names[0].extend(named_domain.iter().cloned());
+                if let Some(mx) = &failure.receiving_mx_hostname {
+                    g.names[1].insert(mx.clone());
+                }
+                if let Some(ip) = &failure.sending_mta_ip {
+                    let g = by_ip.entry((date.clone(), ip.clone())).or_default();
+                    g.failed.add(failure.failed_session_count);
+                    g.names[0].extend(named_domain.iter().cloned());
+                    if let Some(mx) = &failure.receiving_mx_hostname {
+                        g.names[1].insert(mx.clone());
+                    }
+                    g.names[2].insert(org.clone());
+                }
+            }
+        }
+    }
+    assert!(failure_rows > 300, "the data has failures: {failure_rows}");
+
+    let expect = |map: &BTreeMap<(String, String), Group>,
+                  line: &dyn Fn(&(String, String), &Group) -> String| {
+        map.iter().map(|(k, g)| line(k, g)).collect::<Vec<_>>()
+    };
+    let check = |name: &str, got: Vec<String>, want: Vec<String>| {
+        assert_eq!(got.len(), want.len(), "{name}: row count");
+        for (got, want) in got.iter().zip(&want) {
+            assert_eq!(got, want, "{name}");
+        }
+    };
+
+    check(
+        "failure_trend_by_domain",
+        rows(
+            &engine,
+            "SELECT date, coalesce(policy_domain, ''), successful_sessions, failed_sessions, \
+             CAST(round(failure_rate * 1000000) AS BIGINT), reports, reporters \
+             FROM failure_trend_by_domain ORDER BY 1, 2",
+        )
+        .await,
+        expect(&by_domain, &|(d, k), g| {
+            format!(
+                "{d}|{k}|{}|{}|{}|{}|{}",
+                g.ok.text(),
+                g.failed.text(),
+                rate(g.failed, g.ok, g.failed),
+                g.reports.len(),
+                set_text(&g.names[0])
+            )
+        }),
+    );
+    check(
+        "failure_trend_by_reporter",
+        rows(
+            &engine,
+            "SELECT date, organization_name, successful_sessions, failed_sessions, \
+             CAST(round(failure_rate * 1000000) AS BIGINT), policy_domains \
+             FROM failure_trend_by_reporter ORDER BY 1, 2",
+        )
+        .await,
+        expect(&by_reporter, &|(d, k), g| {
+            format!(
+                "{d}|{k}|{}|{}|{}|{}",
+                g.ok.text(),
+                g.failed.text(),
+                rate(g.failed, g.ok, g.failed),
+                set_text(&g.names[1])
+            )
+        }),
+    );
+    check(
+        "failure_trend_by_mx",
+        rows(
+            &engine,
+            "SELECT date, coalesce(receiving_mx_hostname, ''), failed_sessions, policy_domains, \
+             reporters, result_types FROM failure_trend_by_mx ORDER BY 1, 2",
+        )
+        .await,
+        expect(&by_mx, &|(d, k), g| {
+            format!(
+                "{d}|{k}|{}|{}|{}|{}",
+                g.failed.text(),
+                set_text(&g.names[0]),
+                set_text(&g.names[1]),
+                set_text(&g.names[2])
+            )
+        }),
+    );
+    check(
+        "failure_trend_by_result_type",
+        rows(
+            &engine,
+            "SELECT date, result_type, failed_sessions, policy_domains, receiving_mxes \
+             FROM failure_trend_by_result_type ORDER BY 1, 2",
+        )
+        .await,
+        expect(&by_result, &|(d, k), g| {
+            format!(
+                "{d}|{k}|{}|{}|{}",
+                g.failed.text(),
+                set_text(&g.names[0]),
+                set_text(&g.names[1])
+            )
+        }),
+    );
+    check(
+        "top_failing_sending_ips",
+        rows(
+            &engine,
+            "SELECT date, sending_mta_ip, failed_sessions, policy_domains, receiving_mxes, \
+             reporters FROM top_failing_sending_ips ORDER BY 1, 2",
+        )
+        .await,
+        expect(&by_ip, &|(d, k), g| {
+            format!(
+                "{d}|{k}|{}|{}|{}|{}",
+                g.failed.text(),
+                set_text(&g.names[0]),
+                set_text(&g.names[1]),
+                set_text(&g.names[2])
+            )
+        }),
+    );
+    check(
+        "policy_overview",
+        rows(
+            &engine,
+            "SELECT coalesce(policy_domain, ''), coalesce(policy_type, ''), \
+             array_to_string(sts_modes, ','), successful_sessions, failed_sessions, \
+             CAST(round(success_rate * 1000000) AS BIGINT), first_date, last_date, reporters \
+             FROM policy_overview ORDER BY 1, 2",
+        )
+        .await,
+        expect(&overview, &|(k, t), g| {
+            let mut modes = String::new();
+            for (i, m) in g.names[2].iter().enumerate() {
+                let _ = write!(modes, "{}{m}", if i > 0 { "," } else { "" });
+            }
+            format!(
+                "{k}|{t}|{modes}|{}|{}|{}|{}|{}|{}",
+                g.ok.text(),
+                g.failed.text(),
+                rate(g.ok, g.ok, g.failed),
+                g.dates.first().unwrap(),
+                g.dates.last().unwrap(),
+                set_text(&g.names[0])
+            )
+        }),
+    );
+    let want_delivery: Vec<String> = delivery
+        .iter()
+        .map(|((d, org), (g, last))| {
+            format!("{d}|{org}|{}|{}|{last}", g.reports.len(), g.names[0].len())
+        })
+        .collect();
+    check(
+        "report_delivery",
+        rows(&engine, "SELECT date, organization_name, reports, policy_domains, \
+             to_char(last_received_at, '%Y-%m-%dT%H:%M:%S%.6fZ') FROM report_delivery ORDER BY 1, 2").await,
+        want_delivery,
+    );
+}
