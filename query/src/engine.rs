@@ -1,4 +1,5 @@
-//! The query engine: one DataFusion session over the three tables, read-only, with limits.
+//! The query engine: one DataFusion session over the three tables and the built-in views,
+//! read-only, with limits.
 
 use std::borrow::Cow;
 use std::future::Future;
