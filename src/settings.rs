@@ -197,14 +197,8 @@ impl SqlSettings {
 /// Reads a size: a number of bytes, or a number with `KiB`, `MiB` or `GiB` (`512MiB`, `1.5GiB`).
 pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 512MiB or 4GiB"))?;
-    let scale = match unit.trim() {
+    let (number, unit) = number_and_unit(text, "a size such as 512MiB or 4GiB")?;
+    let scale = match unit {
         "" | "B" => 1.0,
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
@@ -528,17 +522,24 @@ pub(crate) fn parse_store(text: Option<&str>) -> anyhow::Result<tlsrpt_query::Ta
     }
 }
 
-/// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// `text` (trimmed) as a number and the unit after it (`1.5GiB` -> 1.5, `GiB`); `what` names
+/// the expected form in the error.
+fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(f64, &'a str), String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s, 500ms or 2m"))?;
-    let seconds = match unit.trim() {
+        .map_err(|_| format!("{text:?} is not {what}"))?;
+    Ok((number, unit.trim()))
+}
+
+/// Reads `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = number_and_unit(text, "a duration such as 30s, 500ms or 2m")?;
+    let seconds = match unit {
         "" | "s" => number,
         "ms" => number / 1000.0,
         "m" | "min" => number * 60.0,

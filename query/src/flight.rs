@@ -74,10 +74,13 @@ impl std::fmt::Debug for FlightSqlServer {
 #[derive(Debug, Clone)]
 struct PreparedStatement {
     sql: String,
+    /// The result's schema as announced when it was prepared (files come and go, the
+    /// tables' schemas do not), so a flight info does not plan the statement again.
+    columns: SchemaRef,
     params: Vec<ScalarValue>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PreparedStatements {
     by_handle: HashMap<Vec<u8>, PreparedStatement>,
     /// Handles from the oldest, to drop the oldest first.
@@ -89,11 +92,17 @@ struct PreparedStatements {
 }
 
 impl PreparedStatements {
-    fn insert(&mut self, sql: String) -> Vec<u8> {
-        if self.nonce == 0 {
-            use std::hash::BuildHasher;
-            self.nonce = std::collections::hash_map::RandomState::new().hash_one(0u8) | 1;
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        Self {
+            by_handle: HashMap::new(),
+            order: VecDeque::new(),
+            created: 0,
+            nonce: std::collections::hash_map::RandomState::new().hash_one(0u8),
         }
+    }
+
+    fn insert(&mut self, sql: String, columns: SchemaRef) -> Vec<u8> {
         self.created += 1;
         let handle = format!("tlsrpt-prepared-{:016x}-{}", self.nonce, self.created).into_bytes();
         while self.by_handle.len() >= MAX_PREPARED_STATEMENTS {
@@ -109,6 +118,7 @@ impl PreparedStatements {
             handle.clone(),
             PreparedStatement {
                 sql,
+                columns,
                 params: Vec::new(),
             },
         );
@@ -134,7 +144,7 @@ impl FlightSqlServer {
             .expect("the SqlInfo values above have the types Flight SQL defines");
         Self {
             engine,
-            prepared: Mutex::new(PreparedStatements::default()),
+            prepared: Mutex::new(PreparedStatements::new()),
             sql_info,
         }
     }
@@ -154,10 +164,14 @@ impl FlightSqlServer {
             .await
     }
 
-    fn prepared(&self, handle: &[u8]) -> Result<PreparedStatement, Status> {
+    fn statements(&self) -> std::sync::MutexGuard<'_, PreparedStatements> {
         self.prepared
             .lock()
             .expect("the prepared statements lock is not poisoned")
+    }
+
+    fn prepared(&self, handle: &[u8]) -> Result<PreparedStatement, Status> {
+        self.statements()
             .by_handle
             .get(handle)
             .cloned()
@@ -335,14 +349,12 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let shape = self.describe(&query.query).await?;
-        let handle = self
-            .prepared
-            .lock()
-            .expect("the prepared statements lock is not poisoned")
-            .insert(query.query);
+        let columns = Arc::new(hydrated(&shape.columns));
+        let dataset_schema = ipc_schema(&columns)?;
+        let handle = self.statements().insert(query.query, columns);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
-            dataset_schema: ipc_schema(&hydrated(&shape.columns))?,
+            dataset_schema,
             parameter_schema: ipc_schema(&shape.parameters)?,
         })
     }
@@ -363,10 +375,7 @@ impl FlightSqlService for FlightSqlServer {
             .await
             .map_err(|e| Status::invalid_argument(format!("reading the bound parameters: {e}")))?;
         let params = parameters_of(&batches)?;
-        let mut prepared = self
-            .prepared
-            .lock()
-            .expect("the prepared statements lock is not poisoned");
+        let mut prepared = self.statements();
         match prepared.by_handle.get_mut(handle.as_ref()) {
             Some(statement) => statement.params = params,
             None => return Err(Status::not_found("the prepared statement was closed")),
@@ -382,8 +391,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let statement = self.prepared(&query.prepared_statement_handle)?;
-        let shape = self.describe(&statement.sql).await?;
-        flight_info(&hydrated(&shape.columns), query, request.into_inner())
+        flight_info(&statement.columns, query, request.into_inner())
     }
 
     async fn do_get_prepared_statement(
@@ -400,10 +408,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionClosePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<(), Status> {
-        let mut prepared = self
-            .prepared
-            .lock()
-            .expect("the prepared statements lock is not poisoned");
+        let mut prepared = self.statements();
         let handle = query.prepared_statement_handle.as_ref();
         prepared.by_handle.remove(handle);
         prepared.order.retain(|h| h.as_slice() != handle);
