@@ -70,5 +70,8 @@ EXPOSE 8460 2525 8461 8462 8463
 
 ENTRYPOINT ["tlsrpt"]
 # Without a command: the whole pipeline in one process, listening on every interface (the
-# defaults, 127.0.0.1, would be unreachable from outside the container).
-CMD ["up", "--data-dir", "/var/lib/tlsrpt", "--http-listen", "0.0.0.0:8460", "--smtp-listen", "0.0.0.0:2525", "--query-listen", "0.0.0.0:8461", "--flight-listen", "0.0.0.0:8462"]
+# defaults, 127.0.0.1, would be unreachable from outside the container). The SQL services
+# then require bearer tokens, read from /etc/tlsrpt/sql-tokens.toml: mount one there
+# (`docker run --rm tlsrpt:local token new --name me >> sql-tokens.toml`, then
+# `-v $PWD/sql-tokens.toml:/etc/tlsrpt/sql-tokens.toml:ro`).
+CMD ["up", "--data-dir", "/var/lib/tlsrpt", "--http-listen", "0.0.0.0:8460", "--smtp-listen", "0.0.0.0:2525", "--query-listen", "0.0.0.0:8461", "--flight-listen", "0.0.0.0:8462", "--sql-tokens", "/etc/tlsrpt/sql-tokens.toml"]

@@ -26,6 +26,7 @@ mod receivers;
 mod rejected;
 mod settings;
 mod sql;
+mod token;
 mod transform;
 mod up;
 mod validate;
@@ -64,6 +65,8 @@ enum Command {
     Sql(sql::Args),
     #[command(subcommand)]
     Rejected(rejected::Command),
+    #[command(subcommand)]
+    Token(token::Command),
     Validate(validate::Args),
     Explain(explain::Args),
 }
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(&args),
         Command::Sql(args) => sql::run(&args),
         Command::Rejected(command) => rejected::run(&command),
+        Command::Token(command) => token::run(&command),
         Command::Validate(args) => validate::run(&args),
         Command::Explain(args) => explain::run(&args),
     };

@@ -45,15 +45,34 @@ async fn query(settings: QueryResolved) -> anyhow::Result<()> {
         QueryEngine::at(settings.store, settings.sql.limits)
             .context("cannot start the SQL engine")?,
     );
-    let address = crate::up::reachable(listener.local_addr()?);
-    let flight = crate::up::reachable(flight_listener.local_addr()?);
+    let curl = if settings.sql.access.is_open() {
+        ""
+    } else {
+        " -H 'Authorization: Bearer TOKEN'"
+    };
+    let insecure = if settings.sql.tls.is_some() { "k" } else { "" };
+    let scheme = if settings.sql.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "tlsrpt query: SQL over the tables in {described}\n  SQL                POST http://{address}/v1/sql\n  Flight SQL         grpc://{flight}  (JDBC: {})\n  try: curl -s http://{address}/v1/sql -d 'SELECT count(*) FROM reports'",
-        crate::up::jdbc_url(flight)
+        "tlsrpt query: SQL over the tables in {described}\n{}  try: curl -s{insecure}{curl} {scheme}://{}/v1/sql -d 'SELECT count(*) FROM reports'",
+        crate::up::sql_endpoints(
+            listener.local_addr()?,
+            flight_listener.local_addr()?,
+            &settings.sql
+        ),
+        crate::up::reachable(listener.local_addr()?),
     );
     let signal = async {
         let signal = crate::up::shutdown_signal().await;
         tracing::info!("{signal}: finishing the queries in flight, then stopping.");
     };
-    tlsrpt_query::serve(engine, listener, flight_listener, signal).await
+    let service = tlsrpt_query::SqlService {
+        engine,
+        access: settings.sql.access,
+        tls: settings.sql.tls,
+    };
+    service.serve(listener, flight_listener, signal).await
 }

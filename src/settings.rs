@@ -22,6 +22,10 @@ pub(crate) enum DkimMode {
     Enforce,
 }
 
+/// Where the SQL service listens over HTTP unless told otherwise.
+const DEFAULT_QUERY_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8461);
+
 /// Where the Arrow Flight SQL service listens unless told otherwise (the HTTP SQL port + 1).
 const DEFAULT_FLIGHT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8462);
@@ -147,6 +151,32 @@ pub(crate) struct SqlSettings {
     /// saying so [default: 2GiB].
     #[arg(long, env = "TLSRPT_QUERY_MEMORY", value_name = "BYTES")]
     pub(crate) query_memory: Option<String>,
+
+    /// A TOML file of bearer tokens for the SQL services (HTTP and Flight SQL), kept as
+    /// SHA-256 digests, each for every policy domain or only some; `tlsrpt token new` makes
+    /// one. Without it anyone who can connect may query everything, which is allowed only
+    /// when both SQL addresses are loopback addresses.
+    #[arg(long, env = "TLSRPT_SQL_TOKENS", value_name = "FILE")]
+    pub(crate) sql_tokens: Option<PathBuf>,
+
+    /// PEM certificate chain for the SQL services; with --sql-tls-key both serve over TLS
+    /// (HTTPS, and grpc+tls for Flight SQL).
+    #[arg(
+        long,
+        env = "TLSRPT_SQL_TLS_CERT",
+        value_name = "FILE",
+        requires = "sql_tls_key"
+    )]
+    pub(crate) sql_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --sql-tls-cert.
+    #[arg(
+        long,
+        env = "TLSRPT_SQL_TLS_KEY",
+        value_name = "FILE",
+        requires = "sql_tls_cert"
+    )]
+    pub(crate) sql_tls_key: Option<PathBuf>,
 }
 
 /// [`SqlSettings`] with every default applied.
@@ -154,6 +184,8 @@ pub(crate) struct SqlSettings {
 pub(crate) struct SqlResolved {
     pub(crate) flight_listen: SocketAddr,
     pub(crate) limits: tlsrpt_query::QueryOptions,
+    pub(crate) access: tlsrpt_query::Access,
+    pub(crate) tls: Option<tlsrpt_query::SqlTls>,
 }
 
 impl SqlSettings {
@@ -165,10 +197,15 @@ impl SqlSettings {
             max_result_rows: self.max_result_rows.or(file.max_result_rows),
             max_concurrent_queries: self.max_concurrent_queries.or(file.max_concurrent_queries),
             query_memory: self.query_memory.or(file.query_memory),
+            sql_tokens: self.sql_tokens.or(file.sql_tokens),
+            sql_tls_cert: self.sql_tls_cert.or(file.sql_tls_cert),
+            sql_tls_key: self.sql_tls_key.or(file.sql_tls_key),
         }
     }
 
-    pub(crate) fn resolve(self) -> anyhow::Result<SqlResolved> {
+    /// With every default applied; `query_listen` is the SQL service's HTTP address, which
+    /// (with the Flight SQL address) decides whether tokens are required.
+    pub(crate) fn resolve(self, query_listen: SocketAddr) -> anyhow::Result<SqlResolved> {
         let defaults = tlsrpt_query::QueryOptions::default();
         let memory_limit_bytes = match self.query_memory.as_deref().map(str::trim) {
             None => defaults.memory_limit_bytes,
@@ -180,8 +217,39 @@ impl SqlSettings {
         if self.max_result_rows == Some(0) || self.max_concurrent_queries == Some(0) {
             bail!("--max-result-rows and --max-concurrent-queries must be at least 1");
         }
+        let flight_listen = self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN);
+        let access = match &self.sql_tokens {
+            Some(path) => tlsrpt_query::Access::from_file(path)
+                .map_err(|e| anyhow::anyhow!("--sql-tokens: {e}"))?,
+            None => tlsrpt_query::Access::open(),
+        };
+        if access.is_open() {
+            for (address, flag) in [
+                (query_listen, "--query-listen"),
+                (flight_listen, "--flight-listen"),
+            ] {
+                if !address.ip().is_loopback() {
+                    bail!(
+                        "{flag} {address} can be reached from other machines, so the SQL \
+                         services need tokens: create one with `tlsrpt token new --name NAME \
+                         >> sql-tokens.toml` and give --sql-tokens sql-tokens.toml (or listen \
+                         on 127.0.0.1)"
+                    );
+                }
+            }
+        }
+        let tls = match (&self.sql_tls_cert, &self.sql_tls_key) {
+            (Some(cert), Some(key)) => Some(
+                tlsrpt_query::SqlTls::load(cert, key)
+                    .map_err(|e| anyhow::anyhow!("--sql-tls-cert/--sql-tls-key: {e}"))?,
+            ),
+            (None, None) => None,
+            _ => bail!("--sql-tls-cert and --sql-tls-key go together"),
+        };
         Ok(SqlResolved {
-            flight_listen: self.flight_listen.unwrap_or(DEFAULT_FLIGHT_LISTEN),
+            access,
+            tls,
+            flight_listen,
             limits: tlsrpt_query::QueryOptions {
                 max_rows: self.max_result_rows.unwrap_or(defaults.max_rows),
                 timeout: self.query_timeout.unwrap_or(defaults.timeout),
@@ -498,12 +566,11 @@ impl QuerySettings {
     }
 
     pub(crate) fn resolve(self) -> anyhow::Result<QueryResolved> {
+        let query_listen = self.query_listen.unwrap_or(DEFAULT_QUERY_LISTEN);
         Ok(QueryResolved {
             store: parse_store(self.store.as_deref())?,
-            query_listen: self
-                .query_listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
-            sql: self.sql.resolve()?,
+            query_listen,
+            sql: self.sql.resolve(query_listen)?,
         })
     }
 }
@@ -642,15 +709,14 @@ impl Settings {
                 None
             }
         };
+        let query_listen = self.query_listen.unwrap_or(DEFAULT_QUERY_LISTEN);
         Ok(Resolved {
             kafka,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("tlsrpt-data")),
-            query_listen: self
-                .query_listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8461))),
-            sql: self.sql.resolve()?,
+            query_listen,
+            sql: self.sql.resolve(query_listen)?,
             flush_interval: self.flush_interval.unwrap_or(Duration::from_secs(1)),
             compact_min_files: self.compact_min_files.unwrap_or(8).max(2),
             partitions: self.partitions.map(|n| n.max(1)),
@@ -784,9 +850,10 @@ mod tests {
             query_memory: Some("off".into()),
             ..SqlSettings::default()
         }
-        .resolve()
+        .resolve(DEFAULT_QUERY_LISTEN)
         .unwrap();
         assert_eq!(resolved.flight_listen, DEFAULT_FLIGHT_LISTEN);
+        assert!(resolved.access.is_open() && resolved.tls.is_none());
         assert_eq!(resolved.limits.timeout, Duration::from_secs(5));
         assert_eq!(resolved.limits.memory_limit_bytes, None);
         let defaults = tlsrpt_query::QueryOptions::default();
@@ -796,7 +863,61 @@ mod tests {
             max_result_rows: Some(0),
             ..SqlSettings::default()
         };
-        assert!(zero.resolve().is_err());
+        assert!(zero.resolve(DEFAULT_QUERY_LISTEN).is_err());
+    }
+
+    #[test]
+    fn sql_reachable_from_other_machines_needs_tokens() {
+        let open = |flight: &str, query: &str| {
+            SqlSettings {
+                flight_listen: Some(flight.parse().unwrap()),
+                ..SqlSettings::default()
+            }
+            .resolve(query.parse().unwrap())
+        };
+        let error = open("0.0.0.0:8462", "127.0.0.1:8461")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--flight-listen 0.0.0.0:8462 can be reached from other machines")
+                && error.contains("tlsrpt token new"),
+            "{error}"
+        );
+        let error = open("[::1]:8462", "[::]:8461").unwrap_err().to_string();
+        assert!(error.contains("--query-listen [::]:8461"), "{error}");
+        assert!(open("[::1]:8462", "127.0.0.2:8461").is_ok(), "all loopback");
+
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("sql-tokens.toml");
+        let (_, digest) = tlsrpt_query::access::new_token();
+        std::fs::write(
+            &tokens,
+            format!("[[token]]\nname = \"a\"\nsha256 = \"{digest}\"\n"),
+        )
+        .unwrap();
+        let with_tokens = SqlSettings {
+            flight_listen: Some("0.0.0.0:8462".parse().unwrap()),
+            sql_tokens: Some(tokens.clone()),
+            ..SqlSettings::default()
+        }
+        .resolve("0.0.0.0:8461".parse().unwrap())
+        .unwrap();
+        assert!(!with_tokens.access.is_open());
+
+        std::fs::write(&tokens, "[[token]]\nname = \"a\"\n").unwrap();
+        let error = SqlSettings {
+            sql_tokens: Some(tokens),
+            ..SqlSettings::default()
+        }
+        .resolve(DEFAULT_QUERY_LISTEN)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--sql-tokens")
+                && error.contains("sql-tokens.toml")
+                && error.contains("sha256"),
+            "{error}"
+        );
     }
 
     #[test]

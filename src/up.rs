@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::data_dir::DataDir;
 use crate::receivers::{self, Addresses, bind, stopped};
-use crate::settings::{Resolved, Settings, UpKafkaResolved};
+use crate::settings::{Resolved, Settings, SqlResolved, UpKafkaResolved};
 
 /// Run the TLS-RPT receiver: HTTPS and SMTP in, Parquet tables out, SQL on top.
 ///
@@ -217,9 +217,12 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
     });
     let mut query_task = {
         let stop = stopped(query_stop);
-        tokio::spawn(async move {
-            tlsrpt_query::serve(query, query_listener, flight_listener, stop).await
-        })
+        let service = tlsrpt_query::SqlService {
+            engine: query,
+            access: settings.sql.access.clone(),
+            tls: settings.sql.tls.clone(),
+        };
+        tokio::spawn(async move { service.serve(query_listener, flight_listener, stop).await })
     };
 
     print_banner(&data, addresses, query_address, flight_address, &settings);
@@ -394,15 +397,37 @@ pub(crate) fn reachable(address: SocketAddr) -> SocketAddr {
 
 /// The Flight SQL JDBC driver's URL for the service at `address` (DBeaver: new connection,
 /// driver "Arrow Flight SQL"). Plain text until the listener has TLS.
-pub(crate) fn jdbc_url(address: SocketAddr) -> String {
+fn jdbc_url(address: SocketAddr, tls: bool) -> String {
     let address = reachable(address);
     format!(
-        "jdbc:arrow-flight-sql://{}:{}/?useEncryption=false",
+        "jdbc:arrow-flight-sql://{}:{}/?useEncryption={tls}",
         match address.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         },
         address.port()
+    )
+}
+
+/// The banner's lines for the SQL services: their URLs, and whether a client needs a token.
+pub(crate) fn sql_endpoints(query: SocketAddr, flight: SocketAddr, sql: &SqlResolved) -> String {
+    let tls = sql.tls.is_some();
+    let (http, grpc) = if tls {
+        ("https", "grpc+tls")
+    } else {
+        ("http", "grpc")
+    };
+    let (note, jdbc_token) = if sql.access.is_open() {
+        ("", "")
+    } else {
+        ("  (bearer token from --sql-tokens)", "&token=TOKEN")
+    };
+    format!(
+        "  SQL                POST {http}://{}/v1/sql{note}\n  \
+         Flight SQL         {grpc}://{}  (JDBC: {}{jdbc_token})\n",
+        reachable(query),
+        reachable(flight),
+        jdbc_url(flight, tls),
     )
 }
 
@@ -445,15 +470,7 @@ fn print_banner(
         )),
         None => out.push_str("  reports by mail    off\n"),
     }
-    out.push_str(&format!(
-        "  SQL                POST http://{}/v1/sql\n",
-        reachable(query)
-    ));
-    out.push_str(&format!(
-        "  Flight SQL         grpc://{}  (JDBC: {})\n",
-        reachable(flight),
-        jdbc_url(flight)
-    ));
+    out.push_str(&sql_endpoints(query, flight, &settings.sql));
     out.push_str(&format!(
         "  metrics            GET  {scheme}://{}/metrics\n",
         reachable(http)

@@ -30,8 +30,8 @@ use tlsrpt_schemas::{DecodeOptions, Envelope, ReceivedReport, StatusClass, Trans
 
 use crate::metrics::Metrics;
 use crate::publish::{decode, message_for, sha256_hex};
-use crate::serve::ServeOptions;
 use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
+use tlsrpt_serve::ServeOptions;
 
 /// Limits of the HTTP receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,7 @@ impl<P: Producer> HttpReceiver<P> {
         serve_options: ServeOptions,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        crate::serve::serve(self.router(), listener, serve_options, shutdown).await
+        tlsrpt_serve::serve(self.router(), listener, serve_options, shutdown).await
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -12,8 +12,6 @@
 //! - [`smtp`]: the SMTP receiver for `mailto:` reports, with [`dkim`] verification.
 //! - [`local`]: the Unix socket through which a second process appends to a bus `up` owns.
 //! - [`metrics`]: counters for `GET /metrics`.
-//! - [`serve`]: serving a router over plain HTTP or TLS, with connection caps, header
-//!   deadlines and a graceful stop.
 //! - [`publish`]: an accepted report as a bus message (key, value, envelope headers).
 //!
 //! The importer itself is a command of the `tlsrpt` binary; it publishes through [`local`]
@@ -24,5 +22,4 @@ pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod publish;
-pub mod serve;
 pub mod smtp;

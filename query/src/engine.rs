@@ -1,7 +1,9 @@
 //! The query engine: one DataFusion session over the three tables and the built-in views,
-//! read-only, with limits.
+//! read-only, with limits; and one more session per set of domains a token is limited to, in
+//! which each table is a filter over the shared one.
 
 use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::ViewTable;
+use datafusion::datasource::{TableProvider, ViewTable};
 use datafusion::execution::context::{SessionConfig, SessionContext};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{LogicalPlan, TableType};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
@@ -22,6 +26,7 @@ use tlsrpt_schemas::tables::{failures_schema, policies_schema, reports_schema};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+use crate::access::Scope;
 use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
@@ -87,10 +92,16 @@ impl QueryResult {
 /// at each scan (module `catalog`), so files written after the engine started are seen by
 /// the next query, and the session's caches (Parquet footers, file statistics) outlive a
 /// query. No statement can change the session: all but queries are refused.
+///
+/// A client limited to some policy domains ([`Scope::Domains`]) gets a session of its own,
+/// made at its first query and kept: the same names, each table a filter over the shared
+/// provider (so caches and the memory limit are shared), the views planned over those.
 pub struct QueryEngine {
     location: TablesLocation,
     options: QueryOptions,
     context: SessionContext,
+    /// The sessions of domain-limited clients, by their domains.
+    scoped: tokio::sync::Mutex<HashMap<Arc<BTreeSet<String>>, SessionContext>>,
     turns: Semaphore,
 }
 
@@ -132,11 +143,7 @@ impl QueryEngine {
         if let Some(limit) = options.memory_limit_bytes {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
-        // `SHOW TABLES`, `SHOW COLUMNS` and `information_schema` help an analyst find their
-        // way; URL tables (`FROM 'file.parquet'`) stay off, as by default.
-        let config = SessionConfig::new().with_information_schema(true);
-        let context =
-            SessionContext::new_with_config_rt(config, runtime.build_arc().map_err(setup)?);
+        let context = new_session(runtime.build_arc().map_err(setup)?);
         if let TablesLocation::Object { store, base, .. } = &location {
             context.register_object_store(base, Arc::clone(store));
         }
@@ -162,32 +169,15 @@ impl QueryEngine {
                 .register_table(*name, Arc::new(table))
                 .map_err(setup)?;
         }
-        for view in VIEWS {
-            let plan = {
-                let state = context.state();
-                let dialect = state.config().options().sql_parser.dialect;
-                // Planning a view over these providers awaits nothing (they are in memory and
-                // their schemas fixed), so it completes in place; `at` stays a plain function.
-                futures::executor::block_on(async {
-                    let statement = state.sql_to_statement(view.sql, &dialect)?;
-                    state.statement_to_plan(statement).await
-                })
-                .map_err(|e| QueryError::Internal {
-                    message: format!("the view {}: {}", view.name, crate::error::bounded(&e)),
-                })?
-            };
-            context
-                .register_table(
-                    view.name,
-                    Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
-                )
-                .map_err(setup)?;
-        }
+        // Planning over these providers awaits nothing (they are in memory and their schemas
+        // fixed), so it completes in place; `at` stays a plain function.
+        futures::executor::block_on(register_views(&context))?;
         Ok(Self {
             location,
             turns: Semaphore::new(options.max_concurrent.max(1)),
             options,
             context,
+            scoped: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -212,10 +202,21 @@ impl QueryEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
+        self.sql_in(&Scope::All, sql, params).await
+    }
+
+    /// [`Self::sql_with_params`] for a client that sees `scope`.
+    pub async fn sql_in(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
         let answer = self
             .within_limits(async {
-                let mut plan = self.plan(sql).await?;
+                let context = self.context_for(scope).await?;
+                let mut plan = plan(&context, sql).await?;
                 if !params.is_empty()
                     || !plan
                         .get_parameter_types()
@@ -226,7 +227,7 @@ impl QueryEngine {
                         .with_param_values(params)
                         .map_err(QueryError::planning)?;
                 }
-                self.run(plan).await
+                self.run(&context, plan).await
             })
             .await;
         match &answer {
@@ -248,8 +249,15 @@ impl QueryEngine {
     /// the parameters it takes (`$1`, `$2`, ... in order; a type DataFusion cannot infer
     /// from the statement is `Null`). Refuses what [`Self::sql`] refuses.
     pub async fn describe(&self, sql: &str) -> Result<StatementShape> {
+        self.describe_in(&Scope::All, sql).await
+    }
+
+    /// [`Self::describe`] for a client that sees `scope` (the same columns; what it may
+    /// refer to is the same too).
+    pub async fn describe_in(&self, scope: &Scope, sql: &str) -> Result<StatementShape> {
         self.within_limits(async {
-            let plan = self.plan(sql).await?;
+            let context = self.context_for(scope).await?;
+            let plan = plan(&context, sql).await?;
             let mut parameters: Vec<(usize, String, DataType)> = plan
                 .get_parameter_types()
                 .map_err(QueryError::planning)?
@@ -326,28 +334,71 @@ impl QueryEngine {
         }))
     }
 
-    /// Parses, checks and plans one read-only statement.
-    async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
-        let state = self.context.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let sql = numbered_placeholders(sql);
-        let statement = state
-            .sql_to_statement(&sql, &dialect)
-            .map_err(QueryError::planning)?;
-        read_only::refuse_non_queries(&statement, &sql)?;
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(QueryError::planning)?;
-        read_only::plan_options()
-            .verify_plan(&plan)
-            .map_err(QueryError::planning)?;
-        Ok(plan)
+    /// The session of a client that sees `scope`.
+    async fn context_for(&self, scope: &Scope) -> Result<SessionContext> {
+        let domains = match scope {
+            Scope::All => return Ok(self.context.clone()),
+            Scope::Domains(domains) => domains,
+        };
+        let mut scoped = self.scoped.lock().await;
+        if let Some(context) = scoped.get(domains) {
+            return Ok(context.clone());
+        }
+        let context = self.limited_to(domains).await?;
+        scoped.insert(Arc::clone(domains), context.clone());
+        Ok(context)
     }
 
-    async fn run(&self, plan: LogicalPlan) -> Result<QueryResult> {
-        let frame = self
-            .context
+    /// A session in which every table shows only the rows of `domains` (see
+    /// [`crate::access`] for which rows those are) and the views are planned over them.
+    async fn limited_to(&self, domains: &BTreeSet<String>) -> Result<SessionContext> {
+        let internal = |e: datafusion::error::DataFusionError| QueryError::Internal {
+            message: crate::error::bounded(&e),
+        };
+        let list = domains
+            .iter()
+            .map(|d| format!("'{}'", d.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let context = new_session(self.context.runtime_env());
+        for name in TABLES {
+            let table = self.context.table_provider(name).await.map_err(internal)?;
+            let filter = if table.schema().column_with_name("policy_domain").is_some() {
+                format!("SELECT * FROM {name} WHERE policy_domain IN ({list})")
+            } else if name == "reports" {
+                // A report is shown when every policy it has is for one of the domains.
+                format!(
+                    "SELECT * FROM reports \
+                     WHERE report_uid IN \
+                       (SELECT report_uid FROM policies WHERE policy_domain IN ({list})) \
+                     AND report_uid NOT IN \
+                       (SELECT report_uid FROM policies \
+                        WHERE policy_domain IS NULL OR policy_domain NOT IN ({list}))"
+                )
+            } else {
+                // A table with no way to tell whose rows are whose is not shown at all.
+                return Err(QueryError::Internal {
+                    message: format!("the table {name} has no rule for domain-limited clients"),
+                });
+            };
+            // Planned in the shared session, so the plan reads the shared providers, which the
+            // limited session itself has no name for.
+            let plan = self
+                .context
+                .state()
+                .create_logical_plan(&filter)
+                .await
+                .map_err(internal)?;
+            context
+                .register_table(name, Arc::new(RowFilteredTable(ViewTable::new(plan, None))))
+                .map_err(internal)?;
+        }
+        register_views(&context).await?;
+        Ok(context)
+    }
+
+    async fn run(&self, context: &SessionContext, plan: LogicalPlan) -> Result<QueryResult> {
+        let frame = context
             .execute_logical_plan(plan)
             .await
             .map_err(QueryError::planning)?;
@@ -373,6 +424,95 @@ impl QueryEngine {
             }
         }
         Ok(QueryResult { schema, batches })
+    }
+}
+
+/// A session over `runtime` (memory limit, object stores) with the catalog an analyst can
+/// browse: `SHOW TABLES`, `SHOW COLUMNS` and `information_schema` help them find their way;
+/// URL tables (`FROM 'file.parquet'`) stay off, as by default.
+fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let config = SessionConfig::new().with_information_schema(true);
+    SessionContext::new_with_config_rt(config, runtime)
+}
+
+/// Registers the built-in views in `context`, over the tables registered there.
+async fn register_views(context: &SessionContext) -> Result<()> {
+    for view in VIEWS {
+        let plan = async {
+            let state = context.state();
+            let dialect = state.config().options().sql_parser.dialect;
+            let statement = state.sql_to_statement(view.sql, &dialect)?;
+            state.statement_to_plan(statement).await
+        }
+        .await
+        .map_err(|e| QueryError::Internal {
+            message: format!("the view {}: {}", view.name, crate::error::bounded(&e)),
+        })?;
+        context
+            .register_table(
+                view.name,
+                Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+            )
+            .map_err(|e| QueryError::Internal {
+                message: crate::error::bounded(&e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Parses, checks and plans one read-only statement.
+async fn plan(context: &SessionContext, sql: &str) -> Result<LogicalPlan> {
+    let state = context.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let sql = numbered_placeholders(sql);
+    let statement = state
+        .sql_to_statement(&sql, &dialect)
+        .map_err(QueryError::planning)?;
+    read_only::refuse_non_queries(&statement, &sql)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(QueryError::planning)?;
+    read_only::plan_options()
+        .verify_plan(&plan)
+        .map_err(QueryError::planning)?;
+    Ok(plan)
+}
+
+/// A table of a domain-limited session: a filter over the shared table, which is what
+/// [`ViewTable`] does, but listed as a table, as it is to the client.
+#[derive(Debug)]
+struct RowFilteredTable(ViewTable);
+
+#[async_trait::async_trait]
+impl TableProvider for RowFilteredTable {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        self.0.get_logical_plan()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
     }
 }
 

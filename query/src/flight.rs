@@ -14,9 +14,16 @@
 //! Results are sent with dictionary columns expanded to their values, as the schema in the
 //! flight info says: some clients (the JDBC driver among them) do not read Arrow
 //! dictionaries.
+//!
+//! Every call is checked against the service's tokens ([`Access`]) before it reaches the
+//! service: the `authorization` header holds `Bearer <token>`, or `Basic` with the token as
+//! the password (what clients given a user and password send); the handshake answers the
+//! latter with the bearer header, as Flight's authentication expects. Statements run in the
+//! token's scope; a prepared statement is usable only with the token that prepared it.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
@@ -35,15 +42,18 @@ use arrow_flight::sql::{
     TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::common::ScalarValue;
-use futures::{TryStreamExt, stream};
+use futures::{Stream, TryStreamExt, stream};
 use prost::Message;
-use tonic::transport::Server;
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
+use crate::access::{Access, Grant, Scope, token_of};
 use crate::engine::{CATALOG, QueryEngine, SCHEMA, StatementShape};
 use crate::error::QueryError;
 
@@ -58,6 +68,7 @@ const MAX_PREPARED_STATEMENTS: usize = 10_000;
 /// The Flight SQL service over a [`QueryEngine`].
 pub struct FlightSqlServer {
     engine: Arc<QueryEngine>,
+    access: Arc<Access>,
     prepared: Mutex<PreparedStatements>,
     sql_info: SqlInfoData,
 }
@@ -74,6 +85,8 @@ impl std::fmt::Debug for FlightSqlServer {
 #[derive(Debug, Clone)]
 struct PreparedStatement {
     sql: String,
+    /// The token that prepared it; no other may use it.
+    owner: Arc<str>,
     /// The result's schema as announced when it was prepared (files come and go, the
     /// tables' schemas do not), so a flight info does not plan the statement again.
     columns: SchemaRef,
@@ -102,7 +115,7 @@ impl PreparedStatements {
         }
     }
 
-    fn insert(&mut self, sql: String, columns: SchemaRef) -> Vec<u8> {
+    fn insert(&mut self, sql: String, owner: Arc<str>, columns: SchemaRef) -> Vec<u8> {
         self.created += 1;
         let handle = format!("tlsrpt-prepared-{:016x}-{}", self.nonce, self.created).into_bytes();
         while self.by_handle.len() >= MAX_PREPARED_STATEMENTS {
@@ -118,6 +131,7 @@ impl PreparedStatements {
             handle.clone(),
             PreparedStatement {
                 sql,
+                owner,
                 columns,
                 params: Vec::new(),
             },
@@ -127,7 +141,8 @@ impl PreparedStatements {
 }
 
 impl FlightSqlServer {
-    pub fn new(engine: Arc<QueryEngine>) -> Self {
+    /// The service over `engine`, for the clients `access` lets in.
+    pub fn new(engine: Arc<QueryEngine>, access: Arc<Access>) -> Self {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "tlsrpt");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -144,19 +159,42 @@ impl FlightSqlServer {
             .expect("the SqlInfo values above have the types Flight SQL defines");
         Self {
             engine,
+            access,
             prepared: Mutex::new(PreparedStatements::new()),
             sql_info,
         }
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves; over TLS with `tls` (a certificate
+    /// chain and its key).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        tls: Option<Identity>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        Server::builder()
-            .add_service(FlightServiceServer::new(self))
+        let access = Arc::clone(&self.access);
+        // Before any method: a call that is not let in never reaches the service, whichever
+        // method it names, and the grant travels with the request to the method.
+        let check = move |mut request: Request<()>| {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .map(MetadataValue::as_bytes);
+            match access.authorize(header) {
+                Ok(grant) => {
+                    request.extensions_mut().insert(grant);
+                    Ok(request)
+                }
+                Err(denied) => Err(Status::unauthenticated(denied.to_string())),
+            }
+        };
+        let mut server = Server::builder();
+        if let Some(identity) = tls {
+            server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
+        }
+        server
+            .add_service(FlightServiceServer::with_interceptor(self, check))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
                 shutdown,
@@ -170,10 +208,12 @@ impl FlightSqlServer {
             .expect("the prepared statements lock is not poisoned")
     }
 
-    fn prepared(&self, handle: &[u8]) -> Result<PreparedStatement, Status> {
+    /// The prepared statement `handle`, if `grant` prepared it.
+    fn prepared(&self, handle: &[u8], grant: &Grant) -> Result<PreparedStatement, Status> {
         self.statements()
             .by_handle
             .get(handle)
+            .filter(|statement| statement.owner == grant.name)
             .cloned()
             .ok_or_else(|| {
                 Status::not_found(
@@ -187,12 +227,13 @@ impl FlightSqlServer {
     /// Runs a statement and streams its result.
     async fn answer(
         &self,
+        scope: &Scope,
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let result = self
             .engine
-            .sql_with_params(sql, params)
+            .sql_in(scope, sql, params)
             .await
             .map_err(|e| status_of(&e))?;
         Ok(batches_response(
@@ -201,9 +242,20 @@ impl FlightSqlServer {
         ))
     }
 
-    async fn describe(&self, sql: &str) -> Result<StatementShape, Status> {
-        self.engine.describe(sql).await.map_err(|e| status_of(&e))
+    async fn describe(&self, scope: &Scope, sql: &str) -> Result<StatementShape, Status> {
+        self.engine
+            .describe_in(scope, sql)
+            .await
+            .map_err(|e| status_of(&e))
     }
+}
+
+/// What the request's token grants, as the check in [`FlightSqlServer::serve`] found it.
+fn grant_of<T>(request: &Request<T>) -> Result<Grant, Status> {
+    request.extensions().get::<Grant>().cloned().ok_or_else(|| {
+        // Only a server built without the check could get here: refuse rather than guess.
+        Status::internal("the call was not checked against the service's tokens")
+    })
 }
 
 /// A flight info whose one endpoint's ticket is `ticket` (a Flight SQL command, packed).
@@ -322,12 +374,43 @@ fn parameters_of(batches: &[RecordBatch]) -> Result<Vec<ScalarValue>, Status> {
 impl FlightSqlService for FlightSqlServer {
     type FlightService = FlightSqlServer;
 
+    /// Flight's authentication: the client sends its credentials (here `Basic` with the
+    /// token as the password, checked before the call got here) and is given the bearer
+    /// header to send from then on.
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|header| token_of(header.as_bytes()));
+        let answer = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().unwrap_or_default().into_bytes().into(),
+        };
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(stream::iter([Ok(answer)])));
+        if let Some(token) = token {
+            let bearer = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::invalid_argument("the token is not header text"))?;
+            response.metadata_mut().insert("authorization", bearer);
+        }
+        Ok(response)
+    }
+
     async fn get_flight_info_statement(
         &self,
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let shape = self.describe(&query.query).await?;
+        let grant = grant_of(&request)?;
+        let shape = self.describe(&grant.scope, &query.query).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
@@ -337,21 +420,25 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let grant = grant_of(&request)?;
         let sql = utf8(&ticket.statement_handle, "statement ticket")?;
-        self.answer(&sql, Vec::new()).await
+        self.answer(&grant.scope, &sql, Vec::new()).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let shape = self.describe(&query.query).await?;
+        let grant = grant_of(&request)?;
+        let shape = self.describe(&grant.scope, &query.query).await?;
         let columns = Arc::new(hydrated(&shape.columns));
         let dataset_schema = ipc_schema(&columns)?;
-        let handle = self.statements().insert(query.query, columns);
+        let handle = self
+            .statements()
+            .insert(query.query, Arc::clone(&grant.name), columns);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
             dataset_schema,
@@ -366,7 +453,7 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let handle = query.prepared_statement_handle;
         // Fail early on an unknown handle, before reading the parameters.
-        self.prepared(&handle)?;
+        self.prepared(&handle, &grant_of(&request)?)?;
         let batches: Vec<RecordBatch> =
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
                 request.into_inner().map_err(FlightError::from),
@@ -390,26 +477,32 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let statement = self.prepared(&query.prepared_statement_handle)?;
+        let statement = self.prepared(&query.prepared_statement_handle, &grant_of(&request)?)?;
         flight_info(&statement.columns, query, request.into_inner())
     }
 
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let statement = self.prepared(&query.prepared_statement_handle)?;
-        self.answer(&statement.sql, statement.params).await
+        let grant = grant_of(&request)?;
+        let statement = self.prepared(&query.prepared_statement_handle, &grant)?;
+        self.answer(&grant.scope, &statement.sql, statement.params)
+            .await
     }
 
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        let mut prepared = self.statements();
         let handle = query.prepared_statement_handle.as_ref();
+        // Another token's statement is left alone (and its existence not confirmed).
+        if self.prepared(handle, &grant_of(&request)?).is_err() {
+            return Ok(());
+        }
+        let mut prepared = self.statements();
         prepared.by_handle.remove(handle);
         prepared.order.retain(|h| h.as_slice() != handle);
         Ok(())

@@ -11,6 +11,11 @@
 //! `List(Utf8)`, dictionaries as their value type, as results carry them in JSON and CSV).
 //! `SHOW TABLES`, `SHOW COLUMNS FROM failures` and `information_schema` answer the same in SQL.
 //!
+//! When the service has tokens ([`Access`]), `/v1/*` requires `Authorization: Bearer <token>`
+//! and answers 401 (`unauthenticated`, with `WWW-Authenticate: Bearer`) without a known one;
+//! a token limited to domains sees only their rows. `GET /healthz` stays open, for load
+//! balancers.
+//!
 //! Errors have a JSON body `{"error", "code"}` (the code is [`QueryError::code`]):
 //! - 400: not a statement (`invalid`: bad syntax, unknown table or column, wrong types),
 //!   refused (`read_only`: DDL, DML, `COPY`, `SET`, ...), or failed on the data
@@ -25,20 +30,21 @@
 //!   which it was not;
 //! - 500: the tables could not be read (`storage`) or a bug (`internal`).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
+use crate::access::{Access, Grant};
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::output::{OutputFormat, write_result};
@@ -54,26 +60,47 @@ struct SqlRequest {
 }
 
 impl QueryEngine {
-    /// The routes: `POST /v1/sql`, `GET /v1/tables`, `GET /healthz`.
-    pub fn router(self: Arc<Self>) -> Router {
+    /// The routes: `POST /v1/sql`, `GET /v1/tables` (for the clients `access` lets in),
+    /// `GET /healthz`.
+    pub fn router(self: Arc<Self>, access: Arc<Access>) -> Router {
         Router::new()
             .route("/v1/sql", post(post_sql))
             .route("/v1/tables", get(get_tables))
+            .route_layer(middleware::from_fn_with_state(access, authorize))
             .route("/healthz", get(|| async { "ok\n" }))
             // The body cap is ours (answered in JSON).
             .layer(DefaultBodyLimit::disable())
             .with_state(self)
     }
+}
 
-    /// Serves on `listener` until `shutdown` resolves, then lets the queries in flight finish.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+/// Lets a request in with its [`Grant`], or answers 401.
+async fn authorize(
+    State(access): State<Arc<Access>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    match access.authorize(header) {
+        Ok(grant) => {
+            request.extensions_mut().insert(grant);
+            next.run(request).await
+        }
+        Err(denied) => {
+            let mut response = error_body(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                &denied.to_string(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"tlsrpt\""),
+            );
+            response
+        }
     }
 }
 
@@ -157,6 +184,7 @@ async fn get_tables(State(engine): State<Arc<QueryEngine>>) -> Response {
 
 async fn post_sql(
     State(engine): State<Arc<QueryEngine>>,
+    Extension(grant): Extension<Grant>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -191,7 +219,7 @@ async fn post_sql(
         Ok(sql) => sql,
         Err(message) => return error_body(StatusCode::BAD_REQUEST, "bad_request", &message),
     };
-    let result = match engine.sql(&sql).await {
+    let result = match engine.sql_in(&grant.scope, &sql, Vec::new()).await {
         Ok(result) => result,
         Err(error) => return error_response(&error),
     };

@@ -6,13 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tlsrpt_query::{FlightSqlServer, QueryEngine};
-use tokio::sync::oneshot;
+use tlsrpt_query::QueryEngine;
 
-use crate::support::Root;
+use crate::support::{Root, Running};
 
 /// The client virtualenv's python, or a failure that says how to install it.
-fn client_python() -> String {
+pub(crate) fn client_python() -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/flight-client.sh");
     let output = std::process::Command::new("bash")
         .arg(&script)
@@ -32,12 +31,8 @@ fn client_python() -> String {
 /// returns what the client printed.
 async fn adbc_session(engine: Arc<QueryEngine>) -> Value {
     let python = client_python();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(FlightSqlServer::new(engine).serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let running = Running::open(engine).await;
+    let address = running.flight;
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/flight_sql_adbc.py");
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(120),
@@ -49,8 +44,7 @@ async fn adbc_session(engine: Arc<QueryEngine>) -> Value {
     .await
     .expect("the client session ends within two minutes")
     .unwrap();
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    running.stop().await;
     assert!(
         output.status.success(),
         "the ADBC client failed:\n{}",
@@ -127,24 +121,17 @@ async fn rust_client(
     engine: Arc<QueryEngine>,
 ) -> (
     arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    Running,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(FlightSqlServer::new(engine).serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    let running = Running::open(engine).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.flight))
         .unwrap()
         .connect()
         .await
         .unwrap();
     (
         arrow_flight::sql::client::FlightSqlServiceClient::new(channel),
-        stop,
-        server,
+        running,
     )
 }
 
@@ -171,7 +158,7 @@ async fn run(
 #[tokio::test]
 async fn limits_and_refusals_have_clear_messages_and_the_service_keeps_answering() {
     let root = Root::with_corpus();
-    let (mut client, stop, server) = rust_client(root.engine_with(tlsrpt_query::QueryOptions {
+    let (mut client, running) = rust_client(root.engine_with(tlsrpt_query::QueryOptions {
         timeout: std::time::Duration::from_millis(300),
         max_rows: 2,
         ..tlsrpt_query::QueryOptions::default()
@@ -221,6 +208,5 @@ async fn limits_and_refusals_have_clear_messages_and_the_service_keeps_answering
     );
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    running.stop().await;
 }

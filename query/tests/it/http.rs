@@ -9,31 +9,22 @@ use arrow::datatypes::{DataType, Int64Type};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tlsrpt_query::{QueryEngine, QueryOptions};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::support::Root;
+use crate::support::{Root, Running};
 
 struct Server {
     address: SocketAddr,
     client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    running: Running,
 }
 
 impl Server {
     async fn start(engine: Arc<QueryEngine>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(engine.serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let running = Running::open(engine).await;
         Self {
-            address,
+            address: running.http,
             client: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
+            running,
         }
     }
 
@@ -59,9 +50,8 @@ impl Server {
     }
 
     /// Stops accepting and waits for the server task to end.
-    async fn stop(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.task.take().unwrap().await.unwrap().unwrap();
+    async fn stop(self) {
+        self.running.stop().await;
     }
 }
 

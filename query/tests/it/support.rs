@@ -137,7 +137,16 @@ impl Root {
 
 /// The rows of a result, each as its values joined by `|` (null as an empty value).
 pub(crate) async fn rows(engine: &QueryEngine, sql: &str) -> Vec<String> {
-    match engine.sql(sql).await {
+    rows_in(engine, &tlsrpt_query::Scope::All, sql).await
+}
+
+/// [`rows`] for a client that sees `scope`.
+pub(crate) async fn rows_in(
+    engine: &QueryEngine,
+    scope: &tlsrpt_query::Scope,
+    sql: &str,
+) -> Vec<String> {
+    match engine.sql_in(scope, sql, Vec::new()).await {
         Ok(result) => {
             let options = FormatOptions::default();
             let mut rows = Vec::new();
@@ -166,5 +175,49 @@ pub(crate) async fn refusal(engine: &QueryEngine, sql: &str) -> QueryError {
     match engine.sql(sql).await {
         Ok(result) => panic!("{sql}: answered with {} rows", result.num_rows()),
         Err(error) => error,
+    }
+}
+
+/// The SQL services (HTTP and Flight SQL) of an engine, served as the binary serves them,
+/// both on port 0.
+pub(crate) struct Running {
+    pub(crate) http: std::net::SocketAddr,
+    pub(crate) flight: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub(crate) async fn start(service: tlsrpt_query::SqlService) -> Self {
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let flight = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (http_address, flight_address) =
+            (http.local_addr().unwrap(), flight.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(service.serve(http, flight, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            http: http_address,
+            flight: flight_address,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `engine` for every client, without TLS.
+    pub(crate) async fn open(engine: Arc<QueryEngine>) -> Self {
+        Self::start(tlsrpt_query::SqlService {
+            engine,
+            access: tlsrpt_query::Access::open(),
+            tls: None,
+        })
+        .await
+    }
+
+    /// Stops accepting and waits for the services to end.
+    pub(crate) async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
     }
 }

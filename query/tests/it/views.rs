@@ -10,8 +10,8 @@ use tlsrpt_schemas::{Envelope, ReceivedReport, Transport, parse_report};
 
 use crate::support::{Root, range, rows, write};
 
-/// Generated reports as received, grouped by their day.
-fn generated() -> Vec<ReceivedReport> {
+/// Generated reports as received: a provider of 40 domains over several days.
+pub(crate) fn generated() -> Vec<ReceivedReport> {
     let config = GeneratorConfig {
         domains: 40,
         failure_rate: 0.4,

@@ -1,5 +1,9 @@
+//! # tlsrpt-serve: serving HTTP for every listener of tlsrpt
+//!
 //! Serving an axum router on a listener: plain HTTP or TLS (rustls), a cap on open
-//! connections, a deadline for request headers, and a graceful stop.
+//! connections, a deadline for request headers, and a graceful stop. The report receiver
+//! (`tlsrpt-ingest`) and the SQL API (`tlsrpt-query`) both serve HTTP this way, and neither
+//! may depend on the other, hence a crate of its own.
 //!
 //! `axum::serve` has neither TLS nor a header deadline, and a receiver on the open internet
 //! needs both: a client that opens a connection and sends nothing must not hold a slot
@@ -19,7 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+pub use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tower::ServiceExt;
 
