@@ -413,3 +413,25 @@ async fn a_real_flight_sql_client_connects_over_tls_with_a_token() {
     }
     assert!(seen["untrusted"]["error"].is_string(), "{seen}");
 }
+
+/// The domain filter reaches the Parquet scan, where row-group statistics and the bloom
+/// filters on `policy_domain` skip other domains' data instead of reading and dropping it.
+#[tokio::test]
+async fn the_domain_filter_is_pushed_into_the_parquet_scan() {
+    let root = Root::with_corpus();
+    let engine = root.engine();
+    let scope = domains(&["company-y.example"]);
+    for table in ["failures", "policies", "failure_trend_by_domain"] {
+        let plan = rows_in(&engine, &scope, &format!("EXPLAIN SELECT * FROM {table}"))
+            .await
+            .join("\n");
+        let scan = plan
+            .lines()
+            .find(|line| line.contains("DataSourceExec") && line.contains("parquet"))
+            .unwrap_or_else(|| panic!("{table}: no Parquet scan in\n{plan}"));
+        assert!(
+            scan.contains("predicate=policy_domain@") && scan.contains("company-y.example"),
+            "{table}: the scan does not filter by domain:\n{plan}"
+        );
+    }
+}
