@@ -1,6 +1,6 @@
-//! The query engine: one DataFusion session over the three tables and the built-in views,
-//! read-only, with limits; and one more session per set of domains a token is limited to, in
-//! which each table is a filter over the shared one.
+//! The query engine: one DataFusion session over the three tables, the daily rollups and
+//! the built-in views, read-only, with limits; and one more session per set of domains a
+//! token is limited to, in which each table is a filter over the shared one.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -22,6 +22,9 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 use tlsrpt_schemas::layout::TABLES;
+use tlsrpt_schemas::rollup::{
+    ROLLUPS, failures_daily_schema, policies_daily_schema, reports_daily_schema,
+};
 use tlsrpt_schemas::tables::{failures_schema, policies_schema, reports_schema};
 use tokio::sync::Semaphore;
 use tracing::debug;
@@ -147,11 +150,7 @@ impl QueryEngine {
         if let TablesLocation::Object { store, base, .. } = &location {
             context.register_object_store(base, Arc::clone(store));
         }
-        for (name, schema) in
-            TABLES
-                .iter()
-                .zip([reports_schema(), policies_schema(), failures_schema()])
-        {
+        for (name, schema) in all_tables() {
             let source = match &location {
                 TablesLocation::Local(root) => TableSource::Local(root.join(name)),
                 TablesLocation::Object {
@@ -161,12 +160,12 @@ impl QueryEngine {
                 } => TableSource::Object {
                     store: Arc::clone(store),
                     base: base.clone(),
-                    dir: prefix.clone().join(*name),
+                    dir: prefix.clone().join(name),
                 },
             };
             let table = VisibleFilesTable::new(source, schema);
             context
-                .register_table(*name, Arc::new(table))
+                .register_table(name, Arc::new(table))
                 .map_err(setup)?;
         }
         // Planning over these providers awaits nothing (they are in memory and their schemas
@@ -361,7 +360,7 @@ impl QueryEngine {
             .collect::<Vec<_>>()
             .join(", ");
         let context = new_session(self.context.runtime_env());
-        for name in TABLES {
+        for (name, _) in all_tables() {
             let table = self.context.table_provider(name).await.map_err(internal)?;
             let filter = if table.schema().column_with_name("policy_domain").is_some() {
                 format!("SELECT * FROM {name} WHERE policy_domain IN ({list})")
@@ -425,6 +424,18 @@ impl QueryEngine {
         }
         Ok(QueryResult { schema, batches })
     }
+}
+
+/// The raw tables and the daily rollups, with their schemas.
+fn all_tables() -> impl Iterator<Item = (&'static str, SchemaRef)> {
+    TABLES
+        .into_iter()
+        .zip([reports_schema(), policies_schema(), failures_schema()])
+        .chain(ROLLUPS.into_iter().zip([
+            policies_daily_schema(),
+            failures_daily_schema(),
+            reports_daily_schema(),
+        ]))
 }
 
 /// A session over `runtime` (memory limit, object stores) with the catalog an analyst can

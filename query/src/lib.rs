@@ -11,14 +11,14 @@
 //! `COPY`, `SET`, ...) is refused, and no query can read a file outside the tables.
 //!
 //! ## Layout
-//! - [`engine`]: [`QueryEngine`], one DataFusion session with the three tables, and its
+//! - [`engine`]: [`QueryEngine`], one DataFusion session with the tables and rollups, and its
 //!   limits ([`QueryOptions`]: rows, time, concurrency, memory). Start reading here.
 //! - `catalog`: the tables as DataFusion providers that list the files a reader must see
 //!   (superseded and temporary files left out) at every scan, so new files are seen by the
 //!   next query.
 //! - [`location`]: where the tables are, a directory or an S3-compatible object store.
 //! - `read_only`: which statements are answered.
-//! - [`views`]: the common questions as views, with their SQL.
+//! - [`views`]: the common questions as views over the daily rollups, with their SQL.
 //! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
 //! - [`access`]: bearer tokens and the domains each may see.
 //! - [`http`]: the HTTP front end and its status codes.

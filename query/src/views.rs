@@ -1,8 +1,12 @@
-//! The common questions, answered by name: views over the three tables.
+//! The common questions, answered by name: views over the daily rollup tables
+//! (`tlsrpt_schemas::rollup`), so a trend over a whole provider sums thousands of rows
+//! instead of scanning millions.
 //!
 //! Each view has a stable name and documented columns; its SQL is here and in the README,
-//! so an analyst can read what it counts and start from it. Every view keeps `date` (the
-//! day the report covers, UTC) so a time window is a `WHERE date >= …` on the view.
+//! so an analyst can read what it counts and start from it, together with the same question
+//! asked of the raw tables (`raw_sql`: slower, same answer; the tests hold them to that).
+//! Every view keeps `date` (the day the report covers, UTC) so a time window is a
+//! `WHERE date >= …` on the view (`policy_overview` spans all days).
 //!
 //! Counting rules, the same in every view:
 //! - sessions come from the reports' own counts: successful and failed sessions from each
@@ -20,6 +24,8 @@ pub struct View {
     /// What it answers and what each column holds, for docs and catalogs.
     pub description: &'static str,
     pub sql: &'static str,
+    /// The same answer from the raw tables.
+    pub raw_sql: &'static str,
 }
 
 /// The views, in the order they are registered (a view may read those before it).
@@ -30,6 +36,15 @@ pub const VIEWS: &[View] = &[
                       failed_sessions, failure_rate, reports (reports covering the domain), \
                       reporters (distinct reporting organisations).",
         sql: "SELECT date, policy_domain,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       CAST(sum(failed_sessions) AS DOUBLE)
+         / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS failure_rate,
+       sum(reports) AS reports,
+       count(DISTINCT organization_name) AS reporters
+FROM policies_daily
+GROUP BY date, policy_domain",
+        raw_sql: "SELECT date, policy_domain,
        sum(total_successful_session_count) AS successful_sessions,
        sum(total_failure_session_count) AS failed_sessions,
        CAST(sum(total_failure_session_count) AS DOUBLE)
@@ -46,6 +61,14 @@ GROUP BY date, policy_domain",
                       organization_name, successful_sessions, failed_sessions, failure_rate, \
                       policy_domains (distinct domains it reported on).",
         sql: "SELECT date, organization_name,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       CAST(sum(failed_sessions) AS DOUBLE)
+         / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS failure_rate,
+       count(DISTINCT policy_domain) AS policy_domains
+FROM policies_daily
+GROUP BY date, organization_name",
+        raw_sql: "SELECT date, organization_name,
        sum(total_successful_session_count) AS successful_sessions,
        sum(total_failure_session_count) AS failed_sessions,
        CAST(sum(total_failure_session_count) AS DOUBLE)
@@ -58,12 +81,17 @@ GROUP BY date, organization_name",
     View {
         name: "failure_trend_by_mx",
         description: "Per day and receiving MX host (as the sender saw it): date, \
-                      receiving_mx_hostname, failed_sessions, policy_domains, reporters, \
-                      result_types (distinct result types seen).",
+                      receiving_mx_hostname, failed_sessions, policy_domains, result_types \
+                      (distinct result types seen).",
         sql: "SELECT date, receiving_mx_hostname,
+       sum(failed_sessions) AS failed_sessions,
+       count(DISTINCT policy_domain) AS policy_domains,
+       count(DISTINCT result_type) AS result_types
+FROM failures_daily
+GROUP BY date, receiving_mx_hostname",
+        raw_sql: "SELECT date, receiving_mx_hostname,
        sum(failed_session_count) AS failed_sessions,
        count(DISTINCT policy_domain) AS policy_domains,
-       count(DISTINCT organization_name) AS reporters,
        count(DISTINCT result_type) AS result_types
 FROM failures
 GROUP BY date, receiving_mx_hostname",
@@ -74,6 +102,12 @@ GROUP BY date, receiving_mx_hostname",
                       ...): date, result_type, failed_sessions, policy_domains, receiving_mxes \
                       (distinct receiving MX hosts).",
         sql: "SELECT date, result_type,
+       sum(failed_sessions) AS failed_sessions,
+       count(DISTINCT policy_domain) AS policy_domains,
+       count(DISTINCT receiving_mx_hostname) AS receiving_mxes
+FROM failures_daily
+GROUP BY date, result_type",
+        raw_sql: "SELECT date, result_type,
        sum(failed_session_count) AS failed_sessions,
        count(DISTINCT policy_domain) AS policy_domains,
        count(DISTINCT receiving_mx_hostname) AS receiving_mxes
@@ -93,6 +127,14 @@ GROUP BY date, result_type",
 FROM failures
 WHERE sending_mta_ip IS NOT NULL
 GROUP BY date, sending_mta_ip",
+        raw_sql: "SELECT date, sending_mta_ip,
+       sum(failed_session_count) AS failed_sessions,
+       count(DISTINCT policy_domain) AS policy_domains,
+       count(DISTINCT receiving_mx_hostname) AS receiving_mxes,
+       count(DISTINCT organization_name) AS reporters
+FROM failures
+WHERE sending_mta_ip IS NOT NULL
+GROUP BY date, sending_mta_ip",
     },
     View {
         name: "policy_overview",
@@ -101,6 +143,18 @@ GROUP BY date, sending_mta_ip",
                       failed_sessions, success_rate, first_date, last_date (days covered by \
                       reports), reporters.",
         sql: "SELECT policy_domain, policy_type,
+       array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
+                  FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       CAST(sum(successful_sessions) AS DOUBLE)
+         / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS success_rate,
+       min(date) AS first_date,
+       max(date) AS last_date,
+       count(DISTINCT organization_name) AS reporters
+FROM policies_daily
+GROUP BY policy_domain, policy_type",
+        raw_sql: "SELECT policy_domain, policy_type,
        array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
                   FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
        sum(total_successful_session_count) AS successful_sessions,
@@ -119,7 +173,15 @@ GROUP BY policy_domain, policy_type",
         description: "Per day and reporting organisation: date, organization_name, reports, \
                       policy_domains, last_received_at. A reporter whose count drops to \
                       nothing has gone quiet.",
-        sql: "SELECT r.date, r.organization_name,
+        sql: "SELECT r.date, r.organization_name, r.reports,
+       coalesce(d.policy_domains, 0) AS policy_domains, r.last_received_at
+FROM (SELECT date, organization_name, sum(reports) AS reports,
+             max(last_received_at) AS last_received_at
+      FROM reports_daily GROUP BY date, organization_name) r
+LEFT JOIN (SELECT date, organization_name, count(DISTINCT policy_domain) AS policy_domains
+           FROM policies_daily GROUP BY date, organization_name) d
+  ON d.date = r.date AND d.organization_name = r.organization_name",
+        raw_sql: "SELECT r.date, r.organization_name,
        count(DISTINCT r.report_uid) AS reports,
        count(DISTINCT p.policy_domain) AS policy_domains,
        max(r.received_at) AS last_received_at

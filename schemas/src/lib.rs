@@ -16,6 +16,8 @@
 //! - [`layout`]: where the tables live on disk (file names with bus offset ranges) and which
 //!   files a reader sees.
 //! - [`message`]: a received report as a bus message (key, value, headers) and back.
+//! - [`rollup`]: the daily rollup tables (`policies_daily`, `failures_daily`, `reports_daily`)
+//!   summed from a batch of the raw tables, for the views.
 //! - [`tables`]: the Arrow schemas of the `reports`, `policies` and `failures` tables, and
 //!   flattening reports into them (and back, for tests and reprocessing).
 //! - [`catalogue`]: what each result type and policy type means for a domain owner, the
@@ -35,6 +37,7 @@ pub mod layout;
 pub mod message;
 pub mod model;
 mod parse;
+pub mod rollup;
 pub mod tables;
 pub mod warning;
 

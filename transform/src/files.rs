@@ -23,6 +23,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tlsrpt_schemas::dedup;
 use tlsrpt_schemas::layout::{self, FileRange};
+use tlsrpt_schemas::rollup::{self, Rollups};
 use tlsrpt_schemas::tables::{Tables, failures_schema, policies_schema, reports_schema};
 
 use crate::error::{Result, TransformError, io};
@@ -44,24 +45,45 @@ const ZSTD_LEVEL: i32 = 1;
 /// False-positive rate of the `report_id` bloom filters.
 const REPORT_ID_BLOOM_FPP: f64 = 0.01;
 
-/// One of the three tables.
+/// One of the tables: the three raw ones, then the daily rollups summed from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Table {
     Reports,
     Policies,
     Failures,
+    PoliciesDaily,
+    FailuresDaily,
+    ReportsDaily,
 }
 
 impl Table {
-    /// In the order of `layout::TABLES`.
-    pub(crate) const ALL: [Table; 3] = [Table::Reports, Table::Policies, Table::Failures];
+    /// In the order of `layout::TABLES`, then of `rollup::ROLLUPS`.
+    pub(crate) const ALL: [Table; 6] = [
+        Table::Reports,
+        Table::Policies,
+        Table::Failures,
+        Table::PoliciesDaily,
+        Table::FailuresDaily,
+        Table::ReportsDaily,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Table::Reports => layout::TABLES[0],
             Table::Policies => layout::TABLES[1],
             Table::Failures => layout::TABLES[2],
+            Table::PoliciesDaily => rollup::ROLLUPS[0],
+            Table::FailuresDaily => rollup::ROLLUPS[1],
+            Table::ReportsDaily => rollup::ROLLUPS[2],
         }
+    }
+
+    /// Whether its rows are sums (a rollup), which a compaction may add up again.
+    pub(crate) fn is_rollup(self) -> bool {
+        matches!(
+            self,
+            Table::PoliciesDaily | Table::FailuresDaily | Table::ReportsDaily
+        )
     }
 
     pub(crate) fn from_name(name: &str) -> Option<Self> {
@@ -73,6 +95,9 @@ impl Table {
             Table::Reports => reports_schema(),
             Table::Policies => policies_schema(),
             Table::Failures => failures_schema(),
+            Table::PoliciesDaily => rollup::policies_daily_schema(),
+            Table::FailuresDaily => rollup::failures_daily_schema(),
+            Table::ReportsDaily => rollup::reports_daily_schema(),
         }
     }
 
@@ -85,6 +110,9 @@ impl Table {
             Table::Reports => &["organization_name", "date"],
             Table::Policies => &["policy_domain", "date"],
             Table::Failures => &["policy_domain", "receiving_mx_hostname", "date"],
+            Table::PoliciesDaily => &["policy_domain", "organization_name", "date"],
+            Table::FailuresDaily => &["policy_domain", "receiving_mx_hostname", "date"],
+            Table::ReportsDaily => &["organization_name", "policy_domain", "date"],
         }
     }
 
@@ -118,14 +146,21 @@ impl Table {
                 "policy_type",
                 "failure_reason_code",
             ],
+            Table::PoliciesDaily => &["date", "policy_type", "sts_mode"],
+            Table::FailuresDaily => &["date", "result_type"],
+            Table::ReportsDaily => &["date"],
         }
     }
 
-    pub(crate) fn of(self, tables: &Tables) -> &RecordBatch {
+    /// The table's rows in a flush: the batch's own, or the rollup summed from them.
+    pub(crate) fn of<'a>(self, tables: &'a Tables, rollups: &'a Rollups) -> &'a RecordBatch {
         match self {
             Table::Reports => &tables.reports,
             Table::Policies => &tables.policies,
             Table::Failures => &tables.failures,
+            Table::PoliciesDaily => &rollups.policies_daily,
+            Table::FailuresDaily => &rollups.failures_daily,
+            Table::ReportsDaily => &rollups.reports_daily,
         }
     }
 }
@@ -591,6 +626,9 @@ pub(crate) fn merge_files<W: Write + Send>(
     row_group_rows: usize,
 ) -> Result<(W, usize)> {
     let schema = table.schema();
+    if table.is_rollup() {
+        return merge_rollup_files(store, table, inputs, output, output_path, row_group_rows);
+    }
     let key_indices: Vec<usize> = table
         .sort_columns()
         .iter()
@@ -715,6 +753,66 @@ pub(crate) fn merge_files<W: Write + Send>(
     }
     let output = writer.into_inner().map_err(parquet)?;
     Ok((output, written))
+}
+
+/// [`merge_files`] for a rollup table: its rows summed again per key
+/// (`tlsrpt_schemas::rollup::merge`), so a merged file holds one row per key where its
+/// inputs held one per key and flush. Rollup files are small (a few hundred rows per
+/// directory and flush), so the inputs are read whole. Returns the output and its rows.
+fn merge_rollup_files<W: Write + Send>(
+    store: &TableStore,
+    table: Table,
+    inputs: &[String],
+    output: W,
+    output_path: &Path,
+    row_group_rows: usize,
+) -> Result<(W, usize)> {
+    let schema = table.schema();
+    let mut batches = Vec::new();
+    for key in inputs {
+        let path = store.display_key(key);
+        let parquet = |source| TransformError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(store.open_parquet(key)?)
+            .map_err(parquet)?
+            .with_batch_size(MERGE_READ_ROWS)
+            .build()
+            .map_err(parquet)?;
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet(e.into()))?;
+            if batch.schema().fields() != schema.fields() {
+                return Err(TransformError::Unexpected {
+                    path: path.clone(),
+                    message: format!("not the schema of the {} table", table.name()),
+                });
+            }
+            batches.push(batch.with_schema(Arc::clone(&schema))?);
+        }
+    }
+    let merged = rollup::merge(&schema, &batches)?;
+    // The inputs are of one date directory: one date, one file.
+    let rows = match sorted_by_date(table, &merged)?.as_slice() {
+        [] => UInt32Array::from(Vec::<u32>::new()),
+        [(_, rows)] => rows.clone(),
+        _ => {
+            return Err(TransformError::Unexpected {
+                path: output_path.to_path_buf(),
+                message: "the files of one date directory hold rows of several dates".into(),
+            });
+        }
+    };
+    let mut output = output;
+    write_parquet(
+        &mut output,
+        output_path,
+        table,
+        &merged,
+        &rows,
+        row_group_rows,
+    )?;
+    Ok((output, rows.len()))
 }
 
 #[cfg(test)]

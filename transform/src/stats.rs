@@ -14,7 +14,7 @@ use crate::files::Table;
 pub struct TransformStats {
     reports_written: AtomicU64,
     /// Rows per table, in `Table::ALL` order.
-    rows_written: [AtomicU64; 3],
+    rows_written: [AtomicU64; 6],
     duplicates_skipped: AtomicU64,
     dead_lettered: AtomicU64,
     claims_lost: AtomicU64,
@@ -128,7 +128,7 @@ impl TransformStats {
 
     /// Rows written per table by flushes (compactions rewrite rows without counting them),
     /// as `(table, rows)`.
-    pub fn rows_written(&self) -> [(&'static str, u64); 3] {
+    pub fn rows_written(&self) -> [(&'static str, u64); 6] {
         Table::ALL.map(|t| (t.name(), get(&self.rows_written[t as usize])))
     }
 

@@ -24,6 +24,7 @@ use tlsrpt_bus::{Assignment, Consumer, Record};
 use tlsrpt_schemas::dedup;
 use tlsrpt_schemas::layout::FileRange;
 use tlsrpt_schemas::message::{self, MessageError, WireEnvelope};
+use tlsrpt_schemas::rollup::Rollups;
 use tlsrpt_schemas::tables::TablesBuilder;
 
 use crate::compact::Compactor;
@@ -649,8 +650,11 @@ impl<C: Consumer> Core<C> {
         let mut written = None;
         if batch.reports > 0 {
             let tables = written.insert(batch.builder.finish()?);
+            // Summed from the same rows and published in the same claim: the rollups are
+            // exactly once because the rows are.
+            let rollups = Rollups::of(tables)?;
             for table in Table::ALL {
-                let batch = table.of(tables);
+                let batch = table.of(tables, &rollups);
                 for (date, rows) in files::sorted_by_date(table, batch)? {
                     flush_files.push(FlushFile {
                         table,

@@ -250,6 +250,18 @@ async fn the_schema_is_the_contract() {
         ("reports", tlsrpt_schemas::tables::reports_schema()),
         ("policies", tlsrpt_schemas::tables::policies_schema()),
         ("failures", tlsrpt_schemas::tables::failures_schema()),
+        (
+            "policies_daily",
+            tlsrpt_schemas::rollup::policies_daily_schema(),
+        ),
+        (
+            "failures_daily",
+            tlsrpt_schemas::rollup::failures_daily_schema(),
+        ),
+        (
+            "reports_daily",
+            tlsrpt_schemas::rollup::reports_daily_schema(),
+        ),
     ] {
         let result = engine.sql(&format!("SELECT * FROM {table}")).await.unwrap();
         let types = |s: &arrow::datatypes::Schema| {
@@ -262,7 +274,14 @@ async fn the_schema_is_the_contract() {
     }
     assert_eq!(
         rows(&engine, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1").await,
-        ["failures", "policies", "reports"]
+        [
+            "failures",
+            "failures_daily",
+            "policies",
+            "policies_daily",
+            "reports",
+            "reports_daily"
+        ]
     );
 }
 
@@ -317,10 +336,10 @@ async fn statements_that_change_anything_are_refused() {
     // Still answering, with the same data.
     assert_eq!(rows(&engine, "SELECT count(*) FROM reports").await, ["3"]);
     let tables = rows(&engine, "SHOW TABLES").await;
-    // The three tables and the built-in views, nothing created.
+    // The three tables, the three rollups and the built-in views, nothing created.
     assert_eq!(
         tables.iter().filter(|t| t.contains("|public|")).count(),
-        3 + tlsrpt_query::views::VIEWS.len(),
+        6 + tlsrpt_query::views::VIEWS.len(),
         "{tables:?}"
     );
 }

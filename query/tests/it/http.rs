@@ -252,7 +252,17 @@ async fn the_tables_and_their_columns_are_listed() {
             .map(|t| t["name"].as_str().unwrap())
             .collect()
     };
-    assert_eq!(of_type("TABLE"), ["failures", "policies", "reports"]);
+    assert_eq!(
+        of_type("TABLE"),
+        [
+            "failures",
+            "failures_daily",
+            "policies",
+            "policies_daily",
+            "reports",
+            "reports_daily"
+        ]
+    );
     let views: Vec<&str> = tlsrpt_query::views::VIEWS.iter().map(|v| v.name).collect();
     let mut sorted_views = views.clone();
     sorted_views.sort();

@@ -59,8 +59,9 @@ pub(crate) fn range(partition: u32, first: u64, last: u64) -> FileRange {
     }
 }
 
-/// Writes the reports (all of one date) as the files `name` of the three tables, as a
-/// transformer's flush of `range` would; tables without rows get no file. Returns the date.
+/// Writes the reports (all of one date) as the files `name` of the three tables and the
+/// three rollups, as a transformer's flush of `range` would; tables without rows get no
+/// file. Returns the date.
 pub(crate) fn write_named(root: &Path, name: &str, reports: &[ReceivedReport]) -> NaiveDate {
     let date = reports[0].report.date_range.start_datetime.date_naive();
     assert!(
@@ -70,10 +71,14 @@ pub(crate) fn write_named(root: &Path, name: &str, reports: &[ReceivedReport]) -
         "one date per file"
     );
     let tables = flatten(reports).unwrap();
+    let rollups = tlsrpt_schemas::rollup::Rollups::of(&tables).unwrap();
     for (table, batch) in [
         ("reports", &tables.reports),
         ("policies", &tables.policies),
         ("failures", &tables.failures),
+        ("policies_daily", &rollups.policies_daily),
+        ("failures_daily", &rollups.failures_daily),
+        ("reports_daily", &rollups.reports_daily),
     ] {
         if batch.num_rows() > 0 {
             write_parquet(&root.join(date_dir(table, date)).join(name), batch);

@@ -34,7 +34,7 @@ async fn a_flush_staged_without_its_claim_is_discarded_and_done_again() {
     assert!(list(&env.root).0.is_empty(), "nothing is published");
     let flushes = staged(&env.root);
     assert_eq!(flushes.len(), 1);
-    assert_eq!(std::fs::read_dir(&flushes[0]).unwrap().count(), 9);
+    assert_eq!(std::fs::read_dir(&flushes[0]).unwrap().count(), 18);
     assert!(claim(&env.root, 0, 0).is_none());
     assert_eq!(env.log.committed("transform", 0).unwrap(), None);
 
@@ -50,23 +50,24 @@ async fn a_flush_staged_without_its_claim_is_discarded_and_done_again() {
     assert_eq!(stats.reports_written(), 6);
     assert_eq!(report_ids(&env.root), ids(0..6));
     assert_eq!(rows(&env.root, "failures"), 12);
+    crate::assert_rollups_agree(&env.root);
 }
 
 #[tokio::test]
 async fn a_flush_past_its_claim_is_finished_at_open() {
     let env = six_reports().await;
     crash_at(&env, CrashPoint::FlushMoving { moved: 4 }, options()).await;
-    assert_eq!(list(&env.root).0.len(), 4, "four of nine files moved");
+    assert_eq!(list(&env.root).0.len(), 4, "four of 18 files moved");
     let flushes = staged(&env.root);
     assert_eq!(flushes.len(), 1);
     let claimed = claim(&env.root, 0, 0).expect("claimed");
     assert_eq!(claimed["last"], 5);
-    assert_eq!(claimed["files"].as_array().unwrap().len(), 9);
+    assert_eq!(claimed["files"].as_array().unwrap().len(), 18);
     assert_eq!(env.log.committed("transform", 0).unwrap(), None);
 
     let transformer = env.open(options());
     assert!(staged(&env.root).is_empty(), "rolled forward at open");
-    assert_eq!(list(&env.root).0.len(), 9);
+    assert_eq!(list(&env.root).0.len(), 18);
     // The files now say offsets 0..=5 are written: reading resumes after them.
     assert_eq!(transformer.resume_offsets(), [6]);
     assert_eq!(transformer.known_reports(), 6);
@@ -76,13 +77,14 @@ async fn a_flush_past_its_claim_is_finished_at_open() {
     assert_eq!(stats.flushes(), 0);
     assert_eq!(report_ids(&env.root), ids(0..6));
     assert_eq!(rows(&env.root, "failures"), 12);
+    crate::assert_rollups_agree(&env.root);
 }
 
 #[tokio::test]
 async fn files_in_place_without_a_commit_are_not_written_again() {
     let env = six_reports().await;
     crash_at(&env, CrashPoint::FlushPublished, options()).await;
-    assert_eq!(list(&env.root).0.len(), 9);
+    assert_eq!(list(&env.root).0.len(), 18);
     assert!(staged(&env.root).is_empty());
     assert_eq!(env.log.committed("transform", 0).unwrap(), None);
     assert_eq!(existing_report_uids(&env.root).unwrap().len(), 6);
@@ -103,7 +105,8 @@ async fn files_in_place_without_a_commit_are_not_written_again() {
 #[tokio::test]
 async fn a_merge_renamed_before_its_inputs_went_changes_nothing_readers_see() {
     let env = Env::new(1);
-    // Four flushes of one report each, one day: four small files per table.
+    // Four flushes of one report each, one day: four small files per table (six tables:
+    // three raw, three rollups).
     for n in 0..4 {
         env.send(message(&report_json(
             "Google",
@@ -115,9 +118,9 @@ async fn a_merge_renamed_before_its_inputs_went_changes_nothing_readers_see() {
         .await;
         env.drain(options()).await;
     }
-    assert_eq!(list(&env.root).0.len(), 12);
+    assert_eq!(list(&env.root).0.len(), 24);
     let before: Vec<_> = visible(&env.root).iter().map(|f| f.path.clone()).collect();
-    assert_eq!(before.len(), 12);
+    assert_eq!(before.len(), 24);
 
     let keep = TransformOptions {
         compact_min_files: 3,
@@ -127,7 +130,7 @@ async fn a_merge_renamed_before_its_inputs_went_changes_nothing_readers_see() {
     crash_at(&env, CrashPoint::CompactionRenamed, keep.clone()).await;
     let (files, stray) = list(&env.root);
     assert!(stray.is_empty(), "{stray:?}");
-    assert_eq!(files.len(), 13, "one merged file beside its four inputs");
+    assert_eq!(files.len(), 25, "one merged file beside its four inputs");
     let merged: Vec<_> = files
         .iter()
         .filter(|f| (f.range.first, f.range.last) == (0, 3))
@@ -135,16 +138,17 @@ async fn a_merge_renamed_before_its_inputs_went_changes_nothing_readers_see() {
     assert_eq!(merged.len(), 1);
     // Readers see the merged file instead of its inputs, and the same rows.
     let shown = visible(&env.root);
-    assert_eq!(shown.len(), 9);
+    assert_eq!(shown.len(), 21);
     assert!(shown.iter().any(|f| f.path == merged[0].path));
     assert_eq!(report_ids(&env.root), ids(0..4));
     assert_eq!(rows(&env.root, "failures"), 4);
+    crate::assert_rollups_agree(&env.root);
 
     // Within the grace period a restart keeps the inputs (a query may be reading them) ...
     let transformer = env.open(keep.clone());
     assert_eq!(transformer.stats().superseded_deleted(), 0);
     drop(transformer);
-    assert_eq!(list(&env.root).0.len(), 13);
+    assert_eq!(list(&env.root).0.len(), 25);
     // ... and once it has passed, deletes them.
     let transformer = env.open(TransformOptions {
         superseded_grace: Duration::ZERO,
@@ -152,7 +156,8 @@ async fn a_merge_renamed_before_its_inputs_went_changes_nothing_readers_see() {
     });
     assert_eq!(transformer.stats().superseded_deleted(), 4);
     drop(transformer);
-    assert_eq!(list(&env.root).0.len(), 9);
+    assert_eq!(list(&env.root).0.len(), 21);
     assert_eq!(report_ids(&env.root), ids(0..4));
     assert_eq!(rows(&env.root, "failures"), 4);
+    crate::assert_rollups_agree(&env.root);
 }

@@ -184,7 +184,10 @@ pub(crate) struct Found {
 pub(crate) fn list(root: &Path) -> (Vec<Found>, Vec<PathBuf>) {
     let mut found = Vec::new();
     let mut other = Vec::new();
-    for table in layout::TABLES {
+    for table in layout::TABLES
+        .into_iter()
+        .chain(tlsrpt_schemas::rollup::ROLLUPS)
+    {
         let Ok(dates) = std::fs::read_dir(root.join(table)) else {
             continue;
         };
@@ -306,4 +309,37 @@ pub(crate) fn row_texts(batches: &[arrow::array::RecordBatch]) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// The rollups add up to the raw tables under `root`, as a reader sees both: policy rows,
+/// failure rows and reports counted in the rollups equal the rows of the raw tables, and so
+/// do the failed sessions. Returns the number of reports.
+pub(crate) fn assert_rollups_agree(root: &Path) -> usize {
+    fn sum(root: &Path, table: &str, column: &str) -> i64 {
+        read_table(root, table)
+            .iter()
+            .map(|batch| {
+                let values = batch
+                    .column_by_name(column)
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                values.iter().flatten().sum::<i64>()
+            })
+            .sum()
+    }
+    let reports = rows(root, "reports");
+    assert_eq!(sum(root, "reports_daily", "reports"), reports as i64);
+    assert_eq!(
+        sum(root, "policies_daily", "policies"),
+        rows(root, "policies") as i64
+    );
+    assert_eq!(
+        sum(root, "failures_daily", "failure_rows"),
+        rows(root, "failures") as i64
+    );
+    assert_eq!(
+        sum(root, "failures_daily", "failed_sessions"),
+        sum(root, "failures", "failed_session_count")
+    );
+    reports
 }

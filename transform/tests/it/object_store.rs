@@ -149,9 +149,9 @@ async fn an_interrupted_copy_into_place_is_finished_when_taken_over() {
         Err(TransformError::SimulatedCrash(_)) => {}
         other => panic!("expected a simulated crash, got {other:?}"),
     }
-    // Claimed, four of nine files copied, the staging still there.
+    // Claimed, four of 18 files copied, the staging still there.
     assert_eq!(keys(&memory, "tables/_claims").await.len(), 1);
-    assert_eq!(keys(&memory, "tables/_staging").await.len(), 9);
+    assert_eq!(keys(&memory, "tables/_staging").await.len(), 18);
     let published = keys(&memory, "tables/reports").await.len()
         + keys(&memory, "tables/policies").await.len()
         + keys(&memory, "tables/failures").await.len();
@@ -174,7 +174,7 @@ async fn a_flush_staged_without_a_claim_is_done_again_and_its_staging_swept() {
     let mut transformer = open(&env, &memory, options());
     transformer.crash_at(CrashPoint::FlushStaged);
     assert!(transformer.run(std::future::ready(())).await.is_err());
-    assert_eq!(keys(&memory, "tables/_staging").await.len(), 9);
+    assert_eq!(keys(&memory, "tables/_staging").await.len(), 18);
     assert!(keys(&memory, "tables/_claims").await.is_empty());
 
     let transformer = open(&env, &memory, options());
