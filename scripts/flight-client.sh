@@ -11,27 +11,16 @@ set -euo pipefail
 PACKAGES=("adbc-driver-flightsql==1.13.0" "adbc-driver-manager==1.13.0" "pyarrow==26.0.1")
 venv_dir() { echo "${TLSRPT_FLIGHT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tlsrpt/flight-venv}"; }
 
-installed() {
-  local py
-  py="$(venv_dir)/bin/python"
-  [ -x "$py" ] && "$py" -c "
+CHECK="
 import sys, adbc_driver_flightsql, adbc_driver_manager, pyarrow
-sys.exit(adbc_driver_flightsql.__version__ != '1.13.0' or pyarrow.__version__ != '26.0.1')" 2>/dev/null
-}
+sys.exit(adbc_driver_flightsql.__version__ != '1.13.0' or pyarrow.__version__ != '26.0.1')"
+# shellcheck source=scripts/venv.sh
+. "$(dirname "$0")/venv.sh"
+installed() { venv_ready "$(venv_dir)" "$CHECK"; }
 
 case "${1:-}" in
   install)
-    venv=$(venv_dir)
-    if installed; then
-      echo "flight-client: ADBC Flight SQL driver and pyarrow are installed ($venv)"
-      exit 0
-    fi
-    echo "flight-client: installing ${PACKAGES[*]} into $venv (pip)"
-    mkdir -p "$(dirname "$venv")"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
-    installed || { echo "flight-client: the packages did not install into $venv" >&2; exit 1; }
-    echo "flight-client: installed"
+    venv_install flight-client "$(venv_dir)" "$CHECK" "${PACKAGES[@]}"
     ;;
   python)
     installed || { echo "flight-client: not installed; run scripts/flight-client.sh install" >&2; exit 2; }

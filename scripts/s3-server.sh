@@ -80,25 +80,14 @@ os.replace(tmp, os.path.join(state_dir, ".port"))
 server.serve_forever()
 '
 
-installed() {
-  local py
-  py="$(venv_dir)/bin/python"
-  [ -x "$py" ] && "$py" -c "import moto, flask, werkzeug, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null
-}
+CHECK="import moto, flask, werkzeug, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')"
+# shellcheck source=scripts/venv.sh
+. "$(dirname "$0")/venv.sh"
+installed() { venv_ready "$(venv_dir)" "$CHECK"; }
 
 case "${1:-}" in
   install)
-    venv=$(venv_dir)
-    if installed; then
-      echo "s3-server: moto $MOTO_VERSION is installed ($venv)"
-      exit 0
-    fi
-    echo "s3-server: installing ${PACKAGES[*]} into $venv (pip; 10-20 seconds)"
-    mkdir -p "$(dirname "$venv")"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
-    installed || { echo "s3-server: moto did not install into $venv" >&2; exit 1; }
-    echo "s3-server: moto $MOTO_VERSION installed"
+    venv_install s3-server "$(venv_dir)" "$CHECK" "${PACKAGES[@]}"
     ;;
   start)
     dir=${2:?usage: scripts/s3-server.sh start DIR}
