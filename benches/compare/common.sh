@@ -22,3 +22,19 @@ seconds = (after - before) / hz
 print(f"{name} CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.1f} us per acknowledged report")
 PY
 }
+
+# Waits until the server PID has printed its banner (the line with its SQL address) into
+# BANNER; if it exits first, prints LOG and fails.
+wait_for_banner() {
+  local pid=$1 banner=$2 log=$3
+  for _ in $(seq 1 200); do
+    grep -q 'SQL  *POST' "$banner" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "no banner from pid $pid after 10 s" >&2
+  return 1
+}
+
+# The SQL URL in a banner file.
+sql_url_of() { sed -n 's/.*SQL  *POST \(http[^ ]*\).*/\1/p' "$1"; }

@@ -32,6 +32,8 @@
 # engines inherit the same priority.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/compare/common.sh
+. benches/compare/common.sh
 
 usage() { sed -n '2,34p' "$0" >&2; exit 2; }
 
@@ -119,12 +121,8 @@ echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 \
   --flight-listen 127.0.0.1:0 --max-result-rows 100000000 >"$work/banner" 2>"$work/log" &
 server=$!
-for _ in $(seq 1 200); do
-  grep -q 'SQL  *POST' "$work/banner" 2>/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
-  sleep 0.05
-done
-sql_url=$(sed -n 's/.*SQL  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
+wait_for_banner "$server" "$work/banner" "$work/log"
+sql_url=$(sql_url_of "$work/banner")
 [ -n "$sql_url" ] || { echo "duckdb-failures: tlsrpt query did not start" >&2; cat "$work/log" >&2; exit 1; }
 echo "tlsrpt query: pid $server, $sql_url"
 

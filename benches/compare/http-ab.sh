@@ -35,11 +35,7 @@ one_run() {
   "$binary" up --data-dir "$data" --http-listen 127.0.0.1:0 --smtp-listen off \
     --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 >"$work/banner" 2>"$work/log" &
   server=$!
-  for _ in $(seq 1 200); do
-    grep -q 'SQL  *POST' "$work/banner" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
-    sleep 0.05
-  done
+  wait_for_banner "$server" "$work/banner" "$work/log"
   local url base
   url=$(sed -n 's/.*reports over HTTP  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
   base=${url%/v1/reports}

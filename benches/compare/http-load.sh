@@ -34,13 +34,9 @@ echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 target/release/tlsrpt up --data-dir "$work/data" --http-listen 127.0.0.1:0 \
   --smtp-listen off --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 "$@" >"$work/banner" 2>"$work/log" &
 server=$!
-for _ in $(seq 1 200); do
-  grep -q 'SQL  *POST' "$work/banner" 2>/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
-  sleep 0.05
-done
+wait_for_banner "$server" "$work/banner" "$work/log"
 reports_url=$(sed -n 's/.*reports over HTTP  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
-sql_url=$(sed -n 's/.*SQL  *POST \(http[^ ]*\).*/\1/p' "$work/banner")
+sql_url=$(sql_url_of "$work/banner")
 echo "server: pid $server, reports $reports_url, sql $sql_url"
 
 # Enough distinct bodies for 60,000 reports/s over the run: none is posted twice.

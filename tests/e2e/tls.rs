@@ -5,14 +5,20 @@ use std::process::Command;
 
 use crate::support::{Up, report};
 
+/// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
 #[test]
 fn reports_arrive_over_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = self_signed(dir.path());
     let up = Up::start(
         &dir.path().join("data"),
         &[
@@ -152,11 +158,7 @@ fn sql_over_tls_requires_a_token_from_tlsrpt_token_new() {
             .contains("domains = [\"tls.test\"]")
     );
 
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = self_signed(dir.path());
     let up = Up::start(
         &dir.path().join("data"),
         &[

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# How long each built-in view takes to answer, as a client of `tlsrpt query` sees it: the
+# whole view over the last 30 days of data (date >= the latest date - 29) and over all time,
+# answered as an Arrow IPC stream (the compact format; JSON of a million rows would time the
+# encoder, not the view), each RUNS times after one warm-up, medians printed.
+#
+#   benches/compare/view-latency.sh TABLES_DIR [RUNS]
+#
+# TABLES_DIR is DATA_DIR/tables (make one with `benches/compare/duckdb-failures.sh generate`).
+# Starts `tlsrpt query` from target/release (built unless NO_BUILD=1; BIN_DIR=DIR takes
+# another build) on free loopback ports, with the row limit raised to 100,000,000.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=benches/compare/common.sh
+. benches/compare/common.sh
+tables=$(realpath "${1:?usage: view-latency.sh TABLES_DIR [RUNS]}")
+runs=${2:-7}
+bin=${BIN_DIR:-target/release}
+[ "${NO_BUILD:-0}" = 1 ] || [ -n "${BIN_DIR:-}" ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt
+
+work=$(mktemp -d)
+server=
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill "$server"; wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 \
+  --max-result-rows 100000000 >"$work/banner" 2>"$work/log" &
+server=$!
+wait_for_banner "$server" "$work/banner" "$work/log"
+url=$(sql_url_of "$work/banner")
+echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg); tables: $tables"
+python3 - "$url" "$runs" <<'PY'
+import http.client, json, statistics, sys, time, urllib.parse
+url, runs = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
+conn = http.client.HTTPConnection(url.hostname, url.port)
+def post(sql, accept):
+    started = time.perf_counter()
+    conn.request("POST", url.path, body=sql.encode(), headers={"Accept": accept})
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = time.perf_counter() - started
+    if response.status != 200:
+        sys.exit(f"{sql}: HTTP {response.status}: {body[:300]!r}")
+    return elapsed, body
+_, body = post("SELECT max(date) AS d FROM policies_daily", "application/json")
+latest = json.loads(body)[0]["d"]
+views = [row["table_name"] for row in json.loads(post(
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+    "AND table_type = 'VIEW' ORDER BY 1", "application/json")[1])]
+print(f"latest date {latest}; {runs} runs each after a warm-up; medians")
+print(f"{'view':32} {'window':9} {'rows':>9} {'median ms':>10} {'min ms':>8}")
+for view in views:
+    windows = [("all time", f"SELECT * FROM {view}")]
+    if view != "policy_overview":
+        windows.insert(0, ("30 days", f"SELECT * FROM {view} WHERE date >= DATE '{latest}' - INTERVAL '29 days'"))
+    for name, sql in windows:
+        rows = json.loads(post(f"SELECT count(*) AS n FROM ({sql})", "application/json")[1])[0]["n"]
+        post(sql, "application/vnd.apache.arrow.stream")
+        times = [post(sql, "application/vnd.apache.arrow.stream")[0] * 1000 for _ in range(runs)]
+        print(f"{view:32} {name:9} {rows:>9} {statistics.median(times):>10.1f} {min(times):>8.1f}")
+PY
+echo "tlsrpt query peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
