@@ -87,7 +87,9 @@ def queries(max_date):
                            f"FROM ({sql}) AS t")
         for name, sql in full
     ]
-    return full + counted
+    chosen = os.environ.get("QUERIES")
+    return [(name, sql) for name, sql in full + counted
+            if chosen is None or re.search(chosen, name)]
 
 
 class Tlsrpt:

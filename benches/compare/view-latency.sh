@@ -8,7 +8,9 @@
 #
 # TABLES_DIR is DATA_DIR/tables (make one with `benches/compare/duckdb-failures.sh generate`).
 # Starts `tlsrpt query` from target/release (built unless NO_BUILD=1; BIN_DIR=DIR takes
-# another build) on free loopback ports, with the row limit raised to 100,000,000.
+# another build) on free loopback ports, with the row limit raised to 100,000,000 and no
+# memory or time limit (all of a view over years of data holds millions of rows).
+# WINDOWS=REGEX keeps the windows whose names match (`30 days`, `all time`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/compare/common.sh
@@ -26,15 +28,15 @@ cleanup() {
 }
 trap cleanup EXIT
 "$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 \
-  --max-result-rows 100000000 >"$work/banner" 2>"$work/log" &
+  --max-result-rows 100000000 --query-memory off --query-timeout 1h >"$work/banner" 2>"$work/log" &
 server=$!
 wait_for_banner "$server" "$work/banner" "$work/log"
 url=$(sql_url_of "$work/banner")
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg); tables: $tables"
-python3 - "$url" "$runs" <<'PY'
-import http.client, json, statistics, sys, time, urllib.parse
-url, runs = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
-conn = http.client.HTTPConnection(url.hostname, url.port)
+python3 - "$url" "$runs" "${WINDOWS:-.}" <<'PY'
+import http.client, json, re, statistics, sys, time, urllib.parse
+url, runs, chosen = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=3600)
 def post(sql, accept):
     started = time.perf_counter()
     conn.request("POST", url.path, body=sql.encode(), headers={"Accept": accept})
@@ -56,6 +58,8 @@ for view in views:
     if view != "policy_overview":
         windows.insert(0, ("30 days", f"SELECT * FROM {view} WHERE date >= DATE '{latest}' - INTERVAL '29 days'"))
     for name, sql in windows:
+        if not re.search(chosen, name):
+            continue
         rows = json.loads(post(f"SELECT count(*) AS n FROM ({sql})", "application/json")[1])[0]["n"]
         post(sql, "application/vnd.apache.arrow.stream")
         times = [post(sql, "application/vnd.apache.arrow.stream")[0] * 1000 for _ in range(runs)]
