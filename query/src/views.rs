@@ -24,7 +24,7 @@
 //! keys with one null rule only, and one `=` beside it left the other key as a filter over
 //! each date's cross product (8 s instead of 44 ms). On 300,000
 //! `failures_daily` rows (30 days of a 1,000-domain provider) `failure_trend_by_mx` took 1.0 s
-//! written the plain way and ... ms as a join of one-distinct subqueries (BENCHMARKS.md,
+//! written the plain way and 0.2 s as a join of one-distinct subqueries (BENCHMARKS.md,
 //! issue 5). `raw_sql` keeps the plain form, which says the same thing more simply.
 
 /// One view: its name, what it answers, and its SQL.
