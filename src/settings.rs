@@ -152,6 +152,13 @@ pub(crate) struct SqlSettings {
     #[arg(long, env = "TLSRPT_QUERY_MEMORY", value_name = "BYTES")]
     pub(crate) query_memory: Option<String>,
 
+    /// Memory the per-day views may keep their answers in between queries, by date
+    /// (`256MiB`, `4GiB`, or `off`): a dashboard asking again over months of data reads only
+    /// the dates whose files changed since. Least recently used dates are dropped beyond it
+    /// [default: 1GiB].
+    #[arg(long, env = "TLSRPT_VIEW_CACHE_MEMORY", value_name = "BYTES")]
+    pub(crate) view_cache_memory: Option<String>,
+
     /// A TOML file of bearer tokens for the SQL services (HTTP and Flight SQL), kept as
     /// SHA-256 digests, each for every policy domain or only some; `tlsrpt token new` makes
     /// one. Without it anyone who can connect may query everything, which is allowed only
@@ -197,6 +204,7 @@ impl SqlSettings {
             max_result_rows: self.max_result_rows.or(file.max_result_rows),
             max_concurrent_queries: self.max_concurrent_queries.or(file.max_concurrent_queries),
             query_memory: self.query_memory.or(file.query_memory),
+            view_cache_memory: self.view_cache_memory.or(file.view_cache_memory),
             sql_tokens: self.sql_tokens.or(file.sql_tokens),
             sql_tls_cert: self.sql_tls_cert.or(file.sql_tls_cert),
             sql_tls_key: self.sql_tls_key.or(file.sql_tls_key),
@@ -207,13 +215,26 @@ impl SqlSettings {
     /// (with the Flight SQL address) decides whether tokens are required.
     pub(crate) fn resolve(self, query_listen: SocketAddr) -> anyhow::Result<SqlResolved> {
         let defaults = tlsrpt_query::QueryOptions::default();
-        let memory_limit_bytes = match self.query_memory.as_deref().map(str::trim) {
-            None => defaults.memory_limit_bytes,
-            Some("off") => None,
-            Some(text) => {
-                Some(parse_bytes(text).map_err(|e| anyhow::anyhow!("--query-memory: {e}"))?)
-            }
+        let bytes_or_off = |value: &Option<String>, default: Option<usize>, flag: &str| match value
+            .as_deref()
+            .map(str::trim)
+        {
+            None => Ok(default),
+            Some("off") => Ok(None),
+            Some(text) => parse_bytes(text)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{flag}: {e}")),
         };
+        let memory_limit_bytes = bytes_or_off(
+            &self.query_memory,
+            defaults.memory_limit_bytes,
+            "--query-memory",
+        )?;
+        let view_cache_bytes = bytes_or_off(
+            &self.view_cache_memory,
+            defaults.view_cache_bytes,
+            "--view-cache-memory",
+        )?;
         if self.max_result_rows == Some(0) || self.max_concurrent_queries == Some(0) {
             bail!("--max-result-rows and --max-concurrent-queries must be at least 1");
         }
@@ -257,6 +278,7 @@ impl SqlSettings {
                     .max_concurrent_queries
                     .unwrap_or(defaults.max_concurrent),
                 memory_limit_bytes,
+                view_cache_bytes,
             },
         })
     }

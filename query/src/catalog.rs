@@ -89,6 +89,58 @@ impl VisibleFilesTable {
     }
 }
 
+impl TableSource {
+    /// The dates the table has a directory for, sorted.
+    pub(crate) async fn dates(&self) -> datafusion::common::Result<Vec<NaiveDate>> {
+        let dates = match self {
+            TableSource::Local(dir) => {
+                let dir = dir.clone();
+                blocking(move || list_date_dirs(&dir))
+                    .await?
+                    .into_iter()
+                    .map(|(date, _)| date)
+                    .collect()
+            }
+            TableSource::Object { store, dir, .. } => list_object_dates(store.as_ref(), dir)
+                .await?
+                .into_iter()
+                .map(|(date, _)| date)
+                .collect(),
+        };
+        Ok(dates)
+    }
+
+    /// For each of `dates`, the ranges of the files a reader must read there (none where the
+    /// table has no such date). A file's range names its rows for good: files are written
+    /// once under their final name, and compaction writes a new name, so the same ranges mean
+    /// the same rows.
+    pub(crate) async fn visible_ranges(
+        &self,
+        dates: Vec<NaiveDate>,
+    ) -> datafusion::common::Result<Vec<Vec<FileRange>>> {
+        match self {
+            TableSource::Local(dir) => {
+                let dir = dir.clone();
+                blocking(move || {
+                    dates
+                        .iter()
+                        .map(|date| visible_ranges(&dir.join(layout::date_dir_name(*date))))
+                        .collect()
+                })
+                .await
+            }
+            TableSource::Object { store, dir, .. } => {
+                let mut ranges = Vec::with_capacity(dates.len());
+                for date in dates {
+                    let date_dir = dir.clone().join(layout::date_dir_name(date));
+                    ranges.push(visible_object_ranges(store.as_ref(), &date_dir).await?);
+                }
+                Ok(ranges)
+            }
+        }
+    }
+}
+
 /// Why the files of a table could not be listed.
 #[derive(Debug, thiserror::Error)]
 #[error("listing {}: {source}", path.display())]
@@ -215,15 +267,21 @@ fn list_date_dirs(table_dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, Listing
 /// names only, superseded ones left out. A directory that vanished since it was listed
 /// holds nothing.
 fn visible_files(date_dir: &Path) -> Result<Vec<PathBuf>, ListingError> {
+    Ok(visible_ranges(date_dir)?
+        .iter()
+        .map(|range| date_dir.join(range.file_name()))
+        .collect())
+}
+
+/// The ranges of the data files of one date directory a reader must read, as
+/// [`visible_files`] names them.
+fn visible_ranges(date_dir: &Path) -> Result<Vec<FileRange>, ListingError> {
     let ranges: Vec<FileRange> = read_dir_names(date_dir)?
         .iter()
         .filter(|name| layout::is_data_name(name))
         .filter_map(|name| FileRange::parse(name))
         .collect();
-    Ok(layout::visible(&ranges)
-        .iter()
-        .map(|range| date_dir.join(range.file_name()))
-        .collect())
+    Ok(layout::visible(&ranges))
 }
 
 /// The entry names of a directory (UTF-8 ones: the layout has no others); empty when it does
@@ -275,6 +333,18 @@ async fn visible_objects(
     store: &dyn ObjectStore,
     date_dir: &ObjectPath,
 ) -> datafusion::common::Result<Vec<ObjectPath>> {
+    Ok(visible_object_ranges(store, date_dir)
+        .await?
+        .iter()
+        .map(|range| date_dir.clone().join(range.file_name()))
+        .collect())
+}
+
+/// The ranges of the data objects of one date prefix a reader must read.
+async fn visible_object_ranges(
+    store: &dyn ObjectStore,
+    date_dir: &ObjectPath,
+) -> datafusion::common::Result<Vec<FileRange>> {
     let listed = store
         .list_with_delimiter(Some(date_dir))
         .await
@@ -286,10 +356,7 @@ async fn visible_objects(
         .filter(|name| layout::is_data_name(name))
         .filter_map(FileRange::parse)
         .collect();
-    Ok(layout::visible(&ranges)
-        .iter()
-        .map(|range| date_dir.clone().join(range.file_name()))
-        .collect())
+    Ok(layout::visible(&ranges))
 }
 
 fn object_listing_error(path: &ObjectPath, source: object_store::Error) -> DataFusionError {
@@ -319,7 +386,7 @@ fn file_url(path: &Path) -> datafusion::common::Result<ListingTableUrl> {
 
 /// Keeps the date directories that the filters on `date` alone can match. Anything it cannot
 /// evaluate keeps every directory: the filters are applied to the rows anyway.
-fn prune_dates<P>(
+pub(crate) fn prune_dates<P>(
     state: &dyn Session,
     filters: &[Expr],
     dates: Vec<(NaiveDate, P)>,

@@ -3,7 +3,7 @@
 //! token is limited to, in which each table is a filter over the shared one.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
 use crate::read_only;
+use crate::view_cache::{CachedDatedView, ViewCache, ViewCacheStats};
 use crate::views::VIEWS;
 
 /// The catalog and schema the tables are in (DataFusion's defaults): `SELECT … FROM failures`
@@ -55,6 +56,9 @@ pub struct QueryOptions {
     /// sorts and aggregations spill to temporary files beyond it, others fail
     /// ([`QueryError::ResourcesExhausted`]). `None`: no limit.
     pub memory_limit_bytes: Option<usize>,
+    /// The memory the per-day views may keep their answers in between queries, by date
+    /// ([`crate::view_cache`]), in bytes; `None`: views are computed afresh at each query.
+    pub view_cache_bytes: Option<usize>,
 }
 
 impl Default for QueryOptions {
@@ -64,6 +68,7 @@ impl Default for QueryOptions {
             timeout: Duration::from_secs(60),
             max_concurrent: 8,
             memory_limit_bytes: Some(2 << 30),
+            view_cache_bytes: Some(1 << 30),
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct QueryEngine {
     /// The sessions of domain-limited clients, by their domains.
     scoped: tokio::sync::Mutex<HashMap<Arc<BTreeSet<String>>, SessionContext>>,
     turns: Semaphore,
+    /// The per-day views' answers kept between queries, for clients that see every domain.
+    view_cache: Option<Arc<ViewCache>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -150,6 +157,7 @@ impl QueryEngine {
         if let TablesLocation::Object { store, base, .. } = &location {
             context.register_object_store(base, Arc::clone(store));
         }
+        let mut sources = BTreeMap::new();
         for (name, schema) in all_tables() {
             let source = match &location {
                 TablesLocation::Local(root) => TableSource::Local(root.join(name)),
@@ -163,15 +171,21 @@ impl QueryEngine {
                     dir: prefix.clone().join(name),
                 },
             };
+            sources.insert(name.to_owned(), source.clone());
             let table = VisibleFilesTable::new(source, schema);
             context
                 .register_table(name, Arc::new(table))
                 .map_err(setup)?;
         }
+        let view_cache = options
+            .view_cache_bytes
+            .map(|bytes| Arc::new(ViewCache::new(bytes)));
+        let cached = view_cache.as_ref().map(|cache| (&sources, cache));
         // Planning over these providers awaits nothing (they are in memory and their schemas
         // fixed), so it completes in place; `at` stays a plain function.
-        futures::executor::block_on(register_views(&context))?;
+        futures::executor::block_on(register_views(&context, cached))?;
         Ok(Self {
+            view_cache,
             location,
             turns: Semaphore::new(options.max_concurrent.max(1)),
             options,
@@ -187,6 +201,11 @@ impl QueryEngine {
 
     pub fn options(&self) -> &QueryOptions {
         &self.options
+    }
+
+    /// What the per-day views keep between queries; `None` when they keep nothing.
+    pub fn view_cache_stats(&self) -> Option<ViewCacheStats> {
+        self.view_cache.as_ref().map(|cache| cache.stats())
     }
 
     /// Plans and runs one read-only statement over the files present when it starts.
@@ -392,7 +411,8 @@ impl QueryEngine {
                 .register_table(name, Arc::new(RowFilteredTable(ViewTable::new(plan, None))))
                 .map_err(internal)?;
         }
-        register_views(&context).await?;
+        // Not cached: the shared cache holds every domain's rows.
+        register_views(&context, None).await?;
         Ok(context)
     }
 
@@ -446,8 +466,13 @@ fn new_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     SessionContext::new_with_config_rt(config, runtime)
 }
 
-/// Registers the built-in views in `context`, over the tables registered there.
-async fn register_views(context: &SessionContext) -> Result<()> {
+/// Registers the built-in views in `context`, over the tables registered there; with
+/// `cached` (the tables' sources by name, and the cache), the per-day views answer from the
+/// cache.
+async fn register_views(
+    context: &SessionContext,
+    cached: Option<(&BTreeMap<String, TableSource>, &Arc<ViewCache>)>,
+) -> Result<()> {
     for view in VIEWS {
         let plan = async {
             let state = context.state();
@@ -459,11 +484,14 @@ async fn register_views(context: &SessionContext) -> Result<()> {
         .map_err(|e| QueryError::Internal {
             message: format!("the view {}: {}", view.name, crate::error::bounded(&e)),
         })?;
+        let provider: Arc<dyn TableProvider> = match cached.and_then(|(sources, cache)| {
+            CachedDatedView::new(view, plan.clone(), sources, Arc::clone(cache))
+        }) {
+            Some(cached) => Arc::new(cached),
+            None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+        };
         context
-            .register_table(
-                view.name,
-                Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
-            )
+            .register_table(view.name, provider)
             .map_err(|e| QueryError::Internal {
                 message: crate::error::bounded(&e),
             })?;

@@ -19,6 +19,8 @@
 //! - [`location`]: where the tables are, a directory or an S3-compatible object store.
 //! - `read_only`: which statements are answered.
 //! - [`views`]: the common questions as views over the daily rollups, with their SQL.
+//! - [`view_cache`]: the per-day views' answers kept by date between queries, checked
+//!   against the files at every scan.
 //! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
 //! - [`access`]: bearer tokens and the domains each may see.
 //! - [`http`]: the HTTP front end and its status codes.
@@ -36,6 +38,7 @@ pub mod output;
 mod read_only;
 #[doc(hidden)]
 pub mod test_store;
+pub mod view_cache;
 pub mod views;
 
 pub use access::{Access, Grant, Scope};
@@ -45,6 +48,7 @@ pub use error::{QueryError, Result};
 pub use flight::FlightSqlServer;
 pub use location::TablesLocation;
 pub use output::{OutputFormat, write_result};
+pub use view_cache::ViewCacheStats;
 
 /// The SQL services of one engine: who may use them and whether over TLS.
 #[derive(Debug)]

@@ -70,7 +70,12 @@ impl FileRange {
 
 /// The directory of one date of one table, relative to the root: `failures/date=2026-01-01`.
 pub fn date_dir(table: &str, date: NaiveDate) -> String {
-    format!("{table}/date={}", date.format("%Y-%m-%d"))
+    format!("{table}/{}", date_dir_name(date))
+}
+
+/// The name of one date's directory within a table: `date=2026-01-01`.
+pub fn date_dir_name(date: NaiveDate) -> String {
+    format!("date={}", date.format("%Y-%m-%d"))
 }
 
 /// Reads `date=YYYY-MM-DD` back.
