@@ -881,6 +881,19 @@ mod tests {
         let defaults = tlsrpt_query::QueryOptions::default();
         assert_eq!(resolved.limits.max_rows, defaults.max_rows);
         assert_eq!(resolved.limits.max_concurrent, defaults.max_concurrent);
+        assert_eq!(resolved.limits.view_cache_bytes, Some(1 << 30));
+        let cache = |text: &str| {
+            SqlSettings {
+                view_cache_memory: Some(text.into()),
+                ..SqlSettings::default()
+            }
+            .resolve(DEFAULT_QUERY_LISTEN)
+            .map(|resolved| resolved.limits.view_cache_bytes)
+        };
+        assert_eq!(cache("off").unwrap(), None);
+        assert_eq!(cache("256MiB").unwrap(), Some(256 << 20));
+        let error = cache("lots").unwrap_err().to_string();
+        assert!(error.starts_with("--view-cache-memory: "), "{error}");
         let zero = SqlSettings {
             max_result_rows: Some(0),
             ..SqlSettings::default()

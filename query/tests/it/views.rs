@@ -326,16 +326,8 @@ async fn every_view_agrees_with_counts_made_from_the_reports() {
 /// over many files and must add up).
 #[tokio::test]
 async fn every_view_from_the_rollups_equals_its_sql_over_the_raw_tables() {
-    let reports = generated();
     let root = Root::new();
-    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<tlsrpt_schemas::ReceivedReport>> =
-        BTreeMap::new();
-    for report in &reports {
-        by_day
-            .entry(report.report.date_range.start_datetime.date_naive())
-            .or_default()
-            .push(report.clone());
-    }
+    let by_day = generated_by_day();
     let mut offset = 0;
     for day in by_day.values() {
         for chunk in day.chunks(17) {
@@ -343,15 +335,30 @@ async fn every_view_from_the_rollups_equals_its_sql_over_the_raw_tables() {
             offset += 1;
         }
     }
-    let engine = root.engine();
-    for view in tlsrpt_query::views::VIEWS {
-        let mut from_rollups = rows(&engine, &format!("SELECT * FROM {}", view.name)).await;
-        let mut from_raw = rows(&engine, view.raw_sql).await;
-        from_rollups.sort();
-        from_raw.sort();
-        assert!(!from_raw.is_empty(), "{}", view.name);
-        assert_eq!(from_rollups, from_raw, "{}", view.name);
+    for engine in [
+        root.engine(),
+        root.engine_with(tlsrpt_query::QueryOptions {
+            view_cache_bytes: None,
+            ..tlsrpt_query::QueryOptions::default()
+        }),
+    ] {
+        for (view, from_rollups, from_raw) in views_and_raw(&engine).await {
+            assert!(!from_raw.is_empty(), "{view}");
+            assert_eq!(from_rollups, from_raw, "{view}");
+        }
     }
+}
+
+/// [`generated`] by the date the reports cover.
+fn generated_by_day() -> BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> {
+    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> = BTreeMap::new();
+    for report in generated() {
+        by_day
+            .entry(report.report.date_range.start_datetime.date_naive())
+            .or_default()
+            .push(report);
+    }
+    by_day
 }
 
 /// Every view's rows, sorted, next to the same question over the raw tables, sorted.
@@ -375,14 +382,7 @@ async fn views_and_raw(
 /// over the raw tables; dates whose files did not change are answered from memory.
 #[tokio::test]
 async fn cached_views_follow_new_files_new_dates_and_compactions() {
-    let reports = generated();
-    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> = BTreeMap::new();
-    for report in &reports {
-        by_day
-            .entry(report.report.date_range.start_datetime.date_naive())
-            .or_default()
-            .push(report.clone());
-    }
+    let by_day = generated_by_day();
     let days: Vec<&Vec<ReceivedReport>> = by_day.values().collect();
     assert!(days.len() >= 4, "the generator spans several days");
     let (last_day, earlier) = days.split_last().unwrap();
@@ -434,10 +434,9 @@ async fn cached_views_follow_new_files_new_dates_and_compactions() {
 
     // New files on every second date, and a new date.
     let mut late = 0;
-    for (i, day) in earlier.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+    for day in earlier.iter().step_by(2) {
         write(&root.path, range(1, late, late), &day[day.len() - 5..]);
         late += 1;
-        assert!(i < earlier.len());
     }
     write(&root.path, range(1, late, late), last_day);
     check(
@@ -483,13 +482,7 @@ async fn cached_views_follow_new_files_new_dates_and_compactions() {
 /// is what makes the cached answers cheap, and why the layout's rule matters.
 #[tokio::test]
 async fn cached_views_are_answered_from_memory_while_the_files_stay_the_same() {
-    let reports = generated();
-    let date = reports[0].report.date_range.start_datetime.date_naive();
-    let one_day: Vec<ReceivedReport> = reports
-        .iter()
-        .filter(|r| r.report.date_range.start_datetime.date_naive() == date)
-        .cloned()
-        .collect();
+    let one_day = generated_by_day().into_values().next().unwrap();
     let root = Root::new();
     write(&root.path, range(0, 0, 0), &one_day[..one_day.len() / 2]);
     let cached = root.engine();
@@ -518,20 +511,9 @@ async fn cached_views_are_answered_from_memory_while_the_files_stay_the_same() {
 /// With a budget smaller than one date's rows nothing is kept, and the views still answer.
 #[tokio::test]
 async fn a_view_cache_too_small_for_a_date_keeps_nothing_and_answers_all_the_same() {
-    let reports = generated();
     let root = Root::new();
-    for (offset, chunk) in reports.chunks(300).enumerate() {
-        let date = chunk[0].report.date_range.start_datetime.date_naive();
-        let same_day: Vec<ReceivedReport> = chunk
-            .iter()
-            .filter(|r| r.report.date_range.start_datetime.date_naive() == date)
-            .cloned()
-            .collect();
-        write(
-            &root.path,
-            range(0, offset as u64, offset as u64),
-            &same_day,
-        );
+    for (offset, day) in generated_by_day().values().enumerate() {
+        write(&root.path, range(0, offset as u64, offset as u64), day);
     }
     let engine = root.engine_with(tlsrpt_query::QueryOptions {
         view_cache_bytes: Some(64),
