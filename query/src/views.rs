@@ -15,7 +15,9 @@
 //! - `failure_rate` is failed / (successful + failed) sessions, null when there were none.
 //!
 //! The views are registered when the engine starts, beside the tables; statements still
-//! cannot create, change or drop anything.
+//! cannot create, change or drop anything. The per-day ones keep their answers by date
+//! between queries (`crate::view_cache`), so a question asked again reads only the dates whose
+//! files changed.
 //!
 //! Why some views join subqueries instead of counting several `DISTINCT`s in one
 //! `GROUP BY`: DataFusion rewrites one distinct aggregate into a second grouping (fast, a hash
