@@ -95,19 +95,33 @@ impl TableSource {
         let dates = match self {
             TableSource::Local(dir) => {
                 let dir = dir.clone();
-                blocking(move || list_date_dirs(&dir))
-                    .await?
-                    .into_iter()
-                    .map(|(date, _)| date)
-                    .collect()
+                blocking(move || list_date_dirs(&dir)).await?
             }
-            TableSource::Object { store, dir, .. } => list_object_dates(store.as_ref(), dir)
-                .await?
-                .into_iter()
-                .map(|(date, _)| date)
-                .collect(),
+            TableSource::Object { store, dir, .. } => {
+                list_object_dates(store.as_ref(), dir).await?
+            }
         };
         Ok(dates)
+    }
+
+    /// The URL of the file of `range` in the directory of `date`.
+    fn file_url(
+        &self,
+        date: NaiveDate,
+        range: &FileRange,
+    ) -> datafusion::common::Result<ListingTableUrl> {
+        match self {
+            TableSource::Local(dir) => local_file_url(
+                &dir.join(layout::date_dir_name(date))
+                    .join(range.file_name()),
+            ),
+            TableSource::Object { base, dir, .. } => object_url(
+                base,
+                &dir.clone()
+                    .join(layout::date_dir_name(date))
+                    .join(range.file_name()),
+            ),
+        }
     }
 
     /// For each of `dates`, the ranges of the files a reader must read there (none where the
@@ -191,36 +205,14 @@ impl TableProvider for VisibleFilesTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let urls = match &self.source {
-            TableSource::Local(dir) => {
-                let dir = dir.clone();
-                let dates = blocking(move || list_date_dirs(&dir)).await?;
-                let dates = prune_dates(state, filters, dates);
-                let files = blocking(move || {
-                    let mut files = Vec::new();
-                    for (_, dir) in &dates {
-                        files.extend(visible_files(dir)?);
-                    }
-                    Ok(files)
-                })
-                .await?;
-                files
-                    .iter()
-                    .map(|path| file_url(path))
-                    .collect::<datafusion::common::Result<Vec<_>>>()?
+        let dates = prune_dates(state, filters, self.source.dates().await?);
+        let ranges = self.source.visible_ranges(dates.clone()).await?;
+        let mut urls = Vec::new();
+        for (date, ranges) in dates.iter().zip(&ranges) {
+            for range in ranges {
+                urls.push(self.source.file_url(*date, range)?);
             }
-            TableSource::Object { store, base, dir } => {
-                let dates = list_object_dates(store.as_ref(), dir).await?;
-                let dates = prune_dates(state, filters, dates);
-                let mut urls = Vec::new();
-                for (_, date_dir) in &dates {
-                    for key in visible_objects(store.as_ref(), date_dir).await? {
-                        urls.push(object_url(base, &key)?);
-                    }
-                }
-                urls
-            }
-        };
+        }
         debug!(table = ?self.source, files = urls.len(), "Listed a table for a scan.");
         if urls.is_empty() {
             let schema = project_schema(&self.schema, projection)?;
@@ -252,29 +244,18 @@ async fn blocking<T: Send + 'static>(
 
 /// The `date=YYYY-MM-DD` directories of a table, sorted by date. None when the table
 /// directory does not exist yet.
-fn list_date_dirs(table_dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, ListingError> {
-    let mut dates = Vec::new();
-    for name in read_dir_names(table_dir)? {
-        if let Some(date) = layout::parse_date_dir(&name) {
-            dates.push((date, table_dir.join(&name)));
-        }
-    }
+fn list_date_dirs(table_dir: &Path) -> Result<Vec<NaiveDate>, ListingError> {
+    let mut dates: Vec<NaiveDate> = read_dir_names(table_dir)?
+        .iter()
+        .filter_map(|name| layout::parse_date_dir(name))
+        .collect();
     dates.sort();
     Ok(dates)
 }
 
-/// The data files of one date directory a reader must read ([`layout::visible`]): data
-/// names only, superseded ones left out. A directory that vanished since it was listed
+/// The ranges of the data files of one date directory a reader must read ([`layout::visible`]):
+/// data names only, superseded ones left out. A directory that vanished since it was listed
 /// holds nothing.
-fn visible_files(date_dir: &Path) -> Result<Vec<PathBuf>, ListingError> {
-    Ok(visible_ranges(date_dir)?
-        .iter()
-        .map(|range| date_dir.join(range.file_name()))
-        .collect())
-}
-
-/// The ranges of the data files of one date directory a reader must read, as
-/// [`visible_files`] names them.
 fn visible_ranges(date_dir: &Path) -> Result<Vec<FileRange>, ListingError> {
     let ranges: Vec<FileRange> = read_dir_names(date_dir)?
         .iter()
@@ -311,36 +292,22 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, ListingError> {
 async fn list_object_dates(
     store: &dyn ObjectStore,
     table_dir: &ObjectPath,
-) -> datafusion::common::Result<Vec<(NaiveDate, ObjectPath)>> {
+) -> datafusion::common::Result<Vec<NaiveDate>> {
     let listed = store
         .list_with_delimiter(Some(table_dir))
         .await
         .map_err(|source| object_listing_error(table_dir, source))?;
-    let mut dates: Vec<(NaiveDate, ObjectPath)> = listed
+    let mut dates: Vec<NaiveDate> = listed
         .common_prefixes
-        .into_iter()
-        .filter_map(|prefix| {
-            let date = layout::parse_date_dir(prefix.filename()?)?;
-            Some((date, prefix))
-        })
+        .iter()
+        .filter_map(|prefix| layout::parse_date_dir(prefix.filename()?))
         .collect();
     dates.sort();
     Ok(dates)
 }
 
-/// The data objects of one date prefix a reader must read ([`layout::visible`]).
-async fn visible_objects(
-    store: &dyn ObjectStore,
-    date_dir: &ObjectPath,
-) -> datafusion::common::Result<Vec<ObjectPath>> {
-    Ok(visible_object_ranges(store, date_dir)
-        .await?
-        .iter()
-        .map(|range| date_dir.clone().join(range.file_name()))
-        .collect())
-}
-
-/// The ranges of the data objects of one date prefix a reader must read.
+/// The ranges of the data objects of one date prefix a reader must read
+/// ([`layout::visible`]).
 async fn visible_object_ranges(
     store: &dyn ObjectStore,
     date_dir: &ObjectPath,
@@ -377,7 +344,7 @@ fn object_url(base: &url::Url, key: &ObjectPath) -> datafusion::common::Result<L
 /// A `file://` URL for one data file. Built directly rather than with
 /// `ListingTableUrl::parse`, which would `stat` the path (once more per file) and read glob
 /// characters in the root's name as a pattern.
-fn file_url(path: &Path) -> datafusion::common::Result<ListingTableUrl> {
+fn local_file_url(path: &Path) -> datafusion::common::Result<ListingTableUrl> {
     let url = url::Url::from_file_path(path).map_err(|()| {
         DataFusionError::Execution(format!("{} is not an absolute path", path.display()))
     })?;
@@ -386,11 +353,11 @@ fn file_url(path: &Path) -> datafusion::common::Result<ListingTableUrl> {
 
 /// Keeps the date directories that the filters on `date` alone can match. Anything it cannot
 /// evaluate keeps every directory: the filters are applied to the rows anyway.
-pub(crate) fn prune_dates<P>(
+pub(crate) fn prune_dates(
     state: &dyn Session,
     filters: &[Expr],
-    dates: Vec<(NaiveDate, P)>,
-) -> Vec<(NaiveDate, P)> {
+    dates: Vec<NaiveDate>,
+) -> Vec<NaiveDate> {
     let date_filters: Vec<&Expr> = filters.iter().filter(|f| on_date_only(f)).collect();
     if date_filters.is_empty() || dates.is_empty() {
         return dates;
@@ -414,15 +381,15 @@ fn on_date_only(filter: &Expr) -> bool {
 }
 
 /// For each date, whether every filter is true for it (null counts as false, as in `WHERE`).
-fn date_matches<P>(
+fn date_matches(
     state: &dyn Session,
     filters: &[&Expr],
-    dates: &[(NaiveDate, P)],
+    dates: &[NaiveDate],
 ) -> datafusion::common::Result<Vec<bool>> {
     let schema = Arc::new(Schema::new(vec![Field::new(DATE, DataType::Date32, false)]));
     let days: Date32Array = dates
         .iter()
-        .map(|(date, _)| Some(Date32Type::from_naive_date(*date)))
+        .map(|date| Some(Date32Type::from_naive_date(*date)))
         .collect();
     let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(days)])?;
     let df_schema = DFSchema::try_from(schema)?;

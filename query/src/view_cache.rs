@@ -333,14 +333,7 @@ impl TableProvider for CachedDatedView {
         }
         dates.sort();
         dates.dedup();
-        let dates: Vec<NaiveDate> = prune_dates(
-            state,
-            filters,
-            dates.into_iter().map(|date| (date, ())).collect(),
-        )
-        .into_iter()
-        .map(|(date, ())| date)
-        .collect();
+        let dates = prune_dates(state, filters, dates);
 
         // Each date's coverage: the visible file ranges of each table read.
         let mut coverage: Vec<Coverage> = vec![Vec::with_capacity(self.sources.len()); dates.len()];
@@ -375,8 +368,8 @@ impl TableProvider for CachedDatedView {
             let mut computed = self.compute(state, &block_dates).await?;
             for &i in block {
                 let rows = computed.remove(&dates[i]);
-                self.cache
-                    .put(self.name, dates[i], coverage[i].clone(), rows.clone());
+                let covered = std::mem::take(&mut coverage[i]);
+                self.cache.put(self.name, dates[i], covered, rows.clone());
                 answer[i] = rows;
             }
         }
