@@ -1,0 +1,288 @@
+//! The alert configuration: detectors, timing, notifiers and routes, read from TOML.
+//!
+//! Every field has a default, so an empty file (or none) gives a working setup that alerts
+//! to the log. Unknown keys are refused, so a misspelt threshold is an error rather than a
+//! silent default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The whole configuration (`tlsrpt alerts run --config FILE`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    pub evaluation: Evaluation,
+    pub spike: Spike,
+    pub new_result_type: NewResultType,
+    pub mode_change: ModeChange,
+    pub reporter_quiet: ReporterQuiet,
+    /// Where alerts go; none configured: the log only.
+    #[serde(rename = "notifier")]
+    pub notifiers: Vec<NotifierConfig>,
+}
+
+impl AlertConfig {
+    /// Reads a TOML file; errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: format!("cannot read the alert configuration {}", path.display()),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|err| match err {
+            Error::Config(message) => Error::Config(format!("{}: {message}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|err| Error::Config(err.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let e = &self.evaluation;
+        if e.baseline_days < e.min_baseline_days || e.min_baseline_days == 0 {
+            return Err(Error::Config(format!(
+                "evaluation.min_baseline_days ({}) must be between 1 and baseline_days ({})",
+                e.min_baseline_days, e.baseline_days
+            )));
+        }
+        for (name, rate) in [
+            ("spike.min_rate", self.spike.min_rate),
+            ("spike.rate_floor", self.spike.rate_floor),
+            ("new_result_type.min_rate", self.new_result_type.min_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(Error::Config(format!(
+                    "{name} is a share of sessions between 0 and 1, not {rate}"
+                )));
+            }
+        }
+        for notifier in &self.notifiers {
+            notifier.check()?;
+        }
+        Ok(())
+    }
+}
+
+/// When and over what the detectors look.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Evaluation {
+    /// Days before the evaluated one that make its baseline.
+    pub baseline_days: u32,
+    /// Days with data the baseline needs before a domain is judged at all: a domain seen
+    /// for the first time does not alert on everything it has.
+    pub min_baseline_days: u32,
+    /// How long after a day ends its reports may still arrive (senders retry for a day
+    /// after a random delay). A day is complete, and a missing report really missing, only
+    /// after this.
+    pub lateness_hours: u32,
+    /// Only days this recent (before the evaluation time's date) raise new alerts; a
+    /// backfill of old reports is stored, not paged about.
+    pub lookback_days: u32,
+    /// After an incident ends, the same incident (domain and subject) does not open again
+    /// for this long.
+    pub cooldown_hours: u32,
+    /// Reports are re-examined this long after they arrived, for rows that reached the
+    /// tables after the previous pass had run.
+    pub settle_minutes: u32,
+    /// A pass that catches up on a long stretch (the first one, or after a long stop)
+    /// records every alert but sends only those this recent; the rest are in the `alerts`
+    /// table.
+    pub notify_within_hours: u32,
+    /// Interval of the scheduled passes inside `tlsrpt up` and `tlsrpt query`.
+    pub interval_minutes: u32,
+}
+
+impl Default for Evaluation {
+    fn default() -> Self {
+        Self {
+            baseline_days: 28,
+            min_baseline_days: 7,
+            lateness_hours: 48,
+            lookback_days: 3,
+            cooldown_hours: 24,
+            settle_minutes: 60,
+            notify_within_hours: 24,
+            interval_minutes: 15,
+        }
+    }
+}
+
+impl Evaluation {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_minutes.max(1)) * 60)
+    }
+}
+
+/// A failure-rate spike, per (policy domain, receiving MX, result type) and per (policy
+/// domain, reporter), against the median and MAD of the baseline days.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Spike {
+    pub enabled: bool,
+    /// Fewer failed sessions than this never alert (three out of five page nobody).
+    pub min_failed_sessions: u64,
+    /// Days with fewer sessions than this are neither judged nor part of a baseline.
+    pub min_sessions: u64,
+    /// A failure rate below this share of sessions never alerts.
+    pub min_rate: f64,
+    /// How many (scaled) MADs above the median a rate must be.
+    pub mad_factor: f64,
+    /// The smallest spread assumed, as a share of sessions: a series that was flat at 0%
+    /// does not alert on 0.1%.
+    pub rate_floor: f64,
+}
+
+impl Default for Spike {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_failed_sessions: 10,
+            min_sessions: 20,
+            min_rate: 0.05,
+            mad_factor: 5.0,
+            rate_floor: 0.01,
+        }
+    }
+}
+
+/// A result type the domain has not had in its baseline window (the first
+/// `certificate-expired`, `sts-policy-fetch-error` while the policy is enforced).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewResultType {
+    pub enabled: bool,
+    pub min_failed_sessions: u64,
+    pub min_rate: f64,
+}
+
+impl Default for NewResultType {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_failed_sessions: 5,
+            min_rate: 0.01,
+        }
+    }
+}
+
+/// An MTA-STS mode not seen in the baseline window appears in reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModeChange {
+    pub enabled: bool,
+    /// Sessions under the new mode on one day before it counts.
+    pub min_sessions: u64,
+}
+
+impl Default for ModeChange {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_sessions: 1,
+        }
+    }
+}
+
+/// A reporter that sends a report for the domain every day has sent none for whole days.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReporterQuiet {
+    pub enabled: bool,
+    /// The reporter must have reported on each of this many days before the silence.
+    pub daily_days: u32,
+    /// ... with at least this many sessions on a median day (a reporter that sends little
+    /// mail skips days for want of mail, not because something broke).
+    pub min_daily_sessions: u64,
+    /// Complete days without a report before it alerts.
+    pub missing_days: u32,
+}
+
+impl Default for ReporterQuiet {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            daily_days: 14,
+            min_daily_sessions: 20,
+            missing_days: 2,
+        }
+    }
+}
+
+/// One place alerts go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// A name for the log and the state.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: NotifierKind,
+    /// Only alerts for these policy domains (`example.com`, or `*.example.com` for the
+    /// domain and every name under it); empty: every domain.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Only alerts at least this severe.
+    #[serde(default)]
+    pub min_severity: crate::Severity,
+}
+
+impl NotifierConfig {
+    fn check(&self) -> Result<()> {
+        if let NotifierKind::Webhook { url, .. } = &self.kind
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "notifier {}: url must start with http:// or https://, not {url:?}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this notifier takes alerts for `domain`.
+    pub fn routes(&self, domain: &str) -> bool {
+        self.domains.is_empty()
+            || self.domains.iter().any(|pattern| {
+                let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+                match pattern.strip_prefix("*.") {
+                    Some(parent) => domain == parent || domain.ends_with(&format!(".{parent}")),
+                    None => domain == pattern.to_ascii_lowercase(),
+                }
+            })
+    }
+}
+
+/// The kinds of notifier.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NotifierKind {
+    /// A JSON POST (the alert, with a Slack-compatible `text` field).
+    Webhook {
+        url: String,
+        /// Seconds before a delivery attempt gives up.
+        #[serde(default = "default_timeout_seconds")]
+        timeout_seconds: u64,
+    },
+    /// A mail over SMTP.
+    Mail {
+        /// `host:port` of the SMTP server (plain SMTP; use a local relay for TLS).
+        smtp: String,
+        from: String,
+        to: Vec<String>,
+        #[serde(default = "default_timeout_seconds")]
+        timeout_seconds: u64,
+    },
+    /// The process log (standard error).
+    Log,
+}
+
+fn default_timeout_seconds() -> u64 {
+    10
+}

@@ -1,0 +1,411 @@
+//! The built-in detectors: pure functions from the ledger (what has arrived) to findings.
+//!
+//! Each judges one domain on one day against the days before it. Rates, not counts: a day
+//! whose reports have only partly arrived has a lower count but the same rate, which is
+//! what lets a day be judged from its first reports. Baselines are the median and the
+//! median absolute deviation (MAD) of the daily rates, which a past incident or one odd day
+//! does not drag the way a mean and a standard deviation are dragged; days without reports
+//! are left out of the baseline, not counted as zeros.
+
+use crate::config::AlertConfig;
+use crate::ledger::{DomainDay, Ledger};
+use crate::observations::{Day, Sym};
+
+/// What a detector saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// A result type the domain had none of in its baseline window.
+    NewResultType {
+        domain: Sym,
+        day: Day,
+        result_type: Sym,
+        /// The MX hosts the failures name (empty for policy-level failures).
+        mxs: Vec<Sym>,
+        failed: u64,
+        sessions: u64,
+    },
+    /// The failure rate of one (MX, result type) far above its baseline.
+    FailureSpike {
+        domain: Sym,
+        day: Day,
+        mx: Sym,
+        result_type: Sym,
+        failed: u64,
+        sessions: u64,
+        baseline: Baseline,
+    },
+    /// One reporter's failure rate for the domain far above its baseline.
+    ReporterSpike {
+        domain: Sym,
+        day: Day,
+        reporter: Sym,
+        failed: u64,
+        sessions: u64,
+        baseline: Baseline,
+    },
+    /// An MTA-STS mode not seen in the baseline window.
+    ModeChange {
+        domain: Sym,
+        day: Day,
+        /// The mode most sessions had in the baseline window.
+        old: Sym,
+        new: Sym,
+        sessions: u64,
+    },
+    /// A daily reporter that has sent no report for whole days.
+    ReporterQuiet {
+        domain: Sym,
+        reporter: Sym,
+        /// The first day without a report.
+        since: Day,
+        /// Its median daily sessions before.
+        usual_sessions: u64,
+    },
+}
+
+impl Finding {
+    pub fn domain(&self) -> Sym {
+        match self {
+            Self::NewResultType { domain, .. }
+            | Self::FailureSpike { domain, .. }
+            | Self::ReporterSpike { domain, .. }
+            | Self::ModeChange { domain, .. }
+            | Self::ReporterQuiet { domain, .. } => *domain,
+        }
+    }
+}
+
+/// A baseline of daily rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    pub median: f64,
+    /// The MAD scaled to a standard deviation (×1.4826), floored at the configured spread.
+    pub spread: f64,
+    /// The rate above which the day is a spike.
+    pub threshold: f64,
+    /// The days it was computed from.
+    pub days: u32,
+}
+
+impl Baseline {
+    /// From daily rates (at least one), with the spike settings.
+    fn of(rates: &mut [f64], mad_factor: f64, rate_floor: f64, min_rate: f64) -> Self {
+        let middle = median(rates);
+        let mut deviations: Vec<f64> = rates.iter().map(|r| (r - middle).abs()).collect();
+        let spread = (median(&mut deviations) * 1.4826).max(rate_floor);
+        Self {
+            median: middle,
+            spread,
+            threshold: (middle + mad_factor * spread).max(min_rate),
+            days: rates.len() as u32,
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    debug_assert!(!values.is_empty());
+    let mid = values.len() / 2;
+    let (_, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    let upper = *upper;
+    if values.len() % 2 == 1 {
+        upper
+    } else {
+        let lower = values[..mid]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        (lower + upper) / 2.0
+    }
+}
+
+fn rate(failed: u64, sessions: u64) -> f64 {
+    if sessions == 0 {
+        0.0
+    } else {
+        failed as f64 / sessions as f64
+    }
+}
+
+/// The baseline days of `day`: the `baseline_days` before it on which the domain had at
+/// least `min_sessions` sessions.
+fn baseline_days<'a>(
+    config: &AlertConfig,
+    ledger: &'a Ledger,
+    domain: Sym,
+    day: Day,
+) -> impl Iterator<Item = &'a DomainDay> + 'a {
+    let min_sessions = config.spike.min_sessions;
+    ledger
+        .days_with_data(domain, day - config.evaluation.baseline_days as Day, day)
+        .map(|(_, d)| d)
+        .filter(move |d| d.sessions >= min_sessions)
+}
+
+/// New result types and failure-rate spikes per (MX, result type) of one domain and day,
+/// new types first.
+pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) -> Vec<Finding> {
+    let today = ledger.day(domain, day);
+    let spike = &config.spike;
+    let new_type = &config.new_result_type;
+    let mut found = Vec::new();
+    if today.sessions == 0 || today.failures.is_empty() {
+        return found;
+    }
+    let history: Vec<&DomainDay> = baseline_days(config, ledger, domain, day).collect();
+    if history.len() < config.evaluation.min_baseline_days as usize {
+        return found;
+    }
+
+    if new_type.enabled {
+        let mut types: Vec<Sym> = today.failures.iter().map(|c| c.result_type).collect();
+        types.sort_unstable();
+        types.dedup();
+        for result_type in types {
+            let failed = today.failed_of(None, result_type);
+            if failed < new_type.min_failed_sessions
+                || rate(failed, today.sessions) < new_type.min_rate
+            {
+                continue;
+            }
+            // Every day of the window counts here, small ones too: a type seen once in the
+            // window is not new.
+            let seen = ledger
+                .days_with_data(domain, day - config.evaluation.baseline_days as Day, day)
+                .any(|(_, d)| d.failures.iter().any(|c| c.result_type == result_type));
+            if !seen {
+                let mut mxs: Vec<Sym> = today
+                    .failures
+                    .iter()
+                    .filter(|c| c.result_type == result_type && !c.mx.is_none())
+                    .map(|c| c.mx)
+                    .collect();
+                mxs.sort_unstable();
+                found.push(Finding::NewResultType {
+                    domain,
+                    day,
+                    result_type,
+                    mxs,
+                    failed,
+                    sessions: today.sessions,
+                });
+            }
+        }
+    }
+
+    if spike.enabled && today.sessions >= spike.min_sessions {
+        let mut rates = Vec::with_capacity(history.len());
+        for cell in &today.failures {
+            let today_rate = rate(cell.failed, today.sessions);
+            // Cheap gates first: most cells are a handful of sessions.
+            if cell.failed < spike.min_failed_sessions || today_rate < spike.min_rate {
+                continue;
+            }
+            rates.clear();
+            rates.extend(
+                history
+                    .iter()
+                    .map(|d| rate(d.failed_of(Some(cell.mx), cell.result_type), d.sessions)),
+            );
+            let baseline = Baseline::of(
+                &mut rates,
+                spike.mad_factor,
+                spike.rate_floor,
+                spike.min_rate,
+            );
+            if today_rate > baseline.threshold {
+                found.push(Finding::FailureSpike {
+                    domain,
+                    day,
+                    mx: cell.mx,
+                    result_type: cell.result_type,
+                    failed: cell.failed,
+                    sessions: today.sessions,
+                    baseline,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Failure-rate spikes of the sessions of some reporters (`only`) for one domain and day.
+pub fn reporters(
+    config: &AlertConfig,
+    ledger: &Ledger,
+    domain: Sym,
+    day: Day,
+    only: &[Sym],
+) -> Vec<Finding> {
+    let spike = &config.spike;
+    let today = ledger.day(domain, day);
+    let mut found = Vec::new();
+    if !spike.enabled {
+        return found;
+    }
+    let from = day - config.evaluation.baseline_days as Day;
+    let mut rates = Vec::new();
+    for r in today
+        .reporters
+        .iter()
+        .filter(|r| only.contains(&r.reporter))
+    {
+        let today_rate = rate(r.failed, r.sessions);
+        if r.failed < spike.min_failed_sessions
+            || r.sessions < spike.min_sessions
+            || today_rate < spike.min_rate
+        {
+            continue;
+        }
+        rates.clear();
+        rates.extend(
+            ledger
+                .days_with_data(domain, from, day)
+                .filter_map(|(_, d)| d.reporter(r.reporter))
+                .filter(|past| past.sessions >= spike.min_sessions)
+                .map(|past| rate(past.failed, past.sessions)),
+        );
+        if rates.len() < config.evaluation.min_baseline_days as usize {
+            continue;
+        }
+        let baseline = Baseline::of(
+            &mut rates,
+            spike.mad_factor,
+            spike.rate_floor,
+            spike.min_rate,
+        );
+        if today_rate > baseline.threshold {
+            found.push(Finding::ReporterSpike {
+                domain,
+                day,
+                reporter: r.reporter,
+                failed: r.failed,
+                sessions: r.sessions,
+                baseline,
+            });
+        }
+    }
+    found
+}
+
+/// MTA-STS modes of one domain and day that its baseline window did not have.
+pub fn modes(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) -> Vec<Finding> {
+    let mut found = Vec::new();
+    if !config.mode_change.enabled {
+        return found;
+    }
+    let today = ledger.day(domain, day);
+    if today.modes.is_empty() {
+        return found;
+    }
+    let from = day - config.evaluation.baseline_days as Day;
+    // The window's modes by sessions, and the days that had any mode.
+    let mut window: Vec<(Sym, u64)> = Vec::new();
+    let mut days_with_mode = 0;
+    for (_, past) in ledger.days_with_data(domain, from, day) {
+        if past.modes.is_empty() {
+            continue;
+        }
+        days_with_mode += 1;
+        for &(mode, sessions) in &past.modes {
+            match window.iter_mut().find(|(m, _)| *m == mode) {
+                Some((_, total)) => *total += sessions,
+                None => window.push((mode, sessions)),
+            }
+        }
+    }
+    if days_with_mode < config.evaluation.min_baseline_days {
+        return found;
+    }
+    let Some(&(old, _)) = window
+        .iter()
+        .max_by_key(|&&(mode, sessions)| (sessions, mode))
+    else {
+        return found;
+    };
+    for &(mode, sessions) in &today.modes {
+        if sessions >= config.mode_change.min_sessions && !window.iter().any(|(m, _)| *m == mode) {
+            found.push(Finding::ModeChange {
+                domain,
+                day,
+                old,
+                new: mode,
+                sessions,
+            });
+        }
+    }
+    found
+}
+
+/// Reporters of one domain that reported every day and have now been silent for
+/// `missing_days` complete days, the last of which is `last_complete`.
+pub fn quiet(
+    config: &AlertConfig,
+    ledger: &Ledger,
+    domain: Sym,
+    last_complete: Day,
+) -> Vec<Finding> {
+    let quiet = &config.reporter_quiet;
+    let mut found = Vec::new();
+    if !quiet.enabled || quiet.missing_days == 0 || quiet.daily_days == 0 {
+        return found;
+    }
+    let since = last_complete - quiet.missing_days as Day + 1;
+    // The day just before the silence names the candidates.
+    let before = ledger.day(domain, since - 1);
+    for r in &before.reporters {
+        let silent = (since..=last_complete)
+            .all(|day| ledger.day(domain, day).reporter(r.reporter).is_none());
+        if !silent {
+            continue;
+        }
+        let mut sessions: Vec<f64> = Vec::with_capacity(quiet.daily_days as usize);
+        for day in (since - quiet.daily_days as Day)..since {
+            match ledger.day(domain, day).reporter(r.reporter) {
+                Some(past) => sessions.push(past.sessions as f64),
+                None => break,
+            }
+        }
+        if sessions.len() < quiet.daily_days as usize {
+            continue;
+        }
+        let usual = median(&mut sessions);
+        if usual >= quiet.min_daily_sessions as f64 {
+            found.push(Finding::ReporterQuiet {
+                domain,
+                reporter: r.reporter,
+                since,
+                usual_sessions: usual.round() as u64,
+            });
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_odd_and_even_series() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [5.0]), 5.0);
+    }
+
+    #[test]
+    fn one_outlier_moves_neither_the_median_nor_the_spread_much() {
+        let mut rates = vec![0.01, 0.012, 0.011, 0.009, 0.01, 0.5, 0.01];
+        let baseline = Baseline::of(&mut rates, 5.0, 0.001, 0.0);
+        assert_eq!(baseline.median, 0.01);
+        assert!(baseline.spread < 0.005, "{baseline:?}");
+        assert!(baseline.threshold < 0.03, "{baseline:?}");
+    }
+
+    #[test]
+    fn a_flat_series_uses_the_floor_and_the_minimum_rate() {
+        let mut rates = vec![0.0; 10];
+        let baseline = Baseline::of(&mut rates, 5.0, 0.01, 0.05);
+        assert_eq!(baseline.spread, 0.01);
+        assert_eq!(baseline.threshold, 0.05);
+    }
+}

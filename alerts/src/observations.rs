@@ -1,0 +1,254 @@
+//! What the detectors read: each report as it arrived, reduced to what it says about each
+//! policy domain, with every name interned.
+//!
+//! One [`Part`] is one (report, policy domain) pair: the sessions the report counted for
+//! the domain, the STS mode it saw, and its failure counts per (receiving MX, result type).
+//! Parts keep the report's `received_at`, because alerting replays the reports in the order
+//! they arrived: the question is always "what did we know at that hour".
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+/// An interned name (domain, reporter, MX host, result type, mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(pub(crate) u32);
+
+impl Sym {
+    /// No name: a failure without a receiving MX (policy-level failures such as
+    /// `sts-policy-fetch-error`), a policy without an STS mode.
+    pub const NONE: Sym = Sym(u32::MAX);
+
+    pub fn is_none(self) -> bool {
+        self == Self::NONE
+    }
+}
+
+/// Names to [`Sym`]s and back; ids are dense, so they index vectors.
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Names {
+    pub fn intern(&mut self, name: &str) -> Sym {
+        if let Some(&id) = self.ids.get(name) {
+            return Sym(id);
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 4 billion names");
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        Sym(id)
+    }
+
+    pub fn intern_opt(&mut self, name: Option<&str>) -> Sym {
+        name.map_or(Sym::NONE, |name| self.intern(name))
+    }
+
+    /// The symbol of a name already seen.
+    pub fn get(&self, name: &str) -> Option<Sym> {
+        self.ids.get(name).map(|&id| Sym(id))
+    }
+
+    /// The name of a symbol; `""` for [`Sym::NONE`].
+    pub fn name(&self, sym: Sym) -> &str {
+        if sym.is_none() {
+            ""
+        } else {
+            &self.names[sym.0 as usize]
+        }
+    }
+
+    pub fn name_opt(&self, sym: Sym) -> Option<&str> {
+        (!sym.is_none()).then(|| self.name(sym))
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// A UTC date as a day number (days since 0001-01-01), so days index vectors.
+pub type Day = i32;
+
+pub fn day_of(date: NaiveDate) -> Day {
+    date.num_days_from_ce()
+}
+
+pub fn date_of(day: Day) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(day).expect("a day number from a valid date")
+}
+
+/// What one report said about one policy domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// When the report was received, microseconds since the epoch (UTC).
+    pub received_at: i64,
+    /// The report's day (UTC date of its start).
+    pub day: Day,
+    pub reporter: Sym,
+    pub domain: Sym,
+    /// Sessions the report counted for the domain (successful + failed), from the
+    /// summaries: the largest of the domain's policies, because a sender that evaluates two
+    /// policies for one domain (MTA-STS and DANE) counts the same sessions under both.
+    pub sessions: u64,
+    /// Failed sessions of the domain, from the summaries (same rule).
+    pub failed: u64,
+    /// The MTA-STS mode the report saw (`enforce`, `testing`, `none`); [`Sym::NONE`] when
+    /// the domain has no STS policy in the report.
+    pub sts_mode: Sym,
+    /// This part's failure counts: `failures[first_failure..first_failure + failure_count]`.
+    pub first_failure: u32,
+    pub failure_count: u32,
+}
+
+/// Failed sessions of one (receiving MX, result type) in one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureCount {
+    /// [`Sym::NONE`] for failures the sender did not tie to an MX.
+    pub mx: Sym,
+    pub result_type: Sym,
+    pub sessions: u64,
+}
+
+/// The parts of many reports and their failure counts, with the names they use.
+///
+/// Filled with [`Self::add_part`] and [`Self::add_failure`] in any order, then
+/// [`Self::finish`]ed, which groups each part's failures and puts the parts in the order
+/// they arrived.
+#[derive(Debug, Default, Clone)]
+pub struct Observations {
+    pub names: Names,
+    parts: Vec<Part>,
+    failures: Vec<FailureCount>,
+    /// Failures added and not yet grouped by part: (part index, counts).
+    staged: Vec<(u32, FailureCount)>,
+}
+
+impl Observations {
+    /// Adds what one report said about one domain; returns the part's index, for
+    /// [`Self::add_failure`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_part(
+        &mut self,
+        received_at: DateTime<Utc>,
+        date: NaiveDate,
+        reporter: &str,
+        domain: &str,
+        sessions: u64,
+        failed: u64,
+        sts_mode: Option<&str>,
+    ) -> usize {
+        self.add_part_micros(
+            received_at.timestamp_micros(),
+            day_of(date),
+            reporter,
+            domain,
+            sessions,
+            failed,
+            sts_mode,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_part_micros(
+        &mut self,
+        received_at: i64,
+        day: Day,
+        reporter: &str,
+        domain: &str,
+        sessions: u64,
+        failed: u64,
+        sts_mode: Option<&str>,
+    ) -> usize {
+        let part = Part {
+            received_at,
+            day,
+            reporter: self.names.intern(reporter),
+            domain: self.names.intern(domain),
+            sessions,
+            failed,
+            sts_mode: self.names.intern_opt(sts_mode),
+            first_failure: 0,
+            failure_count: 0,
+        };
+        self.parts.push(part);
+        self.parts.len() - 1
+    }
+
+    /// Adds failed sessions of one (MX, result type) to a part.
+    pub fn add_failure(&mut self, part: usize, mx: Option<&str>, result_type: &str, sessions: u64) {
+        let count = FailureCount {
+            mx: self.names.intern_opt(mx),
+            result_type: self.names.intern(result_type),
+            sessions,
+        };
+        self.staged.push((
+            u32::try_from(part).expect("fewer than 4 billion parts"),
+            count,
+        ));
+    }
+
+    /// Groups the failures by part (summing repeats of one MX and result type) and sorts
+    /// the parts by arrival (stable: equal times keep the order they were added in).
+    pub fn finish(&mut self) {
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.sort_by_key(|&(part, _)| part);
+        let mut staged = staged.into_iter().peekable();
+        let mut failures = std::mem::take(&mut self.failures);
+        // Failures grouped earlier stay where they are; new ones go after them.
+        for (index, part) in self.parts.iter_mut().enumerate() {
+            let mut added = Vec::new();
+            while let Some((_, count)) = staged.next_if(|&(p, _)| p as usize == index) {
+                match added.iter_mut().find(|f: &&mut FailureCount| {
+                    f.mx == count.mx && f.result_type == count.result_type
+                }) {
+                    Some(existing) => existing.sessions += count.sessions,
+                    None => added.push(count),
+                }
+            }
+            if added.is_empty() {
+                continue;
+            }
+            let old =
+                part.first_failure as usize..(part.first_failure + part.failure_count) as usize;
+            let mut all: Vec<FailureCount> = failures[old].to_vec();
+            for count in added {
+                match all
+                    .iter_mut()
+                    .find(|f| f.mx == count.mx && f.result_type == count.result_type)
+                {
+                    Some(existing) => existing.sessions += count.sessions,
+                    None => all.push(count),
+                }
+            }
+            part.first_failure = u32::try_from(failures.len()).expect("fewer than 4 billion");
+            part.failure_count = u32::try_from(all.len()).expect("fewer than 4 billion");
+            failures.extend(all);
+        }
+        self.failures = failures;
+        self.parts.sort_by_key(|p| p.received_at);
+    }
+
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    pub fn failures_of(&self, part: &Part) -> &[FailureCount] {
+        let first = part.first_failure as usize;
+        &self.failures[first..first + part.failure_count as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}

@@ -1,0 +1,360 @@
+//! The detectors and the pass on crafted series: a spike, a slow drift that must not fire,
+//! a missing day, late arrival, a resolution, a restart in the middle of an incident.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use tlsrpt_alerts::state::Subject;
+use tlsrpt_alerts::{
+    AlertConfig, AlertEvent, AlertState, Detector, EventState, Observations, Severity, evaluate,
+};
+
+const DOMAIN: &str = "example.com";
+const GOOGLE: &str = "Google Inc.";
+const MICROSOFT: &str = "Microsoft Corporation";
+
+fn date(day: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 1, 1).unwrap() + Duration::days(day)
+}
+
+/// The start of a day of the series.
+fn midnight(day: i64) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&date(day).and_hms_opt(0, 0, 0).unwrap())
+}
+
+/// One report for `DOMAIN` of `day`, arriving `hours` after the day ended.
+#[derive(Clone)]
+struct Report<'a> {
+    day: i64,
+    hours: i64,
+    reporter: &'a str,
+    sessions: u64,
+    failures: Vec<(Option<&'a str>, &'a str, u64)>,
+    mode: Option<&'a str>,
+}
+
+impl<'a> Report<'a> {
+    fn new(day: i64, reporter: &'a str, sessions: u64) -> Self {
+        Self {
+            day,
+            hours: 3,
+            reporter,
+            sessions,
+            failures: Vec::new(),
+            mode: Some("enforce"),
+        }
+    }
+
+    fn failing(mut self, mx: Option<&'a str>, result_type: &'a str, sessions: u64) -> Self {
+        self.failures.push((mx, result_type, sessions));
+        self
+    }
+
+    fn arriving(mut self, hours: i64) -> Self {
+        self.hours = hours;
+        self
+    }
+
+    fn mode(mut self, mode: Option<&'a str>) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    fn arrival(&self) -> DateTime<Utc> {
+        midnight(self.day + 1) + Duration::hours(self.hours)
+    }
+}
+
+fn observations(reports: &[Report<'_>]) -> Observations {
+    let mut observations = Observations::default();
+    for r in reports {
+        let failed: u64 = r.failures.iter().map(|f| f.2).sum();
+        let part = observations.add_part(
+            r.arrival(),
+            date(r.day),
+            r.reporter,
+            DOMAIN,
+            r.sessions,
+            failed,
+            r.mode,
+        );
+        for &(mx, result_type, sessions) in &r.failures {
+            observations.add_failure(part, mx, result_type, sessions);
+        }
+    }
+    observations.finish();
+    observations
+}
+
+/// 30 ordinary days: Google 1,000 sessions a day with a little noise of validation
+/// failures on mx1, Microsoft 400 clean ones.
+fn ordinary_month() -> Vec<Report<'static>> {
+    (0..30)
+        .flat_map(|day| {
+            [
+                Report::new(day, GOOGLE, 1000).failing(
+                    Some("mx1.example.com"),
+                    "validation-failure",
+                    3 + (day as u64 % 4),
+                ),
+                Report::new(day, MICROSOFT, 400).arriving(8),
+            ]
+        })
+        .collect()
+}
+
+fn run(reports: &[Report<'_>], until: DateTime<Utc>) -> (Vec<AlertEvent>, AlertState) {
+    let mut state = AlertState::default();
+    let outcome = evaluate(
+        &AlertConfig::default(),
+        &observations(reports),
+        &mut state,
+        until,
+    );
+    (outcome.events, state)
+}
+
+fn firing(events: &[AlertEvent]) -> Vec<&AlertEvent> {
+    events
+        .iter()
+        .filter(|e| e.state == EventState::Firing)
+        .collect()
+}
+
+#[test]
+fn an_ordinary_month_fires_nothing() {
+    let (events, state) = run(&ordinary_month(), midnight(33));
+    assert!(events.is_empty(), "{events:#?}");
+    assert_eq!(state.watermark, Some(midnight(33)));
+}
+
+#[test]
+fn an_expired_certificate_fires_once_as_soon_as_the_first_report_shows_it() {
+    let mut reports = ordinary_month();
+    for day in 30..33 {
+        reports.push(
+            Report::new(day, GOOGLE, 1000)
+                .failing(Some("mx1.example.com"), "certificate-expired", 600)
+                .failing(Some("mx1.example.com"), "validation-failure", 4),
+        );
+        reports.push(Report::new(day, MICROSOFT, 400).arriving(8).failing(
+            Some("mx1.example.com"),
+            "certificate-expired",
+            250,
+        ));
+    }
+    let (events, state) = run(&reports, midnight(34));
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "one incident, one alert: {fired:#?}");
+    let alert = fired[0];
+    assert_eq!(alert.detector, Detector::NewResultType);
+    assert_eq!(alert.result_type.as_deref(), Some("certificate-expired"));
+    assert_eq!(alert.receiving_mx_hostnames, ["mx1.example.com"]);
+    assert_eq!(alert.severity, Severity::Critical, "enforced policy");
+    // Google's report for day 30 arrives at 03:00 on day 31: the step that ends then fires.
+    assert_eq!(alert.at, midnight(31) + Duration::hours(3));
+    assert_eq!(alert.day, date(30));
+    assert!(
+        alert.text.contains("600 of 1000 sessions (60%)"),
+        "{}",
+        alert.text
+    );
+    assert!(alert.text.contains("What to do:"), "{}", alert.text);
+    assert!(alert.sql.contains("result_type = 'certificate-expired'"));
+    assert!(
+        state
+            .open_incident(
+                DOMAIN,
+                &Subject::Failure {
+                    result_type: "certificate-expired".into()
+                }
+            )
+            .is_some()
+    );
+}
+
+#[test]
+fn a_spike_of_a_type_the_domain_always_has_fires_against_its_baseline() {
+    let mut reports = ordinary_month();
+    reports.push(Report::new(30, GOOGLE, 1000).failing(
+        Some("mx1.example.com"),
+        "validation-failure",
+        200,
+    ));
+    let (events, _) = run(&reports, midnight(32));
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::FailureSpike);
+    let baseline = fired[0].baseline_rate.unwrap();
+    assert!((0.003..0.007).contains(&baseline), "{baseline}");
+    assert!(fired[0].text.contains("usual day"), "{}", fired[0].text);
+}
+
+#[test]
+fn a_slow_drift_does_not_fire() {
+    // Validation failures creep from 1% to 14% over two months: a trend to look at in the
+    // views, not an incident to page about.
+    let reports: Vec<Report<'_>> = (0..60)
+        .map(|day| {
+            Report::new(day, GOOGLE, 1000).failing(
+                Some("mx1.example.com"),
+                "validation-failure",
+                10 + day as u64 * 2 + (day as u64 * 7 % 5),
+            )
+        })
+        .collect();
+    let (events, _) = run(&reports, midnight(62));
+    assert!(events.is_empty(), "{events:#?}");
+}
+
+#[test]
+fn three_failed_sessions_out_of_five_page_nobody() {
+    let mut reports = ordinary_month();
+    reports.push(Report::new(30, "Small Sender", 5).failing(
+        Some("mx2.example.com"),
+        "certificate-expired",
+        3,
+    ));
+    let (events, _) = run(&reports, midnight(32));
+    assert!(events.is_empty(), "{events:#?}");
+}
+
+#[test]
+fn a_missing_day_is_not_zero_sessions_and_a_silent_daily_reporter_fires_after_two_days() {
+    let mut reports = ordinary_month();
+    // Microsoft sends nothing for days 30 and 31; Google goes on.
+    reports.retain(|r| !(r.reporter == MICROSOFT && r.day >= 30));
+    for day in 30..34 {
+        reports.push(Report::new(day, GOOGLE, 1000));
+    }
+    // A day is complete (its reports can no longer be late) 48 hours after it ends: day 30
+    // at day 33 00:00, day 31 at day 34 00:00, the step that fires.
+    let (events, _) = run(&reports, midnight(34) - Duration::hours(1));
+    assert!(
+        events.is_empty(),
+        "one silent day is not an incident: {events:#?}"
+    );
+    let (events, state) = run(&reports, midnight(34));
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::ReporterQuiet);
+    assert_eq!(fired[0].reporter.as_deref(), Some(MICROSOFT));
+    assert_eq!(fired[0].at, midnight(34));
+    assert_eq!(fired[0].since, date(30));
+
+    // Its reports come back: the incident ends, once.
+    reports.push(Report::new(34, MICROSOFT, 400).arriving(2));
+    let mut state = state;
+    let outcome = evaluate(
+        &AlertConfig::default(),
+        &observations(&reports),
+        &mut state,
+        midnight(36),
+    );
+    let resolved: Vec<_> = outcome
+        .events
+        .iter()
+        .filter(|e| e.state == EventState::Resolved)
+        .collect();
+    assert_eq!(resolved.len(), 1, "{:#?}", outcome.events);
+    assert_eq!(resolved[0].incident_id, fired[0].incident_id);
+    assert!(firing(&outcome.events).is_empty());
+}
+
+#[test]
+fn late_reports_of_a_day_already_alerted_do_not_fire_again_and_a_normal_day_resolves() {
+    let mut reports = ordinary_month();
+    reports.push(Report::new(30, GOOGLE, 1000).failing(
+        Some("mx1.example.com"),
+        "starttls-not-supported",
+        900,
+    ));
+    // A late report of the same day, then a retry arriving a day later still.
+    reports.push(Report::new(30, MICROSOFT, 400).arriving(20).failing(
+        Some("mx1.example.com"),
+        "starttls-not-supported",
+        350,
+    ));
+    reports.push(Report::new(30, "Yahoo", 100).arriving(40).failing(
+        Some("mx1.example.com"),
+        "starttls-not-supported",
+        90,
+    ));
+    // Fixed on day 31.
+    reports.push(Report::new(31, GOOGLE, 1000).arriving(5));
+    reports.push(Report::new(31, MICROSOFT, 400).arriving(9));
+    let (events, state) = run(&reports, midnight(34));
+    assert_eq!(firing(&events).len(), 1, "{events:#?}");
+    let resolved: Vec<_> = events
+        .iter()
+        .filter(|e| e.state == EventState::Resolved)
+        .collect();
+    assert_eq!(resolved.len(), 1, "{events:#?}");
+    assert_eq!(resolved[0].at, midnight(32) + Duration::hours(5));
+    assert!(resolved[0].title.starts_with("Resolved: "));
+    assert_eq!(state.open_count(), 0);
+}
+
+#[test]
+fn a_day_with_too_few_reports_in_does_not_end_an_incident() {
+    let mut reports = ordinary_month();
+    reports.push(Report::new(30, GOOGLE, 1000).failing(
+        Some("mx1.example.com"),
+        "certificate-expired",
+        900,
+    ));
+    // Day 31: only a small sender's clean report so far.
+    reports.push(Report::new(31, "Small Sender", 30).arriving(1));
+    let (events, state) = run(&reports, midnight(32) + Duration::hours(2));
+    assert_eq!(firing(&events).len(), 1);
+    assert!(events.iter().all(|e| e.state == EventState::Firing));
+    assert_eq!(state.open_count(), 1);
+}
+
+#[test]
+fn a_mode_change_fires_once_and_going_back_does_not_fire_again() {
+    let mut reports: Vec<Report<'_>> = (0..30)
+        .map(|day| Report::new(day, GOOGLE, 1000).mode(Some("testing")))
+        .collect();
+    reports.extend((30..33).map(|day| Report::new(day, GOOGLE, 1000).mode(Some("enforce"))));
+    reports.extend((33..36).map(|day| Report::new(day, GOOGLE, 1000).mode(Some("testing"))));
+    let (events, _) = run(&reports, midnight(37));
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].detector, Detector::ModeChange);
+    assert_eq!(events[0].old_mode.as_deref(), Some("testing"));
+    assert_eq!(events[0].new_mode.as_deref(), Some("enforce"));
+    assert_eq!(events[0].severity, Severity::Info);
+}
+
+#[test]
+fn a_restart_in_the_middle_of_an_incident_sends_nothing_twice() {
+    let mut reports = ordinary_month();
+    for day in 30..36 {
+        reports.push(Report::new(day, GOOGLE, 1000).failing(None, "sts-policy-fetch-error", 300));
+        reports.push(Report::new(day, MICROSOFT, 400).arriving(8));
+    }
+    reports.push(Report::new(36, GOOGLE, 1000));
+    reports.push(Report::new(36, MICROSOFT, 400).arriving(8));
+    let observed = observations(&reports);
+    let config = AlertConfig::default();
+
+    // In one go.
+    let mut once = AlertState::default();
+    let all = evaluate(&config, &observed, &mut once, midnight(39)).events;
+    assert_eq!(all.len(), 2, "fired and resolved: {all:#?}");
+
+    // Stopped after the alert, state saved and read back, then on.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts").join("state.json");
+    let mut state = AlertState::default();
+    let first = evaluate(
+        &config,
+        &observed,
+        &mut state,
+        midnight(33) + Duration::minutes(30),
+    );
+    state.save(&path).unwrap();
+    let mut state = AlertState::load(&path).unwrap();
+    let second = evaluate(&config, &observed, &mut state, midnight(39));
+    let mut both = first.events;
+    both.extend(second.events);
+    assert_eq!(both, all);
+}
