@@ -14,6 +14,7 @@
 //! - `validate`: [`validate`], is each file a report we accept, and with which quirks?
 //! - `explain`: [`explain`], a report in plain language for the domain owner.
 
+mod alerts;
 mod data_dir;
 mod explain;
 mod import;
@@ -69,6 +70,8 @@ enum Command {
     Token(token::Command),
     Validate(validate::Args),
     Explain(explain::Args),
+    #[command(subcommand)]
+    Alerts(alerts::Command),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Token(command) => token::run(&command),
         Command::Validate(args) => validate::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Alerts(command) => alerts::run(&command),
     };
     match result {
         Ok(code) => code,

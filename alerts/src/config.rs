@@ -98,6 +98,9 @@ pub struct Evaluation {
     pub notify_within_hours: u32,
     /// Interval of the scheduled passes inside `tlsrpt up` and `tlsrpt query`.
     pub interval_minutes: u32,
+    /// How far back the first pass (no state yet) starts judging; the baseline days before
+    /// that are read too.
+    pub first_pass_days: u32,
 }
 
 impl Default for Evaluation {
@@ -111,6 +114,7 @@ impl Default for Evaluation {
             settle_minutes: 60,
             notify_within_hours: 24,
             interval_minutes: 15,
+            first_pass_days: 90,
         }
     }
 }
@@ -218,19 +222,77 @@ impl Default for ReporterQuiet {
 
 /// One place alerts go.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawNotifier")]
 pub struct NotifierConfig {
     /// A name for the log and the state.
     pub name: String,
-    #[serde(flatten)]
     pub kind: NotifierKind,
     /// Only alerts for these policy domains (`example.com`, or `*.example.com` for the
     /// domain and every name under it); empty: every domain.
-    #[serde(default)]
     pub domains: Vec<String>,
     /// Only alerts at least this severe.
-    #[serde(default)]
     pub min_severity: crate::Severity,
+}
+
+/// A `[[notifier]]` table as written: one flat set of keys, which of them are needed
+/// depending on `kind` (serde cannot refuse unknown keys of an internally tagged enum
+/// flattened into a struct, so the kinds are told apart here).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifier {
+    name: String,
+    kind: String,
+    url: Option<String>,
+    smtp: Option<String>,
+    from: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    min_severity: crate::Severity,
+}
+
+impl TryFrom<RawNotifier> for NotifierConfig {
+    type Error = String;
+
+    fn try_from(raw: RawNotifier) -> Result<Self, String> {
+        let name = raw.name;
+        let needs = |what: &str, value: Option<String>| {
+            value.ok_or_else(|| format!("notifier {name:?} of kind {:?} needs `{what}`", raw.kind))
+        };
+        let timeout_seconds = raw.timeout_seconds.unwrap_or(10);
+        let kind = match raw.kind.as_str() {
+            "webhook" => NotifierKind::Webhook {
+                url: needs("url", raw.url)?,
+                timeout_seconds,
+            },
+            "mail" => {
+                if raw.to.is_empty() {
+                    return Err(format!("notifier {name:?} of kind \"mail\" needs `to`"));
+                }
+                NotifierKind::Mail {
+                    smtp: needs("smtp", raw.smtp)?,
+                    from: needs("from", raw.from)?,
+                    to: raw.to,
+                    timeout_seconds,
+                }
+            }
+            "log" => NotifierKind::Log,
+            other => {
+                return Err(format!(
+                    "notifier {name:?}: kind must be \"webhook\", \"mail\" or \"log\", not {other:?}"
+                ));
+            }
+        };
+        Ok(Self {
+            name,
+            kind,
+            domains: raw.domains,
+            min_severity: raw.min_severity,
+        })
+    }
 }
 
 impl NotifierConfig {
@@ -260,14 +322,12 @@ impl NotifierConfig {
 }
 
 /// The kinds of notifier.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NotifierKind {
     /// A JSON POST (the alert, with a Slack-compatible `text` field).
     Webhook {
         url: String,
-        /// Seconds before a delivery attempt gives up.
-        #[serde(default = "default_timeout_seconds")]
+        /// Seconds before a delivery attempt gives up (default 10).
         timeout_seconds: u64,
     },
     /// A mail over SMTP.
@@ -276,13 +336,66 @@ pub enum NotifierKind {
         smtp: String,
         from: String,
         to: Vec<String>,
-        #[serde(default = "default_timeout_seconds")]
         timeout_seconds: u64,
     },
     /// The process log (standard error).
     Log,
 }
 
-fn default_timeout_seconds() -> u64 {
-    10
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(AlertConfig::from_toml("").unwrap(), AlertConfig::default());
+    }
+
+    #[test]
+    fn notifiers_of_each_kind_are_read_and_routed() {
+        let config = AlertConfig::from_toml(
+            r#"
+            [spike]
+            min_rate = 0.1
+            [[notifier]]
+            name = "chat"
+            kind = "webhook"
+            url = "https://hooks.example/x"
+            [[notifier]]
+            name = "noc"
+            kind = "mail"
+            smtp = "localhost:25"
+            from = "a@b.example"
+            to = ["c@d.example"]
+            domains = ["*.customer.example", "other.example"]
+            min_severity = "critical"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.spike.min_rate, 0.1);
+        assert_eq!(
+            config.spike.min_failed_sessions, 10,
+            "the rest stays default"
+        );
+        let [chat, noc] = &config.notifiers[..] else {
+            panic!("two notifiers")
+        };
+        assert!(
+            matches!(&chat.kind, NotifierKind::Webhook { url, timeout_seconds: 10 } if url == "https://hooks.example/x")
+        );
+        assert!(chat.routes("anything.example"));
+        assert_eq!(noc.min_severity, crate::Severity::Critical);
+        assert!(noc.routes("customer.example") && noc.routes("mx.Customer.example."));
+        assert!(noc.routes("other.example") && !noc.routes("notcustomer.example"));
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_key_named() {
+        let error = |text: &str| AlertConfig::from_toml(text).unwrap_err().to_string();
+        assert!(error("[spike]\nmin_fialed_sessions = 3").contains("min_fialed_sessions"));
+        assert!(error("[spike]\nmin_rate = 5").contains("spike.min_rate"));
+        assert!(error("[[notifier]]\nname = \"x\"\nkind = \"webhook\"").contains("needs `url`"));
+        assert!(error("[[notifier]]\nname = \"x\"\nkind = \"pager\"").contains("kind must be"));
+        assert!(error("[[notifier]]\nname = \"x\"\nkind = \"log\"\nurl2 = \"y\"").contains("url2"));
+    }
 }

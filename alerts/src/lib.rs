@@ -21,6 +21,8 @@
 //! - [`state`]: what a pass leaves for the next one, in one durable file.
 //! - [`alert`], `message`: the alert and its words.
 //! - [`config`]: the TOML configuration.
+//! - [`run`]: a whole pass: read, evaluate, store in the `alerts` table ([`table`]),
+//!   deliver ([`notify`]).
 //!
 //! ## How reports arrive, and what that means here
 //! Reports for day D arrive during D+1 and until D+2 (senders wait a random delay and retry
@@ -36,8 +38,11 @@ pub mod evaluate;
 pub mod ledger;
 pub mod load;
 mod message;
+pub mod notify;
 pub mod observations;
+pub mod run;
 pub mod state;
+pub mod table;
 
 pub use alert::{AlertEvent, AlertState as EventState, Detector, Severity};
 pub use config::AlertConfig;

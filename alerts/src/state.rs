@@ -67,6 +67,8 @@ pub struct AlertState {
     /// Everything that arrived up to here has been evaluated.
     pub watermark: Option<DateTime<Utc>>,
     pub next_incident_id: u64,
+    /// The sequence number of the next alert (the `alerts` table's `event_seq`).
+    pub next_event_seq: u64,
     /// Open incidents by domain.
     pub open: BTreeMap<String, Vec<OpenIncident>>,
     /// (domain, subject) pairs that may not open a new incident before the time given.

@@ -21,6 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
+use tlsrpt_schemas::alerts_table::{ALERTS, alerts_schema};
 use tlsrpt_schemas::layout::TABLES;
 use tlsrpt_schemas::rollup::{
     ROLLUPS, failures_daily_schema, policies_daily_schema, reports_daily_schema,
@@ -446,7 +447,8 @@ impl QueryEngine {
     }
 }
 
-/// The raw tables and the daily rollups, with their schemas.
+/// The raw tables, the daily rollups and the alerts the anomaly jobs fired, with their
+/// schemas.
 fn all_tables() -> impl Iterator<Item = (&'static str, SchemaRef)> {
     TABLES
         .into_iter()
@@ -456,6 +458,7 @@ fn all_tables() -> impl Iterator<Item = (&'static str, SchemaRef)> {
             failures_daily_schema(),
             reports_daily_schema(),
         ]))
+        .chain([(ALERTS, alerts_schema())])
 }
 
 /// A session over `runtime` (memory limit, object stores) with the catalog an analyst can

@@ -26,6 +26,7 @@
 //!
 //! Start reading at [`model::Report`].
 
+pub mod alerts_table;
 pub mod catalogue;
 pub mod decode;
 pub mod dedup;

@@ -4,6 +4,7 @@
 //! real Kafka-protocol broker, with `tlsrpt transform` and `tlsrpt query` around it, and
 //! `tlsrpt up --kafka` on one.
 
+mod alerts;
 mod bad_input;
 mod crash;
 mod ingest_kafka;

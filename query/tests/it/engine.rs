@@ -262,6 +262,7 @@ async fn the_schema_is_the_contract() {
             "reports_daily",
             tlsrpt_schemas::rollup::reports_daily_schema(),
         ),
+        ("alerts", tlsrpt_schemas::alerts_table::alerts_schema()),
     ] {
         let result = engine.sql(&format!("SELECT * FROM {table}")).await.unwrap();
         let types = |s: &arrow::datatypes::Schema| {
@@ -275,6 +276,7 @@ async fn the_schema_is_the_contract() {
     assert_eq!(
         rows(&engine, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1").await,
         [
+            "alerts",
             "failures",
             "failures_daily",
             "policies",

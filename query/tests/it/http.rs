@@ -255,6 +255,7 @@ async fn the_tables_and_their_columns_are_listed() {
     assert_eq!(
         of_type("TABLE"),
         [
+            "alerts",
             "failures",
             "failures_daily",
             "policies",

@@ -1,0 +1,133 @@
+//! Delivering alerts: a JSON webhook (with a Slack-compatible `text`), a mail over SMTP, or
+//! the log.
+//!
+//! The webhook body is the alert itself (the fields of [`AlertEvent`]) plus `text`, the
+//! title and explanation as one message, which is what Slack and Mattermost incoming
+//! webhooks read:
+//!
+//! ```json
+//! {"text": "[critical] example.com: certificate-expired failures on mx1.example.com ...",
+//!  "alert": {"incident_id": 3, "state": "firing", "at": "2025-02-01T03:00:00Z",
+//!            "detector": "new-result-type", "severity": "critical",
+//!            "policy_domain": "example.com", "title": "...", "text": "...", "sql": "...", ...}}
+//! ```
+//! A 2xx answer is a delivery; anything else is retried at the next pass.
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::alert::{AlertEvent, AlertState};
+use crate::config::{NotifierConfig, NotifierKind};
+
+/// The message as one text: title, then the explanation and the query.
+pub fn plain_text(event: &AlertEvent) -> String {
+    let mut text = format!(
+        "[{}] {}\n\n{}",
+        event.severity.as_str(),
+        event.title,
+        event.text
+    );
+    if !event.sql.is_empty() {
+        text.push_str("\n\nTo look deeper (tlsrpt sql):\n");
+        text.push_str(&event.sql);
+    }
+    text
+}
+
+/// Sends one alert through one notifier; the error says why it did not arrive.
+pub async fn send(
+    notifier: &NotifierConfig,
+    event: &AlertEvent,
+    http: &reqwest::Client,
+) -> Result<(), String> {
+    match &notifier.kind {
+        NotifierKind::Log => {
+            match event.state {
+                AlertState::Firing => tracing::warn!(
+                    notifier = %notifier.name,
+                    incident = event.incident_id,
+                    severity = event.severity.as_str(),
+                    domain = %event.policy_domain,
+                    detector = event.detector.as_str(),
+                    "{}\n{}",
+                    event.title,
+                    event.text
+                ),
+                AlertState::Resolved => tracing::info!(
+                    notifier = %notifier.name,
+                    incident = event.incident_id,
+                    domain = %event.policy_domain,
+                    "{}",
+                    event.title
+                ),
+            }
+            Ok(())
+        }
+        NotifierKind::Webhook {
+            url,
+            timeout_seconds,
+        } => {
+            let body = serde_json::json!({ "text": plain_text(event), "alert": event });
+            let response = http
+                .post(url)
+                .timeout(Duration::from_secs(*timeout_seconds))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|err| format!("POST {url}: {err}"))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "POST {url}: the server answered {}",
+                    response.status()
+                ))
+            }
+        }
+        NotifierKind::Mail {
+            smtp,
+            from,
+            to,
+            timeout_seconds,
+        } => {
+            let (host, port) = match smtp.rsplit_once(':') {
+                Some((host, port)) => (
+                    host,
+                    port.parse::<u16>()
+                        .map_err(|_| format!("smtp = {smtp:?}: the port is not a number"))?,
+                ),
+                None => (smtp.as_str(), 25),
+            };
+            let mut message = Message::builder()
+                .from(
+                    from.parse()
+                        .map_err(|err| format!("from = {from:?}: {err}"))?,
+                )
+                .subject(format!(
+                    "[tlsrpt {}] {}",
+                    event.severity.as_str(),
+                    event.title
+                ))
+                .header(ContentType::TEXT_PLAIN);
+            for address in to {
+                message = message.to(address
+                    .parse()
+                    .map_err(|err| format!("to = {address:?}: {err}"))?);
+            }
+            let message = message
+                .body(plain_text(event))
+                .map_err(|err| format!("cannot build the mail: {err}"))?;
+            let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .port(port)
+                .timeout(Some(Duration::from_secs(*timeout_seconds)))
+                .build();
+            transport
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|err| format!("SMTP {smtp}: {err}"))
+        }
+    }
+}

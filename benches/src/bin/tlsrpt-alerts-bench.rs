@@ -1,0 +1,179 @@
+//! `tlsrpt-alerts-bench`: the alert engine scored on a provider's history, and timed.
+//!
+//! Setup (once per data directory): a seeded [`History`] (`--domains`, `--days`,
+//! `--incidents`, `--seed`) is put through the real pipeline into `DATA_DIR/tables`, each
+//! report with its simulated arrival time, and its ground truth written to
+//! `DATA_DIR/truth.json` (written last: a directory without it is an interrupted setup).
+//! An existing directory is used as it is, with the history its `truth.json` describes.
+//!
+//! Measured: the observations of the whole history loaded from the tables (timed), and one
+//! evaluation pass from an empty state up to four days after the history (timed), which
+//! replays it hour by hour as hourly passes would; the alerts scored against the ground
+//! truth ([`tlsrpt_benches::scoring`]). Prints one JSON object on standard output (the
+//! score, the times, the parts and steps, peak memory) and the readable score on standard
+//! error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use tlsrpt_benches::history::{History, HistoryConfig, TruthIncident};
+use tlsrpt_benches::pipeline::write_tables;
+use tlsrpt_benches::scoring::{replay, score};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Score and time the alert engine on a seeded provider history.
+#[derive(Debug, Parser)]
+#[command(name = "tlsrpt-alerts-bench", about, long_about)]
+struct Args {
+    /// The data directory: generated (tables and truth.json) if it does not exist.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Policy domains of a generated history.
+    #[arg(long, default_value_t = 10_000)]
+    domains: usize,
+    /// Days of a generated history.
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Incidents injected into a generated history.
+    #[arg(long, default_value_t = 50)]
+    incidents: usize,
+    /// Seed of a generated history.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Hours after first evidence within which a detection counts as in time.
+    #[arg(long, default_value_t = 6)]
+    within_hours: i64,
+    /// Write the alerts here, one JSON object a line.
+    #[arg(long)]
+    json_events: Option<PathBuf>,
+}
+
+/// `DATA_DIR/truth.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Truth {
+    config: HistoryConfig,
+    seed: u64,
+    reports: u64,
+    domain_days: u64,
+    incidents: Vec<TruthIncident>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let truth_path = args.data_dir.join("truth.json");
+    let mut generated = None;
+    if !args.data_dir.exists() {
+        generated = Some(generate(&args)?);
+    }
+    let truth: Truth = serde_json::from_slice(&std::fs::read(&truth_path).with_context(|| {
+        format!(
+            "cannot read {}: an interrupted setup? remove {} to generate it again",
+            truth_path.display(),
+            args.data_dir.display()
+        )
+    })?)
+    .with_context(|| format!("{} is not a ground truth", truth_path.display()))?;
+    // The peak from here on is the alerting's, not the generator's or the transformer's.
+    reset_peak_rss();
+
+    eprintln!("tlsrpt-alerts-bench: loading the observations and replaying the history");
+    let run = replay(&args.data_dir, &truth.config)?;
+    let score = score(
+        &truth.incidents,
+        &run.events,
+        truth.domain_days,
+        chrono::Duration::hours(args.within_hours),
+    );
+    eprint!("{score}");
+    if let Some(path) = &args.json_events {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        );
+        for event in &run.events {
+            serde_json::to_writer(&mut out, event)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "history": {
+                "config": truth.config,
+                "seed": truth.seed,
+                "reports": truth.reports,
+                "domain_days": truth.domain_days,
+                "generate_seconds": generated,
+            },
+            "load_seconds": run.load_seconds,
+            "evaluate_seconds": run.evaluate_seconds,
+            "parts": run.parts,
+            "steps": run.steps,
+            "events": run.events.len(),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "score": score,
+        }))?
+    );
+    Ok(())
+}
+
+/// Generates the history into the data directory; returns the seconds it took.
+fn generate(args: &Args) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let config = HistoryConfig {
+        domains: args.domains,
+        days: args.days,
+        incidents: args.incidents,
+        ..HistoryConfig::default()
+    };
+    eprintln!(
+        "tlsrpt-alerts-bench: generating {} domains × {} days into {}",
+        config.domains,
+        config.days,
+        args.data_dir.display()
+    );
+    let history = History::new(config.clone(), args.seed);
+    std::fs::create_dir_all(&args.data_dir)?;
+    let reports = write_tables(&args.data_dir, history.reports())?;
+    let truth = Truth {
+        config,
+        seed: args.seed,
+        reports,
+        domain_days: history.domain_days(),
+        incidents: history.incidents().to_vec(),
+    };
+    write_atomically(
+        &args.data_dir.join("truth.json"),
+        &serde_json::to_vec_pretty(&truth)?,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("tlsrpt-alerts-bench: {reports} reports written in {seconds:.0} s");
+    Ok(seconds)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}
+
+/// Resets the kernel's peak resident set size of this process (`VmHWM`; Linux 4.0+).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak resident set size (`VmHWM` of `/proc/self/status`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
