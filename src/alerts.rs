@@ -151,7 +151,45 @@ fn print_summary(report: &PassReport) {
             report.not_sent
         );
     }
+    for error in &report.rule_errors {
+        eprintln!("tlsrpt alerts: {error}");
+    }
     for error in &report.delivery_errors {
         eprintln!("tlsrpt alerts: not delivered (retried at the next pass): {error}");
+    }
+}
+
+/// The anomaly jobs inside `tlsrpt up` and `tlsrpt query`: a pass at start, then one every
+/// `interval_minutes`, until `stop`. A failed pass is logged and the next one tries again
+/// (a pass resumes where the last good one stopped).
+pub(crate) async fn schedule(
+    config: AlertConfig,
+    tables: PathBuf,
+    state: PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let interval = config.evaluation.interval();
+    let runner = Runner::new(config, tables, state)?;
+    let passes = async {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match runner.pass(Utc::now()).await {
+                Ok(report) => tracing::info!(
+                    fired = report.fired.len(),
+                    resolved = report.resolved.len(),
+                    open = report.open_incidents,
+                    reports = report.reports_read,
+                    seconds = report.read_time.as_secs_f64() + report.evaluate_time.as_secs_f64(),
+                    "Alert pass done."
+                ),
+                Err(err) => tracing::error!("Alert pass failed (the next one retries): {err}"),
+            }
+        }
+    };
+    tokio::select! {
+        () = stop => Ok(()),
+        () = passes => Ok(()),
     }
 }

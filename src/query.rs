@@ -41,6 +41,22 @@ async fn query(settings: QueryResolved) -> anyhow::Result<()> {
     let flight_listener =
         crate::receivers::bind(settings.sql.flight_listen, "Flight SQL", "--flight-listen").await?;
     let described = settings.store.describe();
+    if let Some(config) = settings.sql.alerts.clone() {
+        let tlsrpt_query::TablesLocation::Local(root) = &settings.store else {
+            anyhow::bail!(
+                "--alerts-config needs the tables in a local directory (--store DIR); for tables \
+                 in an object store, run `tlsrpt alerts run` where they are mounted"
+            );
+        };
+        // Beside the tables, under a name readers skip (`_`).
+        let state = root.join("_alerts-state.json");
+        let alerts = crate::alerts::schedule(config, root.clone(), state, std::future::pending());
+        tokio::spawn(async move {
+            if let Err(err) = alerts.await {
+                tracing::error!("The alert jobs cannot run: {err:#}");
+            }
+        });
+    }
     let engine = Arc::new(
         QueryEngine::at(settings.store, settings.sql.limits)
             .context("cannot start the SQL engine")?,

@@ -184,6 +184,14 @@ pub(crate) struct SqlSettings {
         requires = "sql_tls_cert"
     )]
     pub(crate) sql_tls_key: Option<PathBuf>,
+
+    /// Run the anomaly jobs in this service, every `interval_minutes` (15) of the
+    /// configuration's `[evaluation]`, with this alert configuration (TOML; see `tlsrpt
+    /// alerts run` and "Alerts" in the README; an empty file is the defaults, alerting to the
+    /// log). Tables in a local directory only. Without it, no alerts (run `tlsrpt alerts run`
+    /// from cron instead).
+    #[arg(long, env = "TLSRPT_ALERTS_CONFIG", value_name = "FILE")]
+    pub(crate) alerts_config: Option<PathBuf>,
 }
 
 /// [`SqlSettings`] with every default applied.
@@ -193,6 +201,8 @@ pub(crate) struct SqlResolved {
     pub(crate) limits: tlsrpt_query::QueryOptions,
     pub(crate) access: tlsrpt_query::Access,
     pub(crate) tls: Option<tlsrpt_query::SqlTls>,
+    /// The anomaly jobs' configuration, when they run in the service.
+    pub(crate) alerts: Option<tlsrpt_alerts::AlertConfig>,
 }
 
 impl SqlSettings {
@@ -208,6 +218,7 @@ impl SqlSettings {
             sql_tokens: self.sql_tokens.or(file.sql_tokens),
             sql_tls_cert: self.sql_tls_cert.or(file.sql_tls_cert),
             sql_tls_key: self.sql_tls_key.or(file.sql_tls_key),
+            alerts_config: self.alerts_config.or(file.alerts_config),
         }
     }
 
@@ -267,9 +278,17 @@ impl SqlSettings {
             (None, None) => None,
             _ => bail!("--sql-tls-cert and --sql-tls-key go together"),
         };
+        let alerts = match &self.alerts_config {
+            Some(path) => Some(
+                tlsrpt_alerts::AlertConfig::from_file(path)
+                    .map_err(|e| anyhow::anyhow!("--alerts-config: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(SqlResolved {
             access,
             tls,
+            alerts,
             flight_listen,
             limits: tlsrpt_query::QueryOptions {
                 max_rows: self.max_result_rows.unwrap_or(defaults.max_rows),

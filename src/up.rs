@@ -215,6 +215,16 @@ async fn up(settings: Resolved) -> anyhow::Result<()> {
         }
         result.context("the transformer failed")
     });
+    if let Some(config) = settings.sql.alerts.clone() {
+        let state = crate::alerts::default_state(&data);
+        let alerts =
+            crate::alerts::schedule(config, data.tables(), state, stopped(query_stop.clone()));
+        tokio::spawn(async move {
+            if let Err(err) = alerts.await {
+                tracing::error!("The alert jobs cannot run: {err:#}");
+            }
+        });
+    }
     let mut query_task = {
         let stop = stopped(query_stop);
         let service = tlsrpt_query::SqlService {

@@ -20,6 +20,9 @@ pub struct AlertConfig {
     pub new_result_type: NewResultType,
     pub mode_change: ModeChange,
     pub reporter_quiet: ReporterQuiet,
+    /// Custom rules in SQL ([`crate::rules`]).
+    #[serde(rename = "rule")]
+    pub rules: Vec<crate::rules::RuleConfig>,
     /// Where alerts go; none configured: the log only.
     #[serde(rename = "notifier")]
     pub notifiers: Vec<NotifierConfig>,

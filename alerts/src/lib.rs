@@ -20,6 +20,7 @@
 //!   ended. Start reading here.
 //! - [`state`]: what a pass leaves for the next one, in one durable file.
 //! - [`alert`], `message`: the alert and its words.
+//! - [`rules`]: custom rules in SQL.
 //! - [`config`]: the TOML configuration.
 //! - [`run`]: a whole pass: read, evaluate, store in the `alerts` table ([`table`]),
 //!   deliver ([`notify`]).
@@ -40,6 +41,7 @@ pub mod load;
 mod message;
 pub mod notify;
 pub mod observations;
+pub mod rules;
 pub mod run;
 pub mod state;
 pub mod table;
@@ -66,6 +68,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A custom rule's query failed or returned what a rule cannot use.
+    #[error("rule {rule}: {message}")]
+    Rule { rule: String, message: String },
     /// A query over the tables failed.
     #[error("cannot read {what} from the tables: {source}")]
     Query {

@@ -41,6 +41,8 @@ pub struct PassReport {
     /// Deliveries made, and failed (retried at the next pass).
     pub delivered: usize,
     pub delivery_errors: Vec<String>,
+    /// Custom rules that could not run (the others did).
+    pub rule_errors: Vec<String>,
     pub reports_read: usize,
     pub steps: u64,
     pub open_incidents: usize,
@@ -106,21 +108,34 @@ impl Runner {
         })
         .await
         .expect("the evaluation does not panic");
-        report.evaluate_time = started.elapsed();
         report.steps = outcome.steps;
+        let mut events = outcome.events;
+        let (rule_events, rule_errors) = crate::rules::run(
+            &self.engine,
+            &self.config.rules,
+            &mut state,
+            now,
+            Duration::hours(i64::from(evaluation.cooldown_hours)),
+        )
+        .await;
+        events.extend(rule_events);
+        for error in rule_errors {
+            tracing::error!("{error}");
+            report.rule_errors.push(error.to_string());
+        }
+        report.evaluate_time = started.elapsed();
 
         // Store, then queue for delivery, then save: nothing is sent before it is durable.
         let first_seq = state.next_event_seq;
-        let numbered: Vec<(u64, &AlertEvent)> = outcome
-            .events
+        let numbered: Vec<(u64, &AlertEvent)> = events
             .iter()
             .enumerate()
             .map(|(i, e)| (first_seq + i as u64, e))
             .collect();
         table::write(&self.tables, &numbered)?;
-        state.next_event_seq += outcome.events.len() as u64;
+        state.next_event_seq += events.len() as u64;
         let notify_from = now - Duration::hours(i64::from(evaluation.notify_within_hours));
-        for event in &outcome.events {
+        for event in &events {
             match event.state {
                 crate::alert::AlertState::Firing => report.fired.push(event.clone()),
                 crate::alert::AlertState::Resolved => report.resolved.push(event.clone()),

@@ -158,6 +158,18 @@ from = "tlsrpt@provider.example"
 to = ["postmaster@shop.example"]
 domains = ["*.shop.example"]
 min_severity = "critical"
+
+[[rule]]
+name = "expired-certificates"
+description = "Renew the certificate of the MX host named."
+sql = """
+SELECT policy_domain, receiving_mx_hostname, sum(failed_session_count) AS failed
+FROM failures WHERE result_type = 'certificate-expired' GROUP BY 1, 2
+"""
+
+[[rule]]
+name = "broken"
+sql = "SELECT 1 AS one"
 "#
         ),
     )
@@ -179,7 +191,26 @@ min_severity = "critical"
         "{stdout}"
     );
 
-    let body = webhook.recv_timeout(Duration::from_secs(10)).unwrap();
+    // A broken rule is reported and does not stop the rest.
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains("rule broken: the query must return a `policy_domain` column"),
+        "{stderr}"
+    );
+
+    let mut bodies: Vec<serde_json::Value> = (0..2)
+        .map(|_| webhook.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    bodies.sort_by_key(|b| b["alert"]["detector"].as_str().unwrap().to_owned());
+    let rule = &bodies[1]["alert"];
+    assert_eq!(rule["detector"], "rule");
+    assert_eq!(rule["severity"], "warning");
+    assert_eq!(
+        rule["title"],
+        "shop.example: expired-certificates (receiving_mx_hostname=mx1.shop.example)"
+    );
+    assert!(rule["text"].as_str().unwrap().contains("failed: 350"), "{rule}");
+    let body = &bodies[0];
     assert_eq!(body["alert"]["policy_domain"], "shop.example");
     assert_eq!(body["alert"]["state"], "firing");
     assert_eq!(body["alert"]["severity"], "critical");
@@ -220,7 +251,8 @@ min_severity = "critical"
         "{csv}"
     );
 
-    // The next pass has nothing new: nothing fires, nothing is sent again.
+    // The next pass has nothing new (the rule's row is the same open incident): nothing
+    // fires, nothing is sent again.
     let second = tlsrpt(&args);
     assert_eq!(second.status.code(), Some(0), "{second:?}");
     assert!(webhook.recv_timeout(Duration::from_millis(500)).is_err());
