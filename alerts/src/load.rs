@@ -90,7 +90,7 @@ pub async fn observations(
         let mx = strings(batch, 2);
         let result_type = strings(batch, 3);
         let failed = integers(batch, 4);
-        for row in 0..batch.num_rows() {
+        for (row, &failed) in failed.iter().enumerate() {
             let (Some(uid), Some(domain), Some(result_type)) = (
                 uid.get(row).and_then(report_uid_value_of_hex),
                 domain.get(row).and_then(|d| observations.names.get(d)),
@@ -100,7 +100,7 @@ pub async fn observations(
             };
             // A report received after `until` has no part: its failures are not known yet.
             if let Some(&part) = index.get(&(uid, domain)) {
-                observations.add_failure(part, mx.get(row), result_type, failed[row]);
+                observations.add_failure(part, mx.get(row), result_type, failed);
             }
         }
     }
