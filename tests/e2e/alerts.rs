@@ -209,7 +209,10 @@ sql = "SELECT 1 AS one"
         rule["title"],
         "shop.example: expired-certificates (receiving_mx_hostname=mx1.shop.example)"
     );
-    assert!(rule["text"].as_str().unwrap().contains("failed: 350"), "{rule}");
+    assert!(
+        rule["text"].as_str().unwrap().contains("failed: 350"),
+        "{rule}"
+    );
     let body = &bodies[0];
     assert_eq!(body["alert"]["policy_domain"], "shop.example");
     assert_eq!(body["alert"]["state"], "firing");
