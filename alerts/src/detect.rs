@@ -151,12 +151,29 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
     if today.sessions == 0 || today.failures.is_empty() {
         return found;
     }
+    // The gates on today's counts alone come first: most days of most domains have a few
+    // failed sessions and pass none, and then no baseline need be read.
+    let new_type_candidate = new_type.enabled
+        && today.failures.iter().any(|c| {
+            let failed = today.failed_of(None, c.result_type);
+            failed >= new_type.min_failed_sessions
+                && rate(failed, today.sessions) >= new_type.min_rate
+        });
+    let spike_candidate = spike.enabled
+        && today.sessions >= spike.min_sessions
+        && today.failures.iter().any(|c| {
+            c.failed >= spike.min_failed_sessions
+                && rate(c.failed, today.sessions) >= spike.min_rate
+        });
+    if !new_type_candidate && !spike_candidate {
+        return found;
+    }
     let history: Vec<&DomainDay> = baseline_days(config, ledger, domain, day).collect();
     if history.len() < config.evaluation.min_baseline_days as usize {
         return found;
     }
 
-    if new_type.enabled {
+    if new_type_candidate {
         let mut types: Vec<Sym> = today.failures.iter().map(|c| c.result_type).collect();
         types.sort_unstable();
         types.dedup();
@@ -192,7 +209,7 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         }
     }
 
-    if spike.enabled && today.sessions >= spike.min_sessions {
+    if spike_candidate {
         let mut rates = Vec::with_capacity(history.len());
         for cell in &today.failures {
             let today_rate = rate(cell.failed, today.sessions);
@@ -298,6 +315,15 @@ pub fn modes(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) -> Ve
         return found;
     }
     let from = day - config.evaluation.baseline_days as Day;
+    // Nearly always the latest day before with a mode had today's modes too: then none is
+    // new, and the window need not be read.
+    if let Some((_, latest)) = ledger
+        .days_with_data(domain, from, day)
+        .find(|(_, d)| !d.modes.is_empty())
+        && today.modes.iter().all(|&(mode, _)| latest.has_mode(mode))
+    {
+        return found;
+    }
     // The window's modes by sessions, and the days that had any mode.
     let mut window: Vec<(Sym, u64)> = Vec::new();
     let mut days_with_mode = 0;

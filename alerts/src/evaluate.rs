@@ -70,8 +70,9 @@ pub fn evaluate(
 
     let mut last_complete: Option<Day> = None;
     let mut step = start;
-    // The (domain, day, reporter) triples that received reports in the step.
-    let mut touched: Vec<(Sym, Day, Sym)> = Vec::new();
+    // What the step's reports touched: (domain, day, reporter, whether the report had
+    // failures).
+    let mut touched: Vec<(Sym, Day, Sym, bool)> = Vec::new();
     let mut reporters: Vec<Sym> = Vec::new();
     while step < now {
         step = (step.duration_trunc(Duration::hours(1)).expect("in range") + Duration::hours(1))
@@ -83,7 +84,7 @@ pub fn evaluate(
         while next < parts.len() && parts[next].received_at <= until {
             let part = &parts[next];
             pass.ledger.add(part, observations.failures_of(part));
-            touched.push((part.domain, part.day, part.reporter));
+            touched.push((part.domain, part.day, part.reporter, part.failure_count > 0));
             next += 1;
             outcome.replayed += 1;
         }
@@ -92,13 +93,14 @@ pub fn evaluate(
 
         let oldest = day_of(step.date_naive()) - config.evaluation.lookback_days as Day;
         for group in touched.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-            let (domain, day, _) = group[0];
+            let (domain, day, _, _) = group[0];
             reporters.clear();
             reporters.extend(group.iter().map(|t| t.2));
+            let failures = group.iter().any(|t| t.3);
             pass.end_incidents(domain, day, step, &mut outcome.events);
             if day >= oldest {
                 outcome.judged += 1;
-                pass.judge(domain, day, &reporters, step, &mut outcome.events);
+                pass.judge(domain, day, &reporters, failures, step, &mut outcome.events);
             }
         }
 
@@ -131,18 +133,22 @@ struct Pass<'a> {
 
 impl Pass<'_> {
     /// Runs the detectors on one domain's day; `reporters` sent the reports that just
-    /// arrived (only their own series can have changed).
+    /// arrived (only their own series can have changed), and `failures` says whether any of
+    /// those reports had failures (reports without any only lower the day's rates, which
+    /// cannot make a new finding).
     fn judge(
         &mut self,
         domain: Sym,
         day: Day,
         reporters: &[Sym],
+        failures: bool,
         at: DateTime<Utc>,
         events: &mut Vec<AlertEvent>,
     ) {
-        let findings = detect::failures(self.config, &self.ledger, domain, day);
-        for finding in &findings {
-            self.handle(finding, at, events);
+        if failures {
+            for finding in detect::failures(self.config, &self.ledger, domain, day) {
+                self.handle(&finding, at, events);
+            }
         }
         for finding in detect::modes(self.config, &self.ledger, domain, day) {
             self.handle(&finding, at, events);
@@ -156,7 +162,7 @@ impl Pass<'_> {
         }) || self.state.cooldowns.iter().any(|c| {
             c.domain == domain_name && matches!(c.subject, Subject::Failure { .. }) && at < c.until
         });
-        if !explained {
+        if failures && !explained {
             for finding in detect::reporters(self.config, &self.ledger, domain, day, reporters) {
                 self.handle(&finding, at, events);
             }
