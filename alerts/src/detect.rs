@@ -23,6 +23,8 @@ pub enum Finding {
         mxs: Vec<Sym>,
         failed: u64,
         sessions: u64,
+        /// The domain had the type before, but not on these MX hosts.
+        new_on_mx: bool,
     },
     /// The failure rate of one (MX, result type) far above its baseline.
     FailureSpike {
@@ -174,6 +176,7 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
     }
 
     if new_type_candidate {
+        let window = day - config.evaluation.baseline_days as Day;
         let mut types: Vec<Sym> = today.failures.iter().map(|c| c.result_type).collect();
         types.sort_unstable();
         types.dedup();
@@ -186,26 +189,49 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
             }
             // Every day of the window counts here, small ones too: a type seen once in the
             // window is not new.
-            let seen = ledger
-                .days_with_data(domain, day - config.evaluation.baseline_days as Day, day)
-                .any(|(_, d)| d.failures.iter().any(|c| c.result_type == result_type));
-            if !seen {
-                let mut mxs: Vec<Sym> = today
-                    .failures
-                    .iter()
-                    .filter(|c| c.result_type == result_type && !c.mx.is_none())
-                    .map(|c| c.mx)
+            let seen_on = |mx: Option<Sym>| {
+                ledger.days_with_data(domain, window, day).any(|(_, d)| {
+                    d.failures
+                        .iter()
+                        .any(|c| c.result_type == result_type && mx.is_none_or(|mx| c.mx == mx))
+                })
+            };
+            let cells = today
+                .failures
+                .iter()
+                .filter(|c| c.result_type == result_type && !c.mx.is_none());
+            let (mxs, failed, new_on_mx): (Vec<Sym>, u64, bool) = if !seen_on(None) {
+                (cells.map(|c| c.mx).collect(), failed, false)
+            } else {
+                // The domain has had the type, on other MX hosts: an MX that never had it
+                // and now has enough of it is news too (a certificate replaced on one host).
+                let new: Vec<_> = cells
+                    .filter(|c| {
+                        c.failed >= new_type.min_failed_sessions
+                            && rate(c.failed, today.sessions) >= new_type.min_rate
+                            && !seen_on(Some(c.mx))
+                    })
                     .collect();
-                mxs.sort_unstable();
-                found.push(Finding::NewResultType {
-                    domain,
-                    day,
-                    result_type,
-                    mxs,
-                    failed,
-                    sessions: today.sessions,
-                });
-            }
+                if new.is_empty() {
+                    continue;
+                }
+                (
+                    new.iter().map(|c| c.mx).collect(),
+                    new.iter().map(|c| c.failed).sum(),
+                    true,
+                )
+            };
+            let mut mxs = mxs;
+            mxs.sort_unstable();
+            found.push(Finding::NewResultType {
+                domain,
+                day,
+                result_type,
+                mxs,
+                failed,
+                sessions: today.sessions,
+                new_on_mx,
+            });
         }
     }
 

@@ -64,7 +64,11 @@ pub fn evaluate(
     let history_end = (start - settle).timestamp_micros();
     let mut next = parts.partition_point(|p| p.received_at <= history_end);
     for part in &parts[..next] {
-        pass.ledger.add(part, observations.failures_of(part));
+        pass.ledger.add(
+            part,
+            observations.failures_of(part),
+            observations.modes_of(part),
+        );
     }
     outcome.history = next;
 
@@ -83,7 +87,11 @@ pub fn evaluate(
         touched.clear();
         while next < parts.len() && parts[next].received_at <= until {
             let part = &parts[next];
-            pass.ledger.add(part, observations.failures_of(part));
+            pass.ledger.add(
+                part,
+                observations.failures_of(part),
+                observations.modes_of(part),
+            );
             touched.push((part.domain, part.day, part.reporter, part.failure_count > 0));
             next += 1;
             outcome.replayed += 1;

@@ -61,7 +61,7 @@ impl DomainDay {
             .any(|&(m, sessions)| m == mode && sessions > 0)
     }
 
-    fn add(&mut self, part: &Part, failures: &[FailureCount]) {
+    fn add(&mut self, part: &Part, failures: &[FailureCount], modes: &[(Sym, u64)]) {
         self.sessions += part.sessions;
         self.failed += part.failed;
         self.reports += 1;
@@ -96,10 +96,10 @@ impl DomainDay {
                 }),
             }
         }
-        if !part.sts_mode.is_none() {
-            match self.modes.iter_mut().find(|(m, _)| *m == part.sts_mode) {
-                Some((_, sessions)) => *sessions += part.sessions,
-                None => self.modes.push((part.sts_mode, part.sessions)),
+        for &(mode, sessions) in modes {
+            match self.modes.iter_mut().find(|(m, _)| *m == mode) {
+                Some((_, total)) => *total += sessions,
+                None => self.modes.push((mode, sessions)),
             }
         }
     }
@@ -128,8 +128,8 @@ static EMPTY: DomainDay = DomainDay {
 };
 
 impl Ledger {
-    /// Adds one arrived part.
-    pub fn add(&mut self, part: &Part, failures: &[FailureCount]) {
+    /// Adds one arrived part, with its failures and modes.
+    pub fn add(&mut self, part: &Part, failures: &[FailureCount], modes: &[(Sym, u64)]) {
         let index = part.domain.0 as usize;
         if self.domains.len() <= index {
             self.domains.resize_with(index + 1, DomainBook::default);
@@ -149,7 +149,7 @@ impl Ledger {
         if book.days.len() <= offset {
             book.days.resize_with(offset + 1, DomainDay::default);
         }
-        book.days[offset].add(part, failures);
+        book.days[offset].add(part, failures, modes);
     }
 
     /// A domain's day; empty (no reports) when nothing has arrived for it.

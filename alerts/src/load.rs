@@ -23,18 +23,18 @@ pub async fn observations(
 ) -> Result<Observations> {
     let window = format!("date >= DATE '{from}' AND date <= DATE '{to}'");
     let until = quote(&until.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
-    // One row per (report, policy domain): the largest of its policies' counts (a sender
-    // that evaluates MTA-STS and DANE for one domain counts the same sessions twice) and
-    // the STS mode it saw.
+    // One row per policy; the parts (report, policy domain) are summed here. A sender that
+    // evaluates MTA-STS and DANE for one domain counts the same sessions under both, so a
+    // part's sessions are the larger of its STS policies' sum (several on the day a policy
+    // changes, the sessions split between the old and the new) and any other policy's.
     let parts_sql = format!(
         "SELECT p.report_uid, r.received_at, p.date, p.organization_name, p.policy_domain, \
-           max(coalesce(p.total_successful_session_count, 0) + coalesce(p.total_failure_session_count, 0)) AS sessions, \
-           max(coalesce(p.total_failure_session_count, 0)) AS failed, \
-           max(p.sts_mode) AS sts_mode \
+           CAST(p.policy_type AS VARCHAR) AS policy_type, CAST(p.sts_mode AS VARCHAR) AS sts_mode, \
+           coalesce(p.total_successful_session_count, 0) + coalesce(p.total_failure_session_count, 0) AS sessions, \
+           coalesce(p.total_failure_session_count, 0) AS failed \
          FROM policies p JOIN reports r ON p.report_uid = r.report_uid AND p.date = r.date \
          WHERE p.{window} AND r.{window} AND p.policy_domain IS NOT NULL \
-           AND r.received_at <= TIMESTAMP {until} \
-         GROUP BY p.report_uid, r.received_at, p.date, p.organization_name, p.policy_domain"
+           AND r.received_at <= TIMESTAMP {until}"
     );
     let failures_sql = format!(
         "SELECT report_uid, policy_domain, receiving_mx_hostname, CAST(result_type AS VARCHAR) AS result_type, \
@@ -54,35 +54,59 @@ pub async fn observations(
     let mut observations = Observations::default();
     // (report, domain) -> part index, to attach the failures.
     let mut index: HashMap<(u128, Sym), usize> = HashMap::new();
+    // Per part: (STS sessions, STS failed, largest other sessions, its failed).
+    let mut counts: Vec<[u64; 4]> = Vec::new();
     for batch in parts.batches() {
         let uid = strings(batch, 0);
         let received = batch.column(1).as_primitive::<TimestampMicrosecondType>();
         let date = batch.column(2).as_primitive::<Date32Type>();
         let reporter = strings(batch, 3);
         let domain = strings(batch, 4);
-        let sessions = integers(batch, 5);
-        let failed = integers(batch, 6);
-        let mode = strings(batch, 7);
+        let policy_type = strings(batch, 5);
+        let mode = strings(batch, 6);
+        let sessions = integers(batch, 7);
+        let failed = integers(batch, 8);
         for row in 0..batch.num_rows() {
-            let (Some(uid), Some(domain)) = (
+            let (Some(uid), Some(domain_name)) = (
                 uid.get(row).and_then(report_uid_value_of_hex),
                 domain.get(row),
             ) else {
                 continue;
             };
-            let date = date.value_as_date(row).expect("a valid date");
-            let part = observations.add_part_micros(
-                received.value(row),
-                day_of(date),
-                reporter.get(row).unwrap_or(""),
-                domain,
-                sessions[row],
-                failed[row],
-                mode.get(row),
-            );
-            let domain = observations.parts()[part].domain;
-            index.insert((uid, domain), part);
+            let key = (uid, observations.names.intern(domain_name));
+            let part = *index.entry(key).or_insert_with(|| {
+                let date = date.value_as_date(row).expect("a valid date");
+                counts.push([0; 4]);
+                observations.add_part_micros(
+                    received.value(row),
+                    day_of(date),
+                    reporter.get(row).unwrap_or(""),
+                    domain_name,
+                    0,
+                    0,
+                    None,
+                )
+            });
+            let count = &mut counts[part];
+            if policy_type.get(row) == Some("sts") {
+                count[0] += sessions[row];
+                count[1] += failed[row];
+                if let Some(mode) = mode.get(row) {
+                    observations.add_mode(part, mode, sessions[row]);
+                }
+            } else if sessions[row] > count[2] {
+                count[2] = sessions[row];
+                count[3] = failed[row];
+            }
         }
+    }
+    for (part, count) in counts.iter().enumerate() {
+        let (sessions, failed) = if count[0] >= count[2] {
+            (count[0], count[1])
+        } else {
+            (count[2], count[3])
+        };
+        observations.set_counts(part, sessions, failed);
     }
     for batch in failures.batches() {
         let uid = strings(batch, 0);

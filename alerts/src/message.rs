@@ -55,6 +55,7 @@ pub(crate) fn fired(
             mxs,
             failed,
             sessions,
+            new_on_mx,
             ..
         } => {
             let result_type = names.name(*result_type);
@@ -66,15 +67,20 @@ pub(crate) fn fired(
             event.rate = Some(*failed as f64 / *sessions as f64);
             event.failed_sessions = Some(*failed);
             event.sessions = Some(*sessions);
+            let (before, had) = if *new_on_mx {
+                ("none there", "These MX hosts had")
+            } else {
+                ("none", "The domain had")
+            };
             event.title = format!(
-                "{domain}: {result_type} failures{}, none in the {baseline_days} days before",
+                "{domain}: {result_type} failures{}, {before} in the {baseline_days} days before",
                 on_mxs(&mxs)
             );
             let _ = write!(
                 text,
                 "Reports for {} show {failed} of {sessions} sessions ({}) to {domain} failing with \
-                 {result_type}{}. The domain had no {result_type} failure in the {baseline_days} \
-                 days before.",
+                 {result_type}{}. {had} no {result_type} failure in the {baseline_days} days \
+                 before.",
                 date_of(*day),
                 percent(*failed as f64 / *sessions as f64),
                 on_mxs(&mxs),

@@ -99,12 +99,14 @@ pub struct Part {
     pub sessions: u64,
     /// Failed sessions of the domain, from the summaries (same rule).
     pub failed: u64,
-    /// The MTA-STS mode the report saw (`enforce`, `testing`, `none`); [`Sym::NONE`] when
-    /// the domain has no STS policy in the report.
-    pub sts_mode: Sym,
     /// This part's failure counts: `failures[first_failure..first_failure + failure_count]`.
     pub first_failure: u32,
     pub failure_count: u32,
+    /// The MTA-STS modes the report saw (`enforce`, `testing`, `none`) with their sessions:
+    /// `modes[first_mode..first_mode + mode_count]`; none when the domain had no STS policy
+    /// in the report. A report for the day a policy changed has two.
+    pub first_mode: u32,
+    pub mode_count: u32,
 }
 
 /// Failed sessions of one (receiving MX, result type) in one part.
@@ -126,8 +128,10 @@ pub struct Observations {
     pub names: Names,
     parts: Vec<Part>,
     failures: Vec<FailureCount>,
-    /// Failures added and not yet grouped by part: (part index, counts).
+    modes: Vec<(Sym, u64)>,
+    /// Failures and modes added and not yet grouped by part: (part index, counts).
     staged: Vec<(u32, FailureCount)>,
+    staged_modes: Vec<(u32, Sym, u64)>,
 }
 
 impl Observations {
@@ -173,12 +177,33 @@ impl Observations {
             domain: self.names.intern(domain),
             sessions,
             failed,
-            sts_mode: self.names.intern_opt(sts_mode),
             first_failure: 0,
             failure_count: 0,
+            first_mode: 0,
+            mode_count: 0,
         };
         self.parts.push(part);
-        self.parts.len() - 1
+        let index = self.parts.len() - 1;
+        if let Some(mode) = sts_mode {
+            self.add_mode(index, mode, sessions);
+        }
+        index
+    }
+
+    /// Adds sessions under an MTA-STS mode to a part.
+    pub fn add_mode(&mut self, part: usize, mode: &str, sessions: u64) {
+        let mode = self.names.intern(mode);
+        self.staged_modes.push((
+            u32::try_from(part).expect("fewer than 4 billion parts"),
+            mode,
+            sessions,
+        ));
+    }
+
+    /// Sets a part's session counts (the loader sums a report's policies first).
+    pub(crate) fn set_counts(&mut self, part: usize, sessions: u64, failed: u64) {
+        self.parts[part].sessions = sessions;
+        self.parts[part].failed = failed;
     }
 
     /// Adds failed sessions of one (MX, result type) to a part.
@@ -194,8 +219,9 @@ impl Observations {
         ));
     }
 
-    /// Groups the failures by part (summing repeats of one MX and result type) and sorts
-    /// the parts by arrival (stable: equal times keep the order they were added in).
+    /// Groups the failures and modes by part (summing repeats of one MX and result type, or
+    /// of one mode) and sorts the parts by arrival (stable: equal times keep the order they
+    /// were added in). Call it once, after everything is added.
     pub fn finish(&mut self) {
         let mut staged = std::mem::take(&mut self.staged);
         staged.sort_by_key(|&(part, _)| part);
@@ -232,7 +258,25 @@ impl Observations {
             failures.extend(all);
         }
         self.failures = failures;
+
+        let mut staged = std::mem::take(&mut self.staged_modes);
+        staged.sort_by_key(|&(part, mode, _)| (part, mode));
+        for group in staged.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            let (index, mode, _) = group[0];
+            let sessions = group.iter().map(|g| g.2).sum();
+            let part = &mut self.parts[index as usize];
+            if part.mode_count == 0 {
+                part.first_mode = u32::try_from(self.modes.len()).expect("fewer than 4 billion");
+            }
+            part.mode_count += 1;
+            self.modes.push((mode, sessions));
+        }
         self.parts.sort_by_key(|p| p.received_at);
+    }
+
+    pub fn modes_of(&self, part: &Part) -> &[(Sym, u64)] {
+        let first = part.first_mode as usize;
+        &self.modes[first..first + part.mode_count as usize]
     }
 
     pub fn parts(&self) -> &[Part] {
