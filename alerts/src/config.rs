@@ -58,6 +58,7 @@ impl AlertConfig {
         for (name, rate) in [
             ("spike.min_rate", self.spike.min_rate),
             ("spike.rate_floor", self.spike.rate_floor),
+            ("spike.max_chance", self.spike.max_chance),
             ("new_result_type.min_rate", self.new_result_type.min_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
@@ -145,6 +146,10 @@ pub struct Spike {
     /// The smallest spread assumed, as a share of sessions: a series that was flat at 0%
     /// does not alert on 0.1%.
     pub rate_floor: f64,
+    /// The failed sessions must also be this unlikely under the usual rate (a Poisson
+    /// bound), so that a day judged from its first few reports, whose rate swings more than
+    /// a whole day's, does not look like a spike.
+    pub max_chance: f64,
 }
 
 impl Default for Spike {
@@ -153,9 +158,10 @@ impl Default for Spike {
             enabled: true,
             min_failed_sessions: 10,
             min_sessions: 20,
-            min_rate: 0.05,
+            min_rate: 0.02,
             mad_factor: 5.0,
-            rate_floor: 0.01,
+            rate_floor: 0.004,
+            max_chance: 1e-6,
         }
     }
 }

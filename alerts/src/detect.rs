@@ -120,12 +120,38 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// An upper bound (Chernoff) on the natural log of the chance that a Poisson count with
+/// mean `expected` reaches `count`: how surprising `count` failed sessions are when the
+/// baseline rate predicts `expected`. A day judged from its first few reports has few
+/// sessions, and its rate swings more than a whole day's; this is what keeps such a day from
+/// looking like a spike.
+fn log_chance_of_at_least(count: u64, expected: f64) -> f64 {
+    let count = count as f64;
+    let expected = expected.max(1e-9);
+    if count <= expected {
+        return 0.0;
+    }
+    -expected + count * (1.0 + expected.ln() - count.ln())
+}
+
 fn rate(failed: u64, sessions: u64) -> f64 {
     if sessions == 0 {
         0.0
     } else {
         failed as f64 / sessions as f64
     }
+}
+
+/// Whether `failed` of `sessions` is too many to be chance at the baseline's usual rate
+/// (its spread floor at the least, so a series flat at zero is not infinitely surprised).
+fn surprising(
+    spike: &crate::config::Spike,
+    failed: u64,
+    sessions: u64,
+    baseline: &Baseline,
+) -> bool {
+    let usual = baseline.median.max(spike.rate_floor);
+    log_chance_of_at_least(failed, usual * sessions as f64) < spike.max_chance.ln()
 }
 
 /// The baseline days of `day`: the `baseline_days` before it on which the domain had at
@@ -255,7 +281,9 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                 spike.rate_floor,
                 spike.min_rate,
             );
-            if today_rate > baseline.threshold {
+            if today_rate > baseline.threshold
+                && surprising(spike, cell.failed, today.sessions, &baseline)
+            {
                 found.push(Finding::FailureSpike {
                     domain,
                     day,
@@ -316,7 +344,7 @@ pub fn reporters(
             spike.rate_floor,
             spike.min_rate,
         );
-        if today_rate > baseline.threshold {
+        if today_rate > baseline.threshold && surprising(spike, r.failed, r.sessions, &baseline) {
             found.push(Finding::ReporterSpike {
                 domain,
                 day,
@@ -451,6 +479,16 @@ mod tests {
         assert_eq!(baseline.median, 0.01);
         assert!(baseline.spread < 0.005, "{baseline:?}");
         assert!(baseline.threshold < 0.03, "{baseline:?}");
+    }
+
+    #[test]
+    fn the_chance_bound_tells_noise_from_a_spike() {
+        // 11 failed where 4 are usual: happens (about 0.3%, bounded by 2%).
+        let noise = log_chance_of_at_least(11, 4.0).exp();
+        assert!(noise > 1e-3 && noise < 0.05, "{noise}");
+        // 60 failed where 4 are usual: never by chance.
+        assert!(log_chance_of_at_least(60, 4.0) < 1e-6f64.ln());
+        assert_eq!(log_chance_of_at_least(3, 4.0), 0.0);
     }
 
     #[test]
