@@ -202,8 +202,8 @@ pub struct TruthIncident {
     /// The reference for detection delay (module docs, "Ground truth"): the `received_at`
     /// of the earliest-arriving report showing the incident; for reporter-quiet `D+4 00:00`
     /// for the first quiet day `D` (when the second quiet day, `D+1`, is complete: 48 h
-    /// after it ends). `None` if nothing in the history shows it: such an
-    /// incident cannot count against recall.
+    /// after it ends). `None` if nothing in the history shows it: such an incident cannot
+    /// count against recall.
     pub first_evidence_at: Option<DateTime<Utc>>,
 }
 
