@@ -121,6 +121,44 @@ pub struct AlertEvent {
     pub sql: String,
 }
 
+impl AlertEvent {
+    /// An alert with what every alert has; the details (result type, MX hosts, rates,
+    /// modes, words) start empty.
+    pub fn new(
+        incident_id: u64,
+        state: AlertState,
+        at: DateTime<Utc>,
+        detector: Detector,
+        severity: Severity,
+        policy_domain: &str,
+        day: NaiveDate,
+    ) -> Self {
+        Self {
+            incident_id,
+            state,
+            at,
+            detector,
+            severity,
+            policy_domain: policy_domain.to_owned(),
+            day,
+            since: day,
+            result_type: None,
+            receiving_mx_hostnames: Vec::new(),
+            reporter: None,
+            rate: None,
+            baseline_rate: None,
+            threshold_rate: None,
+            failed_sessions: None,
+            sessions: None,
+            old_mode: None,
+            new_mode: None,
+            title: String::new(),
+            text: String::new(),
+            sql: String::new(),
+        }
+    }
+}
+
 pub(crate) fn percent(rate: f64) -> String {
     let percent = rate * 100.0;
     if percent >= 10.0 {

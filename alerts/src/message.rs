@@ -24,29 +24,15 @@ pub(crate) fn fired(
     baseline_days: u32,
 ) -> AlertEvent {
     let domain = names.name(finding.domain());
-    let mut event = AlertEvent {
-        incident_id: id,
-        state: AlertState::Firing,
+    let mut event = AlertEvent::new(
+        id,
+        AlertState::Firing,
         at,
-        detector: Detector::Rule,
+        Detector::Rule,
         severity,
-        policy_domain: domain.to_owned(),
-        day: date_of(0),
-        since: date_of(0),
-        result_type: None,
-        receiving_mx_hostnames: Vec::new(),
-        reporter: None,
-        rate: None,
-        baseline_rate: None,
-        threshold_rate: None,
-        failed_sessions: None,
-        sessions: None,
-        old_mode: None,
-        new_mode: None,
-        title: String::new(),
-        text: String::new(),
-        sql: String::new(),
-    };
+        domain,
+        date_of(0),
+    );
     let mut text = String::new();
     match finding {
         Finding::NewResultType {
@@ -292,33 +278,26 @@ pub(crate) fn resolved(incident: &OpenIncident, at: DateTime<Utc>, day: Day) -> 
             percent(incident.resolve_below)
         ),
     };
-    AlertEvent {
-        incident_id: incident.id,
-        state: AlertState::Resolved,
+    let mut event = AlertEvent::new(
+        incident.id,
+        AlertState::Resolved,
         at,
-        detector: incident.detector,
-        severity: incident.severity,
-        policy_domain: domain.clone(),
-        day: date_of(day),
-        since: incident.first_day,
-        result_type,
-        receiving_mx_hostnames: incident.mxs.clone(),
-        reporter,
-        rate: None,
-        baseline_rate: None,
-        threshold_rate: None,
-        failed_sessions: None,
-        sessions: None,
-        old_mode: None,
-        new_mode: None,
-        title: format!("Resolved: {domain}: {what}"),
-        text: format!(
-            "The incident opened at {} ({what} on {domain} since {}) has ended: {back}.",
-            incident.opened_at.format("%Y-%m-%d %H:%M UTC"),
-            incident.first_day,
-        ),
-        sql: String::new(),
-    }
+        incident.detector,
+        incident.severity,
+        domain,
+        date_of(day),
+    );
+    event.since = incident.first_day;
+    event.result_type = result_type;
+    event.receiving_mx_hostnames = incident.mxs.clone();
+    event.reporter = reporter;
+    event.title = format!("Resolved: {domain}: {what}");
+    event.text = format!(
+        "The incident opened at {} ({what} on {domain} since {}) has ended: {back}.",
+        incident.opened_at.format("%Y-%m-%d %H:%M UTC"),
+        incident.first_day,
+    );
+    event
 }
 
 fn set_day(event: &mut AlertEvent, day: Day) {

@@ -105,29 +105,19 @@ pub async fn run(
                 text.push_str("\n\n");
                 text.push_str(&rule.description);
             }
-            events.push(AlertEvent {
-                incident_id: id,
-                state: EventState::Firing,
-                at: now,
-                detector: Detector::Rule,
-                severity: rule.severity,
-                policy_domain: row.domain.clone(),
-                day: now.date_naive(),
-                since: now.date_naive(),
-                result_type: None,
-                receiving_mx_hostnames: Vec::new(),
-                reporter: None,
-                rate: None,
-                baseline_rate: None,
-                threshold_rate: None,
-                failed_sessions: None,
-                sessions: None,
-                old_mode: None,
-                new_mode: None,
-                title: format!("{}: {}{what}", row.domain, rule.name),
-                text,
-                sql: rule.sql.trim().to_owned(),
-            });
+            let mut event = AlertEvent::new(
+                id,
+                EventState::Firing,
+                now,
+                Detector::Rule,
+                rule.severity,
+                &row.domain,
+                now.date_naive(),
+            );
+            event.title = format!("{}: {}{what}", row.domain, rule.name);
+            event.text = text;
+            event.sql = rule.sql.trim().to_owned();
+            events.push(event);
             state
                 .open
                 .entry(row.domain.clone())
@@ -160,18 +150,24 @@ pub async fn run(
         }
         for (domain, subject) in gone {
             if let Some(incident) = state.close(&domain, &subject) {
-                events.push(AlertEvent {
-                    state: EventState::Resolved,
-                    at: now,
-                    day: now.date_naive(),
-                    title: format!("Resolved: {}: {}", domain, rule.name),
-                    text: format!(
-                        "Rule {} no longer returns the row for {domain} it returned since {}.",
-                        rule.name,
-                        incident.opened_at.format("%Y-%m-%d %H:%M UTC")
-                    ),
-                    ..events_template(&incident, rule)
-                });
+                let mut event = AlertEvent::new(
+                    incident.id,
+                    EventState::Resolved,
+                    now,
+                    Detector::Rule,
+                    incident.severity,
+                    &domain,
+                    now.date_naive(),
+                );
+                event.since = incident.first_day;
+                event.title = format!("Resolved: {}: {}", domain, rule.name);
+                event.text = format!(
+                    "Rule {} no longer returns the row for {domain} it returned since {}.",
+                    rule.name,
+                    incident.opened_at.format("%Y-%m-%d %H:%M UTC")
+                );
+                event.sql = rule.sql.trim().to_owned();
+                events.push(event);
                 state.cooldowns.push(Cooldown {
                     domain,
                     subject,
@@ -181,32 +177,6 @@ pub async fn run(
         }
     }
     (events, errors)
-}
-
-fn events_template(incident: &OpenIncident, rule: &RuleConfig) -> AlertEvent {
-    AlertEvent {
-        incident_id: incident.id,
-        state: EventState::Resolved,
-        at: incident.opened_at,
-        detector: Detector::Rule,
-        severity: incident.severity,
-        policy_domain: incident.domain.clone(),
-        day: incident.first_day,
-        since: incident.first_day,
-        result_type: None,
-        receiving_mx_hostnames: Vec::new(),
-        reporter: None,
-        rate: None,
-        baseline_rate: None,
-        threshold_rate: None,
-        failed_sessions: None,
-        sessions: None,
-        old_mode: None,
-        new_mode: None,
-        title: String::new(),
-        text: String::new(),
-        sql: rule.sql.trim().to_owned(),
-    }
 }
 
 fn rows(rule: &RuleConfig, batches: &[RecordBatch]) -> Result<Vec<Row>> {
