@@ -2,9 +2,10 @@
 //! (the same SQL any client can run): `policies` joined to `reports` for the arrival time,
 //! and `failures` summed per (report, domain, MX, result type).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, StringViewArray};
 use arrow::datatypes::{DataType, Date32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
 use chrono::{DateTime, NaiveDate, Utc};
 use tlsrpt_query::QueryEngine;
@@ -132,21 +133,30 @@ pub async fn observations(
     Ok(observations)
 }
 
-/// A text column (plain, view or dictionary-encoded) as one `StringArray`.
+/// A text column: plain and view arrays are read in place, others (dictionaries) cast.
 fn strings(batch: &RecordBatch, column: usize) -> Text {
     let array = batch.column(column);
-    let array = match array.data_type() {
-        DataType::Utf8 => array.clone(),
-        _ => arrow::compute::cast(array, &DataType::Utf8).expect("text casts to Utf8"),
-    };
-    Text(array.as_string::<i32>().clone())
+    match array.data_type() {
+        DataType::Utf8 => Text::Plain(array.as_string::<i32>().clone()),
+        DataType::Utf8View => Text::View(array.as_string_view().clone()),
+        _ => {
+            let cast = arrow::compute::cast(array, &DataType::Utf8).expect("text casts to Utf8");
+            Text::Plain(cast.as_string::<i32>().clone())
+        }
+    }
 }
 
-struct Text(StringArray);
+enum Text {
+    Plain(StringArray),
+    View(StringViewArray),
+}
 
 impl Text {
     fn get(&self, row: usize) -> Option<&str> {
-        self.0.is_valid(row).then(|| self.0.value(row))
+        match self {
+            Self::Plain(a) => a.is_valid(row).then(|| a.value(row)),
+            Self::View(a) => a.is_valid(row).then(|| a.value(row)),
+        }
     }
 }
 

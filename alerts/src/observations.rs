@@ -6,7 +6,7 @@
 //! Parts keep the report's `received_at`, because alerting replays the reports in the order
 //! they arrived: the question is always "what did we know at that hour".
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
