@@ -59,6 +59,8 @@ impl AlertConfig {
             ("spike.min_rate", self.spike.min_rate),
             ("spike.rate_floor", self.spike.rate_floor),
             ("spike.max_chance", self.spike.max_chance),
+            ("spike.relative_min_rate", self.spike.relative_min_rate),
+            ("spike.relative_max_chance", self.spike.relative_max_chance),
             ("new_result_type.min_rate", self.new_result_type.min_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
@@ -150,6 +152,12 @@ pub struct Spike {
     /// bound), so that a day judged from its first few reports, whose rate swings more than
     /// a whole day's, does not look like a spike.
     pub max_chance: f64,
+    /// Below `min_rate`, a rate this many times the usual one still alerts when it is at
+    /// least `relative_min_rate` and beyond `relative_max_chance` (a secondary MX host
+    /// failing for most of its sessions).
+    pub relative_factor: f64,
+    pub relative_min_rate: f64,
+    pub relative_max_chance: f64,
 }
 
 impl Default for Spike {
@@ -162,6 +170,9 @@ impl Default for Spike {
             mad_factor: 5.0,
             rate_floor: 0.004,
             max_chance: 1e-6,
+            relative_factor: 10.0,
+            relative_min_rate: 0.005,
+            relative_max_chance: 1e-12,
         }
     }
 }

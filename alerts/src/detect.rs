@@ -149,9 +149,10 @@ fn surprising(
     failed: u64,
     sessions: u64,
     baseline: &Baseline,
+    max_chance: f64,
 ) -> bool {
     let usual = baseline.median.max(spike.rate_floor);
-    log_chance_of_at_least(failed, usual * sessions as f64) < spike.max_chance.ln()
+    log_chance_of_at_least(failed, usual * sessions as f64) < max_chance.ln()
 }
 
 /// The baseline days of `day`: the `baseline_days` before it on which the domain had at
@@ -191,7 +192,7 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         && today.sessions >= spike.min_sessions
         && today.failures.iter().any(|c| {
             c.failed >= spike.min_failed_sessions
-                && rate(c.failed, today.sessions) >= spike.min_rate
+                && rate(c.failed, today.sessions) >= spike.min_rate.min(spike.relative_min_rate)
         });
     if !new_type_candidate && !spike_candidate {
         return found;
@@ -266,7 +267,9 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         for cell in &today.failures {
             let today_rate = rate(cell.failed, today.sessions);
             // Cheap gates first: most cells are a handful of sessions.
-            if cell.failed < spike.min_failed_sessions || today_rate < spike.min_rate {
+            if cell.failed < spike.min_failed_sessions
+                || today_rate < spike.min_rate.min(spike.relative_min_rate)
+            {
                 continue;
             }
             rates.clear();
@@ -281,9 +284,28 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                 spike.rate_floor,
                 spike.min_rate,
             );
-            if today_rate > baseline.threshold
-                && surprising(spike, cell.failed, today.sessions, &baseline)
-            {
+            let absolute = today_rate > baseline.threshold
+                && surprising(
+                    spike,
+                    cell.failed,
+                    today.sessions,
+                    &baseline,
+                    spike.max_chance,
+                );
+            // A jump of many times the usual rate that is far beyond chance counts even
+            // below the minimum rate: a secondary MX host failing for most of its sessions
+            // is a small share of the domain's sessions (reports do not count sessions per
+            // MX), yet hundreds of failed sessions where there were a few.
+            let relative = today_rate >= spike.relative_min_rate
+                && today_rate >= spike.relative_factor * baseline.median
+                && surprising(
+                    spike,
+                    cell.failed,
+                    today.sessions,
+                    &baseline,
+                    spike.relative_max_chance,
+                );
+            if absolute || relative {
                 found.push(Finding::FailureSpike {
                     domain,
                     day,
@@ -344,7 +366,9 @@ pub fn reporters(
             spike.rate_floor,
             spike.min_rate,
         );
-        if today_rate > baseline.threshold && surprising(spike, r.failed, r.sessions, &baseline) {
+        if today_rate > baseline.threshold
+            && surprising(spike, r.failed, r.sessions, &baseline, spike.max_chance)
+        {
             found.push(Finding::ReporterSpike {
                 domain,
                 day,
