@@ -116,11 +116,10 @@ fn smtp_sink() -> (String, mpsc::Receiver<String>) {
     (address, messages)
 }
 
-#[test]
-fn an_expired_certificate_reaches_a_webhook_and_a_mailbox_once_and_the_alerts_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let reports = dir.path().join("reports");
+/// Imports three weeks of reports into `DIR/data`, the last day with an expired certificate.
+fn import_three_weeks(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let reports = dir.join("reports");
     std::fs::create_dir_all(&reports).unwrap();
     // Three weeks of ordinary days, then yesterday with the certificate of mx1 expired.
     let today = Utc::now().date_naive();
@@ -137,6 +136,13 @@ fn an_expired_certificate_reaches_a_webhook_and_a_mailbox_once_and_the_alerts_ta
         reports.to_str().unwrap(),
     ]);
     assert!(imported.status.success(), "{imported:?}");
+    data
+}
+
+#[test]
+fn an_expired_certificate_reaches_a_webhook_and_a_mailbox_once_and_the_alerts_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = import_three_weeks(dir.path());
 
     let (url, webhook) = webhook_receiver();
     let (smtp, mailbox) = smtp_sink();
@@ -260,4 +266,45 @@ sql = "SELECT 1 AS one"
     assert_eq!(second.status.code(), Some(0), "{second:?}");
     assert!(webhook.recv_timeout(Duration::from_millis(500)).is_err());
     assert!(mailbox.recv_timeout(Duration::from_millis(100)).is_err());
+}
+
+#[test]
+fn tlsrpt_up_runs_the_alert_passes_itself_with_alerts_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = import_three_weeks(dir.path());
+    let (url, webhook) = webhook_receiver();
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(
+        &config,
+        format!("[[notifier]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_tlsrpt"))
+        .args(["up", "--data-dir", data.to_str().unwrap()])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--smtp-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--query-listen",
+            "127.0.0.1:0",
+            "--flight-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--alerts-config", config.to_str().unwrap()])
+        .env("TLSRPT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first pass runs at start.
+    let body = webhook.recv_timeout(Duration::from_secs(60));
+    let _ = up.kill();
+    let _ = up.wait();
+    let body = body.expect("tlsrpt up sent no alert within a minute");
+    assert_eq!(body["alert"]["policy_domain"], "shop.example");
+    assert_eq!(body["alert"]["result_type"], "certificate-expired");
+    assert!(data.join("alerts-state.json").is_file());
 }
