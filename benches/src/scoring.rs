@@ -541,29 +541,17 @@ mod tests {
     }
 
     fn alert(detector: Detector, domain: &str, when: DateTime<Utc>) -> AlertEvent {
-        AlertEvent {
-            incident_id: 0,
-            state: EventState::Firing,
-            at: when,
+        let mut event = AlertEvent::new(
+            0,
+            EventState::Firing,
+            when,
             detector,
-            severity: Severity::Critical,
-            policy_domain: domain.to_owned(),
-            day: when.date_naive(),
-            since: when.date_naive(),
-            result_type: None,
-            receiving_mx_hostnames: Vec::new(),
-            reporter: None,
-            rate: None,
-            baseline_rate: None,
-            threshold_rate: None,
-            failed_sessions: None,
-            sessions: None,
-            old_mode: None,
-            new_mode: None,
-            title: format!("{} on {domain}", detector.as_str()),
-            text: String::new(),
-            sql: String::new(),
-        }
+            Severity::Critical,
+            domain,
+            when.date_naive(),
+        );
+        event.title = format!("{} on {domain}", detector.as_str());
+        event
     }
 
     fn failing(
