@@ -14,8 +14,8 @@
 //! Every row is an incident, keyed by its text columns (here the MX host; numbers change
 //! from pass to pass and are not part of the key) within its `policy_domain`: it fires the
 //! first time the row appears, stays open while it keeps appearing, and ends when a pass no
-//! longer returns it. A rule runs at each pass, at the pass's time, not replayed hour by
-//! hour as the built-in detectors are.
+//! longer returns it. A rule runs at each pass (at most every `every_minutes` when that is
+//! set), at the pass's time, not replayed hour by hour as the built-in detectors are.
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
@@ -40,6 +40,10 @@ pub struct RuleConfig {
     /// What the rule means and what to do, put in each alert.
     #[serde(default)]
     pub description: String,
+    /// Run it at most this often; unset, at every pass. A rule's incidents stay as they were
+    /// between its runs.
+    #[serde(default)]
+    pub every_minutes: Option<u32>,
 }
 
 fn warning() -> Severity {
@@ -66,6 +70,12 @@ pub async fn run(
     let mut events = Vec::new();
     let mut errors = Vec::new();
     for rule in rules {
+        if let (Some(every), Some(last)) = (rule.every_minutes, state.rule_runs.get(&rule.name))
+            && now < *last + Duration::minutes(i64::from(every))
+        {
+            continue;
+        }
+        state.rule_runs.insert(rule.name.clone(), now);
         let result = engine.sql(&rule.sql).await.map_err(|source| Error::Rule {
             rule: rule.name.clone(),
             message: source.to_string(),

@@ -75,6 +75,9 @@ pub struct AlertState {
     pub cooldowns: Vec<Cooldown>,
     /// Alerts recorded and not yet delivered to every notifier they are routed to.
     pub outbox: Vec<Pending>,
+    /// When each custom rule last ran, by name.
+    #[serde(default)]
+    pub rule_runs: BTreeMap<String, DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -168,6 +168,7 @@ min_severity = "critical"
 [[rule]]
 name = "expired-certificates"
 description = "Renew the certificate of the MX host named."
+every_minutes = 60
 sql = """
 SELECT policy_domain, receiving_mx_hostname, sum(failed_session_count) AS failed
 FROM failures WHERE result_type = 'certificate-expired' GROUP BY 1, 2
