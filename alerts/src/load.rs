@@ -6,13 +6,15 @@ use foldhash::HashMap;
 use foldhash::HashMapExt;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, StringViewArray};
-use arrow::datatypes::{DataType, Date32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow::datatypes::{
+    DataType, Date32Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt64Type,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use tlsrpt_query::QueryEngine;
 use tlsrpt_schemas::dedup::report_uid_value_of_hex;
 
 use crate::alert::quote;
-use crate::observations::{Observations, Sym, day_of};
+use crate::observations::{Names, Observations, Sym, day_of};
 use crate::{Error, Result};
 
 /// The reports of days `from..=to` received at or before `until`.
@@ -30,7 +32,7 @@ pub async fn observations(
     // changes, the sessions split between the old and the new) and any other policy's.
     let parts_sql = format!(
         "SELECT p.report_uid, r.received_at, p.date, p.organization_name, p.policy_domain, \
-           CAST(p.policy_type AS VARCHAR) AS policy_type, CAST(p.sts_mode AS VARCHAR) AS sts_mode, \
+           p.policy_type, p.sts_mode, \
            coalesce(p.total_successful_session_count, 0) + coalesce(p.total_failure_session_count, 0) AS sessions, \
            coalesce(p.total_failure_session_count, 0) AS failed \
          FROM policies p JOIN reports r ON p.report_uid = r.report_uid AND p.date = r.date \
@@ -38,7 +40,7 @@ pub async fn observations(
            AND r.received_at <= TIMESTAMP {until}"
     );
     let failures_sql = format!(
-        "SELECT report_uid, policy_domain, receiving_mx_hostname, CAST(result_type AS VARCHAR) AS result_type, \
+        "SELECT report_uid, policy_domain, receiving_mx_hostname, result_type, \
            sum(coalesce(failed_session_count, 0)) AS failed \
          FROM failures WHERE {window} AND policy_domain IS NOT NULL \
          GROUP BY 1, 2, 3, 4"
@@ -53,47 +55,46 @@ pub async fn observations(
         .map_err(Error::query("the failures"))?;
 
     let mut observations = Observations::default();
+    let rows = parts.num_rows();
     // (report, domain) -> part index, to attach the failures.
-    let mut index: HashMap<(u128, Sym), usize> = HashMap::new();
+    let mut index: HashMap<(u128, Sym), usize> = HashMap::with_capacity(rows);
     // Per part: (STS sessions, STS failed, largest other sessions, its failed).
-    let mut counts: Vec<[u64; 4]> = Vec::new();
+    let mut counts: Vec<[u64; 4]> = Vec::with_capacity(rows);
+    let sts = observations.names.intern("sts");
     for batch in parts.batches() {
+        let names = &mut observations.names;
         let uid = strings(batch, 0);
         let received = batch.column(1).as_primitive::<TimestampMicrosecondType>();
         let date = batch.column(2).as_primitive::<Date32Type>();
-        let reporter = strings(batch, 3);
-        let domain = strings(batch, 4);
-        let policy_type = strings(batch, 5);
-        let mode = strings(batch, 6);
+        let reporter = syms(batch, 3, names);
+        let domain = syms(batch, 4, names);
+        let policy_type = syms(batch, 5, names);
+        let mode = syms(batch, 6, names);
         let sessions = integers(batch, 7);
         let failed = integers(batch, 8);
         for row in 0..batch.num_rows() {
-            let (Some(uid), Some(domain_name)) = (
-                uid.get(row).and_then(report_uid_value_of_hex),
-                domain.get(row),
-            ) else {
+            let Some(uid) = uid.get(row).and_then(report_uid_value_of_hex) else {
                 continue;
             };
-            let key = (uid, observations.names.intern(domain_name));
-            let part = *index.entry(key).or_insert_with(|| {
+            if domain[row].is_none() {
+                continue;
+            }
+            let part = *index.entry((uid, domain[row])).or_insert_with(|| {
                 let date = date.value_as_date(row).expect("a valid date");
                 counts.push([0; 4]);
-                observations.add_part_micros(
+                observations.add_part_syms(
                     received.value(row),
                     day_of(date),
-                    reporter.get(row).unwrap_or(""),
-                    domain_name,
-                    0,
-                    0,
-                    None,
+                    reporter[row],
+                    domain[row],
                 )
             });
             let count = &mut counts[part];
-            if policy_type.get(row) == Some("sts") {
+            if policy_type[row] == sts {
                 count[0] += sessions[row];
                 count[1] += failed[row];
-                if let Some(mode) = mode.get(row) {
-                    observations.add_mode(part, mode, sessions[row]);
+                if !mode[row].is_none() {
+                    observations.add_mode_sym(part, mode[row], sessions[row]);
                 }
             } else if sessions[row] > count[2] {
                 count[2] = sessions[row];
@@ -110,27 +111,53 @@ pub async fn observations(
         observations.set_counts(part, sessions, failed);
     }
     for batch in failures.batches() {
+        let names = &mut observations.names;
         let uid = strings(batch, 0);
-        let domain = strings(batch, 1);
-        let mx = strings(batch, 2);
-        let result_type = strings(batch, 3);
+        let domain = syms(batch, 1, names);
+        let mx = syms(batch, 2, names);
+        let result_type = syms(batch, 3, names);
         let failed = integers(batch, 4);
         for (row, &failed) in failed.iter().enumerate() {
-            let (Some(uid), Some(domain), Some(result_type)) = (
-                uid.get(row).and_then(report_uid_value_of_hex),
-                domain.get(row).and_then(|d| observations.names.get(d)),
-                result_type.get(row),
-            ) else {
+            let Some(uid) = uid.get(row).and_then(report_uid_value_of_hex) else {
                 continue;
             };
+            if domain[row].is_none() || result_type[row].is_none() {
+                continue;
+            }
             // A report received after `until` has no part: its failures are not known yet.
-            if let Some(&part) = index.get(&(uid, domain)) {
-                observations.add_failure(part, mx.get(row), result_type, failed);
+            if let Some(&part) = index.get(&(uid, domain[row])) {
+                observations.add_failure_syms(part, mx[row], result_type[row], failed);
             }
         }
     }
     observations.finish();
     Ok(observations)
+}
+
+/// A text column as interned names, one per row ([`Sym::NONE`] for nulls). A dictionary's
+/// values are interned once per batch, not once per row.
+fn syms(batch: &RecordBatch, column: usize, names: &mut Names) -> Vec<Sym> {
+    let array = batch.column(column);
+    if let DataType::Dictionary(key, _) = array.data_type()
+        && **key == DataType::Int32
+    {
+        let dictionary = array.as_dictionary::<Int32Type>();
+        let values = arrow::compute::cast(dictionary.values(), &DataType::Utf8)
+            .expect("dictionary values cast to Utf8");
+        let values = values.as_string::<i32>();
+        let value_syms: Vec<Sym> = (0..values.len())
+            .map(|i| names.intern_opt(values.is_valid(i).then(|| values.value(i))))
+            .collect();
+        return dictionary
+            .keys()
+            .iter()
+            .map(|key| key.map_or(Sym::NONE, |k| value_syms[k as usize]))
+            .collect();
+    }
+    let text = strings(batch, column);
+    (0..array.len())
+        .map(|row| names.intern_opt(text.get(row)))
+        .collect()
 }
 
 /// A text column: plain and view arrays are read in place, others (dictionaries) cast.

@@ -190,6 +190,56 @@ impl Observations {
         index
     }
 
+    /// [`Self::add_part`] with the names already interned, and no mode.
+    pub(crate) fn add_part_syms(
+        &mut self,
+        received_at: i64,
+        day: Day,
+        reporter: Sym,
+        domain: Sym,
+    ) -> usize {
+        self.parts.push(Part {
+            received_at,
+            day,
+            reporter,
+            domain,
+            sessions: 0,
+            failed: 0,
+            first_failure: 0,
+            failure_count: 0,
+            first_mode: 0,
+            mode_count: 0,
+        });
+        self.parts.len() - 1
+    }
+
+    /// [`Self::add_mode`] with the mode interned.
+    pub(crate) fn add_mode_sym(&mut self, part: usize, mode: Sym, sessions: u64) {
+        self.staged_modes.push((
+            u32::try_from(part).expect("fewer than 4 billion parts"),
+            mode,
+            sessions,
+        ));
+    }
+
+    /// [`Self::add_failure`] with the names interned.
+    pub(crate) fn add_failure_syms(
+        &mut self,
+        part: usize,
+        mx: Sym,
+        result_type: Sym,
+        sessions: u64,
+    ) {
+        self.staged.push((
+            u32::try_from(part).expect("fewer than 4 billion parts"),
+            FailureCount {
+                mx,
+                result_type,
+                sessions,
+            },
+        ));
+    }
+
     /// Adds sessions under an MTA-STS mode to a part.
     pub fn add_mode(&mut self, part: usize, mode: &str, sessions: u64) {
         let mode = self.names.intern(mode);
