@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tlsrpt_alerts::run::{PassReport, Runner};
 use tlsrpt_alerts::{AlertConfig, AlertEvent};
@@ -88,14 +88,7 @@ pub(crate) fn default_state(data: &DataDir) -> PathBuf {
 
 fn run_pass(args: &RunArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init();
-    let data = DataDir::new(&args.data_dir);
-    if !data.root().is_dir() {
-        bail!(
-            "there is no data directory at {}; start `tlsrpt up` or run `tlsrpt import` first, \
-             or give --data-dir",
-            data.root().display()
-        );
-    }
+    let data = DataDir::existing(&args.data_dir)?;
     let config = load_config(args.config.as_ref())?;
     let state = args.state.clone().unwrap_or_else(|| default_state(&data));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -31,6 +31,19 @@ impl DataDir {
         &self.root
     }
 
+    /// The data directory for a command that reads one: an error saying how to make one
+    /// when there is none.
+    pub(crate) fn existing(root: &Path) -> anyhow::Result<Self> {
+        if !root.is_dir() {
+            anyhow::bail!(
+                "there is no data directory at {}; start `tlsrpt up` or run `tlsrpt import` \
+                 first, or give --data-dir",
+                root.display()
+            );
+        }
+        Ok(Self::new(root))
+    }
+
     /// The embedded log (redb).
     pub(crate) fn bus(&self) -> PathBuf {
         self.root.join("bus")

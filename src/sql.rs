@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tlsrpt_query::{OutputFormat, QueryEngine, QueryOptions, write_result};
 
 use crate::data_dir::{DEFAULT, DataDir};
@@ -32,14 +32,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let data = DataDir::new(&args.data_dir);
-    if !data.root().is_dir() {
-        bail!(
-            "there is no data directory at {}; start `tlsrpt up` or run `tlsrpt import` first, \
-             or give --data-dir",
-            data.root().display()
-        );
-    }
+    let data = DataDir::existing(&args.data_dir)?;
     let format = OutputFormat::from_name(&args.format).context("unknown --format")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

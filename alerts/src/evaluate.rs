@@ -8,8 +8,6 @@
 //! first reports on (rates do not need the whole day), and judged again as later reports
 //! land, without firing twice: an open incident absorbs what it already said.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
 use crate::alert::{AlertEvent, Severity};
@@ -406,13 +404,4 @@ impl Pass<'_> {
             }
         }
     }
-}
-
-/// The incident subjects that are open for a domain, for tests and the CLI.
-pub fn open_subjects(state: &AlertState, domain: &str) -> HashSet<Subject> {
-    state
-        .open
-        .get(domain)
-        .map(|list| list.iter().map(|i| i.subject.clone()).collect())
-        .unwrap_or_default()
 }

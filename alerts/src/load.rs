@@ -45,6 +45,7 @@ pub async fn observations(
          FROM failures WHERE {window} AND policy_domain IS NOT NULL \
          GROUP BY 1, 2, 3, 4"
     );
+    let started = std::time::Instant::now();
     let parts = engine
         .sql(&parts_sql)
         .await
@@ -54,6 +55,7 @@ pub async fn observations(
         .await
         .map_err(Error::query("the failures"))?;
 
+    let queried = started.elapsed();
     let mut observations = Observations::default();
     let rows = parts.num_rows();
     // (report, domain) -> part index, to attach the failures.
@@ -110,6 +112,7 @@ pub async fn observations(
         };
         observations.set_counts(part, sessions, failed);
     }
+    let parts_built = started.elapsed();
     for batch in failures.batches() {
         let names = &mut observations.names;
         let uid = strings(batch, 0);
@@ -130,7 +133,16 @@ pub async fn observations(
             }
         }
     }
+    let failures_attached = started.elapsed();
     observations.finish();
+    tracing::debug!(
+        reports = observations.len(),
+        ?queried,
+        ?parts_built,
+        ?failures_attached,
+        finished = ?started.elapsed(),
+        "Alert observations loaded (times since the start of the load)."
+    );
     Ok(observations)
 }
 

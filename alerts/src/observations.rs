@@ -135,8 +135,8 @@ pub struct Observations {
 }
 
 impl Observations {
-    /// Adds what one report said about one domain; returns the part's index, for
-    /// [`Self::add_failure`].
+    /// Adds what one report said about one domain (with its STS mode, if any); returns the
+    /// part's index, for [`Self::add_failure`].
     #[allow(clippy::too_many_arguments)]
     pub fn add_part(
         &mut self,
@@ -148,49 +148,35 @@ impl Observations {
         failed: u64,
         sts_mode: Option<&str>,
     ) -> usize {
-        self.add_part_micros(
+        let reporter = self.names.intern(reporter);
+        let domain = self.names.intern(domain);
+        let part = self.add_part_syms(
             received_at.timestamp_micros(),
             day_of(date),
             reporter,
             domain,
-            sessions,
-            failed,
-            sts_mode,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add_part_micros(
-        &mut self,
-        received_at: i64,
-        day: Day,
-        reporter: &str,
-        domain: &str,
-        sessions: u64,
-        failed: u64,
-        sts_mode: Option<&str>,
-    ) -> usize {
-        let part = Part {
-            received_at,
-            day,
-            reporter: self.names.intern(reporter),
-            domain: self.names.intern(domain),
-            sessions,
-            failed,
-            first_failure: 0,
-            failure_count: 0,
-            first_mode: 0,
-            mode_count: 0,
-        };
-        self.parts.push(part);
-        let index = self.parts.len() - 1;
+        );
+        self.set_counts(part, sessions, failed);
         if let Some(mode) = sts_mode {
-            self.add_mode(index, mode, sessions);
+            self.add_mode(part, mode, sessions);
         }
-        index
+        part
     }
 
-    /// [`Self::add_part`] with the names already interned, and no mode.
+    /// Adds sessions under an MTA-STS mode to a part.
+    pub fn add_mode(&mut self, part: usize, mode: &str, sessions: u64) {
+        let mode = self.names.intern(mode);
+        self.add_mode_sym(part, mode, sessions);
+    }
+
+    /// Adds failed sessions of one (MX, result type) to a part.
+    pub fn add_failure(&mut self, part: usize, mx: Option<&str>, result_type: &str, sessions: u64) {
+        let mx = self.names.intern_opt(mx);
+        let result_type = self.names.intern(result_type);
+        self.add_failure_syms(part, mx, result_type, sessions);
+    }
+
+    /// A part with its names already interned, no counts and no mode yet.
     pub(crate) fn add_part_syms(
         &mut self,
         received_at: i64,
@@ -213,16 +199,10 @@ impl Observations {
         self.parts.len() - 1
     }
 
-    /// [`Self::add_mode`] with the mode interned.
     pub(crate) fn add_mode_sym(&mut self, part: usize, mode: Sym, sessions: u64) {
-        self.staged_modes.push((
-            u32::try_from(part).expect("fewer than 4 billion parts"),
-            mode,
-            sessions,
-        ));
+        self.staged_modes.push((index_of(part), mode, sessions));
     }
 
-    /// [`Self::add_failure`] with the names interned.
     pub(crate) fn add_failure_syms(
         &mut self,
         part: usize,
@@ -230,24 +210,12 @@ impl Observations {
         result_type: Sym,
         sessions: u64,
     ) {
-        self.staged.push((
-            u32::try_from(part).expect("fewer than 4 billion parts"),
-            FailureCount {
-                mx,
-                result_type,
-                sessions,
-            },
-        ));
-    }
-
-    /// Adds sessions under an MTA-STS mode to a part.
-    pub fn add_mode(&mut self, part: usize, mode: &str, sessions: u64) {
-        let mode = self.names.intern(mode);
-        self.staged_modes.push((
-            u32::try_from(part).expect("fewer than 4 billion parts"),
-            mode,
+        let count = FailureCount {
+            mx,
+            result_type,
             sessions,
-        ));
+        };
+        self.staged.push((index_of(part), count));
     }
 
     /// Sets a part's session counts (the loader sums a report's policies first).
@@ -256,70 +224,37 @@ impl Observations {
         self.parts[part].failed = failed;
     }
 
-    /// Adds failed sessions of one (MX, result type) to a part.
-    pub fn add_failure(&mut self, part: usize, mx: Option<&str>, result_type: &str, sessions: u64) {
-        let count = FailureCount {
-            mx: self.names.intern_opt(mx),
-            result_type: self.names.intern(result_type),
-            sessions,
-        };
-        self.staged.push((
-            u32::try_from(part).expect("fewer than 4 billion parts"),
-            count,
-        ));
-    }
-
     /// Groups the failures and modes by part (summing repeats of one MX and result type, or
     /// of one mode) and sorts the parts by arrival (stable: equal times keep the order they
     /// were added in). Call it once, after everything is added.
     pub fn finish(&mut self) {
         let mut staged = std::mem::take(&mut self.staged);
-        staged.sort_by_key(|&(part, _)| part);
-        let mut staged = staged.into_iter().peekable();
-        let mut failures = std::mem::take(&mut self.failures);
-        // Failures grouped earlier stay where they are; new ones go after them.
-        for (index, part) in self.parts.iter_mut().enumerate() {
-            let mut added = Vec::new();
-            while let Some((_, count)) = staged.next_if(|&(p, _)| p as usize == index) {
-                match added.iter_mut().find(|f: &&mut FailureCount| {
-                    f.mx == count.mx && f.result_type == count.result_type
-                }) {
-                    Some(existing) => existing.sessions += count.sessions,
-                    None => added.push(count),
-                }
+        staged.sort_by_key(|&(part, f)| (part, f.mx, f.result_type));
+        for group in
+            staged.chunk_by(|a, b| (a.0, a.1.mx, a.1.result_type) == (b.0, b.1.mx, b.1.result_type))
+        {
+            let (index, first) = group[0];
+            let part = &mut self.parts[index as usize];
+            if part.failure_count == 0 {
+                part.first_failure = index_of(self.failures.len());
             }
-            if added.is_empty() {
-                continue;
-            }
-            let old =
-                part.first_failure as usize..(part.first_failure + part.failure_count) as usize;
-            let mut all: Vec<FailureCount> = failures[old].to_vec();
-            for count in added {
-                match all
-                    .iter_mut()
-                    .find(|f| f.mx == count.mx && f.result_type == count.result_type)
-                {
-                    Some(existing) => existing.sessions += count.sessions,
-                    None => all.push(count),
-                }
-            }
-            part.first_failure = u32::try_from(failures.len()).expect("fewer than 4 billion");
-            part.failure_count = u32::try_from(all.len()).expect("fewer than 4 billion");
-            failures.extend(all);
+            part.failure_count += 1;
+            self.failures.push(FailureCount {
+                sessions: group.iter().map(|g| g.1.sessions).sum(),
+                ..first
+            });
         }
-        self.failures = failures;
 
         let mut staged = std::mem::take(&mut self.staged_modes);
         staged.sort_by_key(|&(part, mode, _)| (part, mode));
         for group in staged.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
             let (index, mode, _) = group[0];
-            let sessions = group.iter().map(|g| g.2).sum();
             let part = &mut self.parts[index as usize];
             if part.mode_count == 0 {
-                part.first_mode = u32::try_from(self.modes.len()).expect("fewer than 4 billion");
+                part.first_mode = index_of(self.modes.len());
             }
             part.mode_count += 1;
-            self.modes.push((mode, sessions));
+            self.modes.push((mode, group.iter().map(|g| g.2).sum()));
         }
         self.parts.sort_by_key(|p| p.received_at);
     }
@@ -345,4 +280,8 @@ impl Observations {
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
+}
+
+fn index_of(n: usize) -> u32 {
+    u32::try_from(n).expect("fewer than 4 billion")
 }

@@ -76,10 +76,6 @@ impl Runner {
         })
     }
 
-    pub fn config(&self) -> &AlertConfig {
-        &self.config
-    }
-
     /// One pass up to `now`.
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport> {
         let mut state = AlertState::load(&self.state_path)?;

@@ -7,7 +7,7 @@
 //! neither forgets an incident (it is open here) nor sends an alert twice (a sent one is
 //! marked; at worst one whose send was cut short by the crash goes again).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -159,10 +159,6 @@ impl AlertState {
             .find(|incident| &incident.subject == subject)
     }
 
-    pub fn has_open(&self, domain: &str) -> bool {
-        self.open.get(domain).is_some_and(|v| !v.is_empty())
-    }
-
     pub fn cooling(&self, domain: &str, subject: &Subject, at: DateTime<Utc>) -> bool {
         self.cooldowns
             .iter()
@@ -187,14 +183,6 @@ impl AlertState {
 
     pub fn open_count(&self) -> usize {
         self.open.values().map(Vec::len).sum()
-    }
-
-    /// Open incidents by domain, for lookups during a pass.
-    pub fn open_domains(&self) -> HashMap<&str, usize> {
-        self.open
-            .iter()
-            .map(|(domain, list)| (domain.as_str(), list.len()))
-            .collect()
     }
 }
 

@@ -61,15 +61,14 @@ pub fn write(tables: &Path, events: &[Numbered<'_>]) -> Result<()> {
             .build();
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties))
             .expect("the alerts schema is writable");
-        let written = writer.write(&batch).and_then(|()| writer.close());
+        // `into_inner` writes the footer and hands the file back, to be synced before the
+        // rename makes it visible.
+        let written = writer.write(&batch).and_then(|()| writer.into_inner());
         let file = written.map_err(|err| Error::Io {
             what: format!("cannot write alerts in {}", dir.display()),
             source: std::io::Error::other(err),
         })?;
-        drop(file);
-        std::fs::File::open(&temporary)
-            .and_then(|f| f.sync_all())
-            .map_err(io("cannot sync a file in"))?;
+        file.sync_all().map_err(io("cannot sync a file in"))?;
         std::fs::rename(&temporary, &path).map_err(io("cannot rename a file in"))?;
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
