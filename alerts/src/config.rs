@@ -139,6 +139,17 @@ pub struct Spike {
     pub enabled: bool,
     /// Fewer failed sessions than this never alert (three out of five page nobody).
     pub min_failed_sessions: u64,
+    /// Failures of one MX and result type alert only when at least this many of the day's
+    /// reports have them (fewer when the domain usually gets fewer reports a day). Trouble
+    /// on the receiving side (a certificate, STARTTLS, the policy) shows in every sender's
+    /// report; one sender's own trouble shows in one, and is a reporter spike instead.
+    pub min_reports: u32,
+    /// This many failed sessions alert from fewer reports: a sender's odd sessions are a
+    /// handful, not dozens.
+    pub enough_failed_sessions: u64,
+    /// The reporter spike's `min_failed_sessions`: one sender's failures are one sender's
+    /// word, so more of them are needed.
+    pub reporter_min_failed_sessions: u64,
     /// Days with fewer sessions than this are neither judged nor part of a baseline.
     pub min_sessions: u64,
     /// A failure rate below this share of sessions never alerts.
@@ -150,7 +161,9 @@ pub struct Spike {
     pub rate_floor: f64,
     /// The failed sessions must also be this unlikely under the usual rate (a Poisson
     /// bound), so that a day judged from its first few reports, whose rate swings more than
-    /// a whole day's, does not look like a spike.
+    /// a whole day's, does not look like a spike. The usual rate is the baseline's failed
+    /// sessions over its sessions, counting one failure more than it had: a type never
+    /// seen is not impossible.
     pub max_chance: f64,
     /// Below `min_rate`, a rate this many times the usual one still alerts when it is at
     /// least `relative_min_rate` and beyond `relative_max_chance` (a secondary MX host
@@ -164,7 +177,10 @@ impl Default for Spike {
     fn default() -> Self {
         Self {
             enabled: true,
-            min_failed_sessions: 10,
+            min_failed_sessions: 4,
+            min_reports: 3,
+            enough_failed_sessions: 20,
+            reporter_min_failed_sessions: 10,
             min_sessions: 20,
             min_rate: 0.02,
             mad_factor: 5.0,
@@ -185,6 +201,10 @@ pub struct NewResultType {
     pub enabled: bool,
     pub min_failed_sessions: u64,
     pub min_rate: f64,
+    /// As `spike.min_reports` and `spike.enough_failed_sessions`: the reports of the day
+    /// that must have the type, unless it has this many failed sessions.
+    pub min_reports: u32,
+    pub enough_failed_sessions: u64,
 }
 
 impl Default for NewResultType {
@@ -193,6 +213,8 @@ impl Default for NewResultType {
             enabled: true,
             min_failed_sessions: 5,
             min_rate: 0.01,
+            min_reports: 3,
+            enough_failed_sessions: 20,
         }
     }
 }
@@ -394,7 +416,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.spike.min_rate, 0.1);
         assert_eq!(
-            config.spike.min_failed_sessions, 10,
+            config.spike.min_failed_sessions, 4,
             "the rest stays default"
         );
         let [chat, noc] = &config.notifiers[..] else {

@@ -83,7 +83,9 @@ pub struct Baseline {
     pub median: f64,
     /// The MAD scaled to a standard deviation (×1.4826), floored at the configured spread.
     pub spread: f64,
-    /// The rate above which the day is a spike.
+    /// The rate above which the day is a spike (the failed sessions must also be beyond
+    /// chance). For a failure spike, the lower of the rates of the absolute and the
+    /// relative rule: a day back at or below it ends the incident.
     pub threshold: f64,
     /// The days it was computed from.
     pub days: u32,
@@ -142,17 +144,30 @@ fn rate(failed: u64, sessions: u64) -> f64 {
     }
 }
 
-/// Whether `failed` of `sessions` is too many to be chance at the baseline's usual rate
-/// (its spread floor at the least, so a series flat at zero is not infinitely surprised).
-fn surprising(
-    spike: &crate::config::Spike,
-    failed: u64,
-    sessions: u64,
-    baseline: &Baseline,
-    max_chance: f64,
-) -> bool {
-    let usual = baseline.median.max(spike.rate_floor);
+/// Whether `failed` of `sessions` is too many to be chance at the `usual` rate.
+fn surprising(failed: u64, sessions: u64, usual: f64, max_chance: f64) -> bool {
     log_chance_of_at_least(failed, usual * sessions as f64) < max_chance.ln()
+}
+
+/// The usual rate of a series for the chance bound: its failed sessions over its sessions,
+/// with one failure more than it had (a type never seen is rare, not impossible), and not
+/// below the median daily rate (a series whose busy days fail less).
+fn usual_rate(failed: u64, sessions: u64, median: f64) -> f64 {
+    if sessions == 0 {
+        return 1.0;
+    }
+    ((failed + 1) as f64 / sessions as f64).max(median)
+}
+
+/// The reports that must show a failure for it to be the domain's: the configured number,
+/// or fewer when the domain's baseline days had fewer reports (median).
+fn required_reports(min_reports: u32, history: &[&DomainDay]) -> u32 {
+    let mut reports: Vec<f64> = history.iter().map(|d| f64::from(d.reports)).collect();
+    if reports.is_empty() {
+        return min_reports.max(1);
+    }
+    let usual = median(&mut reports).floor() as u32;
+    min_reports.min(usual).max(1)
 }
 
 /// The baseline days of `day`: the `baseline_days` before it on which the domain had at
@@ -172,6 +187,11 @@ fn baseline_days<'a>(
 
 /// New result types and failure-rate spikes per (MX, result type) of one domain and day,
 /// new types first.
+///
+/// Both ask for breadth or numbers: the failures must show in several of the day's reports
+/// (`min_reports`) or be many (`enough_failed_sessions`), because what breaks on the
+/// receiving side breaks for every sender, while a few failed sessions in one report are
+/// that sender's odd sessions.
 pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) -> Vec<Finding> {
     let today = ledger.day(domain, day);
     let spike = &config.spike;
@@ -202,7 +222,20 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         return found;
     }
 
+    let baseline_sessions: u64 = history.iter().map(|d| d.sessions).sum();
+    // Breadth, or numbers: enough reports; or many failed sessions in at least half the
+    // day's reports so far (one report of several is one sender's trouble, a reporter
+    // spike); or, from two reports on, failed sessions far beyond chance at the usual rate.
+    let broad = |required: u32, enough: u64, reports: u32, failed: u64, usual: f64| {
+        reports >= required
+            || (failed >= enough && reports * 2 >= today.reports)
+            || (reports >= 2
+                && surprising(failed, today.sessions, usual, spike.relative_max_chance))
+    };
     if new_type_candidate {
+        let required = required_reports(new_type.min_reports, &history);
+        // The type had no failure in the window: the usual rate is one in its sessions.
+        let usual = usual_rate(0, baseline_sessions, 0.0);
         let window = day - config.evaluation.baseline_days as Day;
         let mut types: Vec<Sym> = today.failures.iter().map(|c| c.result_type).collect();
         types.sort_unstable();
@@ -211,6 +244,13 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
             let failed = today.failed_of(None, result_type);
             if failed < new_type.min_failed_sessions
                 || rate(failed, today.sessions) < new_type.min_rate
+                || !broad(
+                    required,
+                    new_type.enough_failed_sessions,
+                    today.reports_of(None, result_type),
+                    failed,
+                    usual,
+                )
             {
                 continue;
             }
@@ -236,6 +276,13 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                     .filter(|c| {
                         c.failed >= new_type.min_failed_sessions
                             && rate(c.failed, today.sessions) >= new_type.min_rate
+                            && broad(
+                                required,
+                                new_type.enough_failed_sessions,
+                                c.reports,
+                                c.failed,
+                                usual,
+                            )
                             && !seen_on(Some(c.mx))
                     })
                     .collect();
@@ -263,6 +310,7 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
     }
 
     if spike_candidate {
+        let required = required_reports(spike.min_reports, &history);
         let mut rates = Vec::with_capacity(history.len());
         for cell in &today.failures {
             let today_rate = rate(cell.failed, today.sessions);
@@ -273,36 +321,40 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                 continue;
             }
             rates.clear();
-            rates.extend(
-                history
-                    .iter()
-                    .map(|d| rate(d.failed_of(Some(cell.mx), cell.result_type), d.sessions)),
-            );
+            let mut baseline_failed = 0;
+            for d in &history {
+                let failed = d.failed_of(Some(cell.mx), cell.result_type);
+                baseline_failed += failed;
+                rates.push(rate(failed, d.sessions));
+            }
             let baseline = Baseline::of(
                 &mut rates,
                 spike.mad_factor,
                 spike.rate_floor,
                 spike.min_rate,
             );
+            let usual = usual_rate(baseline_failed, baseline_sessions, baseline.median);
+            if !broad(
+                required,
+                spike.enough_failed_sessions,
+                cell.reports,
+                cell.failed,
+                usual,
+            ) {
+                continue;
+            }
             let absolute = today_rate > baseline.threshold
-                && surprising(
-                    spike,
-                    cell.failed,
-                    today.sessions,
-                    &baseline,
-                    spike.max_chance,
-                );
+                && surprising(cell.failed, today.sessions, usual, spike.max_chance);
             // A jump of many times the usual rate that is far beyond chance counts even
             // below the minimum rate: a secondary MX host failing for most of its sessions
             // is a small share of the domain's sessions (reports do not count sessions per
-            // MX), yet hundreds of failed sessions where there were a few.
-            let relative = today_rate >= spike.relative_min_rate
-                && today_rate >= spike.relative_factor * baseline.median
+            // MX), yet many failed sessions where there were a few.
+            let relative_threshold = spike.relative_min_rate.max(spike.relative_factor * usual);
+            let relative = today_rate >= relative_threshold
                 && surprising(
-                    spike,
                     cell.failed,
                     today.sessions,
-                    &baseline,
+                    usual,
                     spike.relative_max_chance,
                 );
             if absolute || relative {
@@ -313,7 +365,10 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                     result_type: cell.result_type,
                     failed: cell.failed,
                     sessions: today.sessions,
-                    baseline,
+                    baseline: Baseline {
+                        threshold: baseline.threshold.min(relative_threshold),
+                        ..baseline
+                    },
                 });
             }
         }
@@ -321,14 +376,9 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
     found
 }
 
-/// Failure-rate spikes of the sessions of some reporters (`only`) for one domain and day.
-pub fn reporters(
-    config: &AlertConfig,
-    ledger: &Ledger,
-    domain: Sym,
-    day: Day,
-    only: &[Sym],
-) -> Vec<Finding> {
+/// Failure-rate spikes of one reporter's sessions for one domain and day, which the other
+/// reporters of the day do not share.
+pub fn reporters(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) -> Vec<Finding> {
     let spike = &config.spike;
     let today = ledger.day(domain, day);
     let mut found = Vec::new();
@@ -337,13 +387,9 @@ pub fn reporters(
     }
     let from = day - config.evaluation.baseline_days as Day;
     let mut rates = Vec::new();
-    for r in today
-        .reporters
-        .iter()
-        .filter(|r| only.contains(&r.reporter))
-    {
+    for r in &today.reporters {
         let today_rate = rate(r.failed, r.sessions);
-        if r.failed < spike.min_failed_sessions
+        if r.failed < spike.reporter_min_failed_sessions
             || r.sessions < spike.min_sessions
             || today_rate < spike.min_rate
         {
@@ -366,8 +412,19 @@ pub fn reporters(
             spike.rate_floor,
             spike.min_rate,
         );
-        if today_rate > baseline.threshold
-            && surprising(spike, r.failed, r.sessions, &baseline, spike.max_chance)
+        // One sender's word: the usual rate is the median, floored, not the pooled rate of
+        // the (MX, result type) spikes, which many reports back.
+        let usual = baseline.median.max(spike.rate_floor);
+        // And the other senders must not see it: failures every sender sees are the
+        // domain's, for the failure detectors. Until others have reported for the day, it
+        // cannot be told which.
+        let others_sessions = today.sessions.saturating_sub(r.sessions);
+        let others_rate = rate(today.failed.saturating_sub(r.failed), others_sessions);
+        let alone = others_sessions >= spike.min_sessions
+            && others_rate * spike.relative_factor <= today_rate;
+        if alone
+            && today_rate > baseline.threshold
+            && surprising(r.failed, r.sessions, usual, spike.max_chance)
         {
             found.push(Finding::ReporterSpike {
                 domain,

@@ -72,10 +72,8 @@ pub fn evaluate(
 
     let mut last_complete: Option<Day> = None;
     let mut step = start;
-    // What the step's reports touched: (domain, day, reporter, whether the report had
-    // failures).
-    let mut touched: Vec<(Sym, Day, Sym, bool)> = Vec::new();
-    let mut reporters: Vec<Sym> = Vec::new();
+    // What the step's reports touched: (domain, day, whether the report had failures).
+    let mut touched: Vec<(Sym, Day, bool)> = Vec::new();
     while step < now {
         step = (step.duration_trunc(Duration::hours(1)).expect("in range") + Duration::hours(1))
             .min(now);
@@ -90,7 +88,7 @@ pub fn evaluate(
                 observations.failures_of(part),
                 observations.modes_of(part),
             );
-            touched.push((part.domain, part.day, part.reporter, part.failure_count > 0));
+            touched.push((part.domain, part.day, part.failure_count > 0));
             next += 1;
             outcome.replayed += 1;
         }
@@ -99,14 +97,12 @@ pub fn evaluate(
 
         let oldest = day_of(step.date_naive()) - config.evaluation.lookback_days as Day;
         for group in touched.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-            let (domain, day, _, _) = group[0];
-            reporters.clear();
-            reporters.extend(group.iter().map(|t| t.2));
-            let failures = group.iter().any(|t| t.3);
+            let (domain, day, _) = group[0];
+            let failures = group.iter().any(|t| t.2);
             pass.end_incidents(domain, day, step, &mut outcome.events);
             if day >= oldest {
                 outcome.judged += 1;
-                pass.judge(domain, day, &reporters, failures, step, &mut outcome.events);
+                pass.judge(domain, day, failures, step, &mut outcome.events);
             }
         }
 
@@ -138,15 +134,14 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// Runs the detectors on one domain's day; `reporters` sent the reports that just
-    /// arrived (only their own series can have changed), and `failures` says whether any of
-    /// those reports had failures (reports without any only lower the day's rates, which
-    /// cannot make a new finding).
+    /// Runs the detectors on one domain's day that reports just arrived for; `failures`
+    /// says whether any of those reports had failures (reports without any only lower the
+    /// day's failure rates, which cannot make a new failure finding; they can show that a
+    /// reporter's failures are its own).
     fn judge(
         &mut self,
         domain: Sym,
         day: Day,
-        reporters: &[Sym],
         failures: bool,
         at: DateTime<Utc>,
         events: &mut Vec<AlertEvent>,
@@ -168,8 +163,8 @@ impl Pass<'_> {
         }) || self.state.cooldowns.iter().any(|c| {
             c.domain == domain_name && matches!(c.subject, Subject::Failure { .. }) && at < c.until
         });
-        if failures && !explained {
-            for finding in detect::reporters(self.config, &self.ledger, domain, day, reporters) {
+        if !explained && self.ledger.day(domain, day).failed > 0 {
+            for finding in detect::reporters(self.config, &self.ledger, domain, day) {
                 self.handle(&finding, at, events);
             }
         }

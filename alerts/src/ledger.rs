@@ -23,6 +23,9 @@ pub struct FailureCell {
     pub mx: Sym,
     pub result_type: Sym,
     pub failed: u64,
+    /// The reports that had any: trouble on the receiving side shows in every sender's
+    /// report, one sender's own trouble in one.
+    pub reports: u32,
 }
 
 /// One domain's day, as far as it has arrived.
@@ -49,6 +52,18 @@ impl DomainDay {
             .filter(|c| c.result_type == result_type && mx.is_none_or(|mx| c.mx == mx))
             .map(|c| c.failed)
             .sum()
+    }
+
+    /// The reports that had failures of a result type on an MX; with `mx: None`, the most
+    /// on any one MX (a lower bound of the reports that had the type anywhere: a report may
+    /// name several MX hosts).
+    pub fn reports_of(&self, mx: Option<Sym>, result_type: Sym) -> u32 {
+        self.failures
+            .iter()
+            .filter(|c| c.result_type == result_type && mx.is_none_or(|mx| c.mx == mx))
+            .map(|c| c.reports)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn reporter(&self, reporter: Sym) -> Option<&ReporterDay> {
@@ -88,11 +103,15 @@ impl DomainDay {
                 .iter_mut()
                 .find(|c| c.mx == f.mx && c.result_type == f.result_type)
             {
-                Some(cell) => cell.failed += f.sessions,
+                Some(cell) => {
+                    cell.failed += f.sessions;
+                    cell.reports += 1;
+                }
                 None => self.failures.push(FailureCell {
                     mx: f.mx,
                     result_type: f.result_type,
                     failed: f.sessions,
+                    reports: 1,
                 }),
             }
         }

@@ -59,7 +59,11 @@ pub struct Replay {
 /// with the default alert configuration in ONE pass from an empty state, up to the end of
 /// the history plus [`REPLAY_TAIL`]. A pass walks hour by hour, so it fires exactly what
 /// hourly passes would have fired live.
-pub fn replay(data_dir: &Path, history: &HistoryConfig) -> anyhow::Result<Replay> {
+pub fn replay(
+    data_dir: &Path,
+    history: &HistoryConfig,
+    config: &AlertConfig,
+) -> anyhow::Result<Replay> {
     let from = history.start_date;
     let last = from + Duration::days(i64::from(history.days) - 1);
     let end = Utc.from_utc_datetime(
@@ -91,7 +95,7 @@ pub fn replay(data_dir: &Path, history: &HistoryConfig) -> anyhow::Result<Replay
 
     let started = Instant::now();
     let mut state = AlertState::default();
-    let outcome = tlsrpt_alerts::evaluate(&AlertConfig::default(), &observations, &mut state, now);
+    let outcome = tlsrpt_alerts::evaluate(config, &observations, &mut state, now);
     let evaluate_seconds = started.elapsed().as_secs_f64();
     Ok(Replay {
         events: outcome.events,

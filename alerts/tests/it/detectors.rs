@@ -218,6 +218,66 @@ fn three_failed_sessions_out_of_five_page_nobody() {
 }
 
 #[test]
+fn a_few_failures_in_one_report_are_that_senders_but_in_three_reports_the_domains() {
+    // Four senders, 100 sessions each a day, all clean.
+    let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
+    let mut reports: Vec<Report<'_>> = (0..30)
+        .flat_map(|day| senders.map(|sender| Report::new(day, sender, 100)))
+        .collect();
+    // Day 30: one sender has 8 failed sessions on mx2 (2% of the day's sessions, a type the
+    // domain never had): one sender's odd sessions, not the domain's trouble.
+    for sender in senders {
+        let report = Report::new(30, sender, 100);
+        reports.push(if sender == "Yahoo" {
+            report.failing(Some("mx2.example.com"), "certificate-not-trusted", 8)
+        } else {
+            report
+        });
+    }
+    let (events, _) = run(&reports, midnight(32));
+    assert!(events.is_empty(), "{events:#?}");
+
+    // Day 31: three senders see 3 each on mx2: fewer sessions than day 30 had, but every
+    // sender that reached mx2 saw it.
+    for sender in senders {
+        let report = Report::new(31, sender, 100);
+        reports.push(if sender == "Comcast" {
+            report
+        } else {
+            report.failing(Some("mx2.example.com"), "certificate-not-trusted", 3)
+        });
+    }
+    let (events, _) = run(&reports, midnight(33));
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].day, date(31));
+    assert_eq!(fired[0].receiving_mx_hostnames, ["mx2.example.com"]);
+}
+
+#[test]
+fn one_senders_failures_that_the_others_do_not_see_are_a_reporter_spike() {
+    let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
+    let mut reports: Vec<Report<'_>> = (0..30)
+        .flat_map(|day| senders.map(|sender| Report::new(day, sender, 100)))
+        .collect();
+    // Day 30: Yahoo's report, third in, has 40 of its 100 sessions failing; the others'
+    // have none.
+    for (hours, sender) in senders.into_iter().enumerate() {
+        let report = Report::new(30, sender, 100).arriving(hours as i64 + 1);
+        reports.push(if sender == "Yahoo" {
+            report.failing(Some("mx1.example.com"), "certificate-not-trusted", 40)
+        } else {
+            report
+        });
+    }
+    let (events, _) = run(&reports, midnight(32));
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::ReporterSpike);
+    assert_eq!(fired[0].reporter.as_deref(), Some("Yahoo"));
+}
+
+#[test]
 fn a_missing_day_is_not_zero_sessions_and_a_silent_daily_reporter_fires_after_two_days() {
     let mut reports = ordinary_month();
     // Microsoft sends nothing for days 30 and 31; Google goes on.

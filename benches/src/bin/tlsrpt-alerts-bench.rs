@@ -20,6 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use tlsrpt_alerts::AlertConfig;
 use tlsrpt_benches::history::{History, HistoryConfig, TruthIncident};
 use tlsrpt_benches::pipeline::write_tables;
 use tlsrpt_benches::scoring::{replay, score};
@@ -52,6 +53,9 @@ struct Args {
     /// Write the alerts here, one JSON object a line.
     #[arg(long)]
     json_events: Option<PathBuf>,
+    /// The alert settings (TOML, as `tlsrpt alerts run --config`); the defaults without.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// `DATA_DIR/truth.json`.
@@ -83,7 +87,11 @@ fn main() -> anyhow::Result<()> {
     reset_peak_rss();
 
     eprintln!("tlsrpt-alerts-bench: loading the observations and replaying the history");
-    let run = replay(&args.data_dir, &truth.config)?;
+    let config = match &args.config {
+        Some(path) => AlertConfig::from_file(path)?,
+        None => AlertConfig::default(),
+    };
+    let run = replay(&args.data_dir, &truth.config, &config)?;
     let score = score(
         &truth.incidents,
         &run.events,
