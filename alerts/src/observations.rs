@@ -218,6 +218,12 @@ impl Observations {
         self.staged.push((index_of(part), count));
     }
 
+    /// Room for `parts` more parts and `failures` more failure counts.
+    pub(crate) fn reserve(&mut self, parts: usize, failures: usize) {
+        self.parts.reserve(parts);
+        self.staged.reserve(failures);
+    }
+
     /// Sets a part's session counts (the loader sums a report's policies first).
     pub(crate) fn set_counts(&mut self, part: usize, sessions: u64, failed: u64) {
         self.parts[part].sessions = sessions;
@@ -225,11 +231,10 @@ impl Observations {
     }
 
     /// Groups the failures and modes by part (summing repeats of one MX and result type, or
-    /// of one mode) and sorts the parts by arrival (stable: equal times keep the order they
-    /// were added in). Call it once, after everything is added.
+    /// of one mode) and sorts the parts by arrival. Call it once, after everything is added.
     pub fn finish(&mut self) {
         let mut staged = std::mem::take(&mut self.staged);
-        staged.sort_by_key(|&(part, f)| (part, f.mx, f.result_type));
+        staged.sort_unstable_by_key(|&(part, f)| (part, f.mx, f.result_type));
         for group in
             staged.chunk_by(|a, b| (a.0, a.1.mx, a.1.result_type) == (b.0, b.1.mx, b.1.result_type))
         {
@@ -246,7 +251,7 @@ impl Observations {
         }
 
         let mut staged = std::mem::take(&mut self.staged_modes);
-        staged.sort_by_key(|&(part, mode, _)| (part, mode));
+        staged.sort_unstable_by_key(|&(part, mode, _)| (part, mode));
         for group in staged.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
             let (index, mode, _) = group[0];
             let part = &mut self.parts[index as usize];
@@ -256,7 +261,9 @@ impl Observations {
             part.mode_count += 1;
             self.modes.push((mode, group.iter().map(|g| g.2).sum()));
         }
-        self.parts.sort_by_key(|p| p.received_at);
+        // Unstable: reports that arrived in the same microsecond may replay in either order,
+        // which changes no sum a detector reads.
+        self.parts.sort_unstable_by_key(|p| p.received_at);
     }
 
     pub fn modes_of(&self, part: &Part) -> &[(Sym, u64)] {
