@@ -13,7 +13,7 @@
 //!
 //! ## Layout
 //! - [`observations`]: each report reduced to what it says per policy domain, as it arrived.
-//! - [`load`]: reads them from the tables with SQL.
+//! - [`load`]: reads them from the tables' files, in parallel.
 //! - [`ledger`]: the daily series per domain, summed over what has arrived so far.
 //! - [`detect`]: the detectors, pure functions from the ledger to findings.
 //! - [`evaluate`]: a pass: the reports replayed hour by hour, incidents opened, grouped,
@@ -78,12 +78,6 @@ pub enum Error {
         #[source]
         source: tlsrpt_query::QueryError,
     },
-}
-
-impl Error {
-    fn query(what: &'static str) -> impl FnOnce(tlsrpt_query::QueryError) -> Self {
-        move |source| Self::Query { what, source }
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

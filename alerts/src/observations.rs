@@ -218,10 +218,55 @@ impl Observations {
         self.staged.push((index_of(part), count));
     }
 
-    /// Room for `parts` more parts and `failures` more failure counts.
-    pub(crate) fn reserve(&mut self, parts: usize, failures: usize) {
-        self.parts.reserve(parts);
-        self.staged.reserve(failures);
+    /// Takes in another finished set (read by another thread), its names mapped to this
+    /// one's, keeping the parts in the order they arrived. Both must be finished.
+    pub(crate) fn merge(&mut self, other: Observations) {
+        let to_self: Vec<Sym> = other
+            .names
+            .names
+            .iter()
+            .map(|name| self.names.intern(name))
+            .collect();
+        let map = |sym: Sym| {
+            if sym.is_none() {
+                sym
+            } else {
+                to_self[sym.0 as usize]
+            }
+        };
+        let failure_offset = index_of(self.failures.len());
+        let mode_offset = index_of(self.modes.len());
+        self.failures
+            .extend(other.failures.into_iter().map(|count| FailureCount {
+                mx: map(count.mx),
+                result_type: map(count.result_type),
+                ..count
+            }));
+        self.modes
+            .extend(other.modes.into_iter().map(|(mode, n)| (map(mode), n)));
+        let theirs = other.parts.into_iter().map(|part| Part {
+            reporter: map(part.reporter),
+            domain: map(part.domain),
+            first_failure: part.first_failure + failure_offset,
+            first_mode: part.first_mode + mode_offset,
+            ..part
+        });
+        let ours = std::mem::take(&mut self.parts);
+        let mut merged = Vec::with_capacity(ours.len() + theirs.len());
+        let mut ours = ours.into_iter().peekable();
+        let mut theirs = theirs.peekable();
+        loop {
+            let next = match (ours.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if b.received_at < a.received_at => theirs.next(),
+                (Some(_), _) => ours.next(),
+                (None, _) => theirs.next(),
+            };
+            match next {
+                Some(part) => merged.push(part),
+                None => break,
+            }
+        }
+        self.parts = merged;
     }
 
     /// Sets a part's session counts (the loader sums a report's policies first).
@@ -234,7 +279,15 @@ impl Observations {
     /// of one mode) and sorts the parts by arrival. Call it once, after everything is added.
     pub fn finish(&mut self) {
         let mut staged = std::mem::take(&mut self.staged);
-        staged.sort_unstable_by_key(|&(part, f)| (part, f.mx, f.result_type));
+        // Readers add a part's failures right after it, as a rule: then only the runs of one
+        // part need sorting.
+        if staged.is_sorted_by_key(|&(part, _)| part) {
+            for run in staged.chunk_by_mut(|a, b| a.0 == b.0) {
+                run.sort_unstable_by_key(|&(_, f)| (f.mx, f.result_type));
+            }
+        } else {
+            staged.sort_unstable_by_key(|&(part, f)| (part, f.mx, f.result_type));
+        }
         for group in
             staged.chunk_by(|a, b| (a.0, a.1.mx, a.1.result_type) == (b.0, b.1.mx, b.1.result_type))
         {
@@ -251,7 +304,13 @@ impl Observations {
         }
 
         let mut staged = std::mem::take(&mut self.staged_modes);
-        staged.sort_unstable_by_key(|&(part, mode, _)| (part, mode));
+        if staged.is_sorted_by_key(|&(part, _, _)| part) {
+            for run in staged.chunk_by_mut(|a, b| a.0 == b.0) {
+                run.sort_unstable_by_key(|&(_, mode, _)| mode);
+            }
+        } else {
+            staged.sort_unstable_by_key(|&(part, mode, _)| (part, mode));
+        }
         for group in staged.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
             let (index, mode, _) = group[0];
             let part = &mut self.parts[index as usize];

@@ -92,7 +92,12 @@ impl Runner {
             + 1;
         let from = (first_step - Duration::days(reach)).date_naive();
         let started = Instant::now();
-        let observations = load::observations(&self.engine, from, now.date_naive(), now).await?;
+        let tables = self.tables.clone();
+        let observations = tokio::task::spawn_blocking(move || {
+            load::observations(&tables, from, now.date_naive(), now)
+        })
+        .await
+        .expect("the reader does not panic")?;
         report.read_time = started.elapsed();
         report.reports_read = observations.len();
 

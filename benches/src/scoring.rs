@@ -30,7 +30,6 @@ use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use tlsrpt_alerts::{AlertConfig, AlertEvent, AlertState, Detector, EventState};
-use tlsrpt_query::{QueryEngine, QueryOptions};
 
 use crate::history::{HistoryConfig, TruthIncident, TruthKind};
 
@@ -72,26 +71,10 @@ pub fn replay(
             .expect("midnight"),
     );
     let now = end + REPLAY_TAIL;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let engine = QueryEngine::new(
-        data_dir.join("tables"),
-        QueryOptions {
-            max_rows: usize::MAX,
-            timeout: std::time::Duration::from_secs(3600),
-            memory_limit_bytes: None,
-            view_cache_bytes: None,
-            ..QueryOptions::default()
-        },
-    )?;
     let started = Instant::now();
-    let observations = runtime
-        .block_on(tlsrpt_alerts::load::observations(&engine, from, last, now))
+    let observations = tlsrpt_alerts::load::observations(&data_dir.join("tables"), from, last, now)
         .context("cannot load the observations")?;
     let load_seconds = started.elapsed().as_secs_f64();
-    drop(runtime);
 
     let started = Instant::now();
     let mut state = AlertState::default();

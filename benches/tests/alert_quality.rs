@@ -1,6 +1,6 @@
 //! The alert engine scored end to end on a small provider history: reports generated with
 //! injected incidents, put through the real pipeline (bus, transformer, Parquet) with their
-//! simulated arrival times, read back with the alerting's own SQL, and replayed in one pass
+//! simulated arrival times, read back by the alerting's reader, and replayed in one pass
 //! hour by hour, as hourly passes would have run live. The alerts are then scored against
 //! the ground truth (`tlsrpt_benches::scoring`): the targets are those of the full bench
 //! (`tlsrpt-alerts-bench`, 10,000 domains × 90 days), on a history small enough for a
