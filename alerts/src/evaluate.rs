@@ -15,8 +15,9 @@ use crate::config::AlertConfig;
 use crate::detect::{self, Finding};
 use crate::ledger::Ledger;
 use crate::message;
-use crate::observations::{Day, Names, Observations, Sym, date_of, day_of};
+use crate::observations::{Day, Names, Observations, Part, Sym, date_of, day_of};
 use crate::state::{AlertState, Cooldown, OpenIncident, Subject};
+use foldhash::HashMap;
 
 /// What a pass did.
 #[derive(Debug, Clone, Default)]
@@ -32,23 +33,167 @@ pub struct PassOutcome {
     pub judged: u64,
 }
 
-/// Runs a pass over `observations` (sorted by arrival) up to `now`, updating `state`.
+/// Runs a pass over `observations` (sorted by arrival) up to `now`, updating `state`, on
+/// as many threads as there are cores.
 pub fn evaluate(
     config: &AlertConfig,
     observations: &Observations,
     state: &mut AlertState,
     now: DateTime<Utc>,
 ) -> PassOutcome {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    evaluate_on(config, observations, state, now, threads)
+}
+
+/// [`evaluate`] on `threads` threads (at least one). The outcome does not depend on how
+/// many: every detector, incident and cool-down belongs to one domain, so the domains are
+/// dealt to the threads (by a hash of the name), each thread replays its domains' reports,
+/// and the alerts are put back in the order they happened (time, then domain) and the new
+/// incidents numbered in that order.
+pub fn evaluate_on(
+    config: &AlertConfig,
+    observations: &Observations,
+    state: &mut AlertState,
+    now: DateTime<Utc>,
+    threads: usize,
+) -> PassOutcome {
     let parts = observations.parts();
     debug_assert!(parts.is_sorted_by_key(|p| p.received_at));
-    let mut outcome = PassOutcome::default();
     let Some(first) = parts.first() else {
         state.watermark = Some(now);
-        return outcome;
+        return PassOutcome::default();
     };
     let start = state.watermark.unwrap_or_else(|| {
         DateTime::from_timestamp_micros(first.received_at - 1).expect("a valid time")
     });
+    // Small passes (a scheduled one reads hours, not months) are not worth the threads.
+    let threads = if parts.len() < 100_000 {
+        1
+    } else {
+        threads.max(1)
+    };
+    let names = &observations.names;
+    let shard_of_name: Vec<usize> = (0..names.len())
+        .map(|i| (stable_hash(names.name(Sym(i as u32)).as_bytes()) % threads as u64) as usize)
+        .collect();
+    let shard_of_domain = |domain: &str| (stable_hash(domain.as_bytes()) % threads as u64) as usize;
+
+    // Each shard's reports and state; new incidents get ids from a range of their own,
+    // renumbered below.
+    let base = state.next_incident_id;
+    let mut shard_parts: Vec<Vec<Part>> = vec![Vec::new(); threads];
+    if threads == 1 {
+        shard_parts[0] = parts.to_vec();
+    } else {
+        for part in parts {
+            shard_parts[shard_of_name[part.domain.0 as usize]].push(*part);
+        }
+    }
+    let mut shard_states: Vec<AlertState> = (0..threads)
+        .map(|k| AlertState {
+            watermark: state.watermark,
+            next_incident_id: base + ((k as u64) << SHARD_ID_BITS),
+            ..AlertState::default()
+        })
+        .collect();
+    for (domain, incidents) in std::mem::take(&mut state.open) {
+        shard_states[shard_of_domain(&domain)]
+            .open
+            .insert(domain, incidents);
+    }
+    for cooldown in std::mem::take(&mut state.cooldowns) {
+        shard_states[shard_of_domain(&cooldown.domain)]
+            .cooldowns
+            .push(cooldown);
+    }
+
+    let outcomes: Vec<PassOutcome> = if threads == 1 {
+        vec![evaluate_shard(
+            config,
+            observations,
+            &shard_parts[0],
+            &mut shard_states[0],
+            start,
+            now,
+        )]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = shard_parts
+                .iter()
+                .zip(shard_states.iter_mut())
+                .map(|(parts, state)| {
+                    scope.spawn(move || {
+                        evaluate_shard(config, observations, parts, state, start, now)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an evaluation thread does not panic"))
+                .collect()
+        })
+    };
+
+    let mut outcome = PassOutcome::default();
+    for shard in outcomes {
+        outcome.events.extend(shard.events);
+        outcome.steps = outcome.steps.max(shard.steps);
+        outcome.replayed += shard.replayed;
+        outcome.history += shard.history;
+        outcome.judged += shard.judged;
+    }
+    // In the order they happened; one domain's alerts all come from one thread, in order.
+    outcome
+        .events
+        .sort_by(|a, b| (a.at, &a.policy_domain).cmp(&(b.at, &b.policy_domain)));
+    let mut renumbered: HashMap<u64, u64> = HashMap::default();
+    for event in &mut outcome.events {
+        if event.incident_id >= base {
+            let next = base + renumbered.len() as u64;
+            event.incident_id = *renumbered.entry(event.incident_id).or_insert(next);
+        }
+    }
+    state.next_incident_id = base + renumbered.len() as u64;
+    for shard in shard_states {
+        for (domain, mut incidents) in shard.open {
+            for incident in &mut incidents {
+                if let Some(&id) = renumbered.get(&incident.id) {
+                    incident.id = id;
+                }
+            }
+            state.open.insert(domain, incidents);
+        }
+        state.cooldowns.extend(shard.cooldowns);
+        state.watermark = state.watermark.max(shard.watermark);
+    }
+    state
+        .cooldowns
+        .sort_by(|a, b| (a.until, &a.domain, &a.subject).cmp(&(b.until, &b.domain, &b.subject)));
+    outcome
+}
+
+/// The ids a shard may give new incidents: `base + shard << SHARD_ID_BITS` on.
+const SHARD_ID_BITS: u32 = 40;
+
+/// FNV-1a: the same on every machine and run, unlike the maps' seeded hashers, so that a
+/// domain always goes to the same thread.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One shard's pass from `start` to `now`: its domains' parts (sorted by arrival), its
+/// domains' state.
+fn evaluate_shard(
+    config: &AlertConfig,
+    observations: &Observations,
+    parts: &[Part],
+    state: &mut AlertState,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> PassOutcome {
+    let mut outcome = PassOutcome::default();
     let settle = Duration::minutes(i64::from(config.evaluation.settle_minutes));
     let mut pass = Pass {
         config,

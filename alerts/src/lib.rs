@@ -48,7 +48,7 @@ pub mod table;
 
 pub use alert::{AlertEvent, AlertState as EventState, Detector, Severity};
 pub use config::AlertConfig;
-pub use evaluate::{PassOutcome, evaluate};
+pub use evaluate::{PassOutcome, evaluate, evaluate_on};
 pub use observations::Observations;
 pub use state::AlertState;
 

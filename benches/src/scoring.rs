@@ -52,10 +52,12 @@ pub struct Replay {
     pub steps: u64,
     pub load_seconds: f64,
     pub evaluate_seconds: f64,
+    /// The end of the replay.
+    pub now: DateTime<Utc>,
 }
 
 /// Loads the observations of the whole history from `data_dir/tables` and replays them
-/// with the default alert configuration in ONE pass from an empty state, up to the end of
+/// with the given alert configuration in ONE pass from an empty state, up to the end of
 /// the history plus [`REPLAY_TAIL`]. A pass walks hour by hour, so it fires exactly what
 /// hourly passes would have fired live.
 pub fn replay(
@@ -86,6 +88,7 @@ pub fn replay(
         steps: outcome.steps,
         load_seconds,
         evaluate_seconds,
+        now,
     })
 }
 

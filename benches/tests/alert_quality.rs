@@ -7,7 +7,7 @@
 //! debug build.
 
 use chrono::Duration;
-use tlsrpt_alerts::{AlertConfig, Detector, EventState};
+use tlsrpt_alerts::{AlertConfig, AlertState, Detector, EventState, evaluate_on};
 use tlsrpt_benches::history::{History, HistoryConfig};
 use tlsrpt_benches::pipeline::write_tables;
 use tlsrpt_benches::scoring::{replay, score};
@@ -86,6 +86,32 @@ fn alerts_find_the_injected_incidents_in_time_and_little_else() {
         score.scored,
         100 - RECALL_MISSES_PER_50 * 2,
     );
+    // The threads a pass runs on change nothing: the same alerts, the same state.
+    let tables = dir.path().join("tables");
+    let last = config.start_date + Duration::days(i64::from(config.days) - 1);
+    let now = run.now;
+    let observations =
+        tlsrpt_alerts::load::observations(&tables, config.start_date, last, now).unwrap();
+    let on = |threads| {
+        let mut state = AlertState::default();
+        let outcome = evaluate_on(
+            &AlertConfig::default(),
+            &observations,
+            &mut state,
+            now,
+            threads,
+        );
+        (outcome.events, state)
+    };
+    let (one, one_state) = on(1);
+    let (three, three_state) = on(3);
+    assert_eq!(one.len(), run.events.len());
+    assert!(one == three, "one thread and three disagree");
+    assert!(
+        one_state == three_state,
+        "one thread and three leave different states"
+    );
+
     let allowed_false =
         history.domain_days().div_ceil(10_000).max(1) * FALSE_ALERTS_PER_10K_DOMAIN_DAYS;
     assert!(
