@@ -6,7 +6,7 @@
 //! and the fix, the SQL to look deeper), sends it to webhooks, mailboxes and the log, and
 //! sends one more when the incident ends.
 //!
-//! A crate of its own, beside `tlsrpt-query` whose SQL it reads through: alerting has
+//! A crate of its own, beside `tlsrpt-query` (whose SQL runs the custom rules): alerting has
 //! state of its own (open incidents, cool-downs, an outbox of alerts to deliver) and talks
 //! to the outside world (webhooks, SMTP), neither of which the read-only query service
 //! should hold. It never writes to the report tables.

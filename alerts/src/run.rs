@@ -53,8 +53,9 @@ pub struct PassReport {
 impl Runner {
     /// A runner over the tables under `tables` with its state file at `state_path`.
     pub fn new(config: AlertConfig, tables: PathBuf, state_path: PathBuf) -> Result<Self> {
-        // The pass reads a whole window of reports: no row limit, no view cache, its own
-        // engine so that analysts' limits and its reads do not meet.
+        // The reports are read from the files directly (`load`); the engine runs the custom
+        // rules, which may read whole windows: no row limit, no view cache, its own engine so
+        // that analysts' limits and the rules do not meet.
         let options = QueryOptions {
             max_rows: usize::MAX,
             timeout: StdDuration::from_secs(3600),
