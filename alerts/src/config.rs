@@ -290,6 +290,7 @@ struct RawNotifier {
     #[serde(default)]
     to: Vec<String>,
     timeout_seconds: Option<u64>,
+    ca_file: Option<std::path::PathBuf>,
     #[serde(default)]
     domains: Vec<String>,
     #[serde(default)]
@@ -309,6 +310,7 @@ impl TryFrom<RawNotifier> for NotifierConfig {
             "webhook" => NotifierKind::Webhook {
                 url: needs("url", raw.url)?,
                 timeout_seconds,
+                ca_file: raw.ca_file,
             },
             "mail" => {
                 if raw.to.is_empty() {
@@ -368,9 +370,12 @@ impl NotifierConfig {
 pub enum NotifierKind {
     /// A JSON POST (the alert, with a Slack-compatible `text` field).
     Webhook {
+        /// `https://` (the system's trusted roots, and `ca_file`) or `http://`.
         url: String,
         /// Seconds before a delivery attempt gives up (default 10).
         timeout_seconds: u64,
+        /// A PEM file of certificates to trust besides the system's (a private CA).
+        ca_file: Option<std::path::PathBuf>,
     },
     /// A mail over SMTP.
     Mail {
@@ -423,7 +428,7 @@ mod tests {
             panic!("two notifiers")
         };
         assert!(
-            matches!(&chat.kind, NotifierKind::Webhook { url, timeout_seconds: 10 } if url == "https://hooks.example/x")
+            matches!(&chat.kind, NotifierKind::Webhook { url, timeout_seconds: 10, ca_file: None } if url == "https://hooks.example/x")
         );
         assert!(chat.routes("anything.example"));
         assert_eq!(noc.min_severity, crate::Severity::Critical);

@@ -46,29 +46,78 @@ fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let _ = sender.send(serde_json::from_slice(&body).unwrap());
-            let mut stream = reader.into_inner();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            answer_webhook(stream, &sender);
         }
     });
     (url, bodies)
+}
+
+/// The same over HTTPS, with a certificate for `localhost` from a CA of its own; returns
+/// the URL, the CA's certificate as a PEM file in `dir`, and the bodies.
+fn https_webhook_receiver(
+    dir: &std::path::Path,
+) -> (
+    String,
+    std::path::PathBuf,
+    mpsc::Receiver<serde_json::Value>,
+) {
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = dir.join("webhook-ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://localhost:{}/hooks/tlsrpt",
+        listener.local_addr().unwrap().port()
+    );
+    let (sender, bodies) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            answer_webhook(rustls::StreamOwned::new(connection, stream), &sender);
+        }
+    });
+    (url, ca, bodies)
+}
+
+/// Reads one request, hands over its JSON body and answers 200; a connection that fails
+/// (a client that refused the certificate) is dropped.
+fn answer_webhook(stream: impl Read + Write, sender: &mpsc::Sender<serde_json::Value>) {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let _ = sender.send(serde_json::from_slice(&body).unwrap());
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = stream.flush();
 }
 
 /// An SMTP server that accepts every message and hands over its data.
@@ -308,4 +357,57 @@ fn tlsrpt_up_runs_the_alert_passes_itself_with_alerts_config() {
     assert_eq!(body["alert"]["policy_domain"], "shop.example");
     assert_eq!(body["alert"]["result_type"], "certificate-expired");
     assert!(data.join("alerts-state.json").is_file());
+}
+
+#[test]
+fn a_webhook_over_https_is_delivered_when_its_certificate_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = import_three_weeks(dir.path());
+    let (url, ca, webhook) = https_webhook_receiver(dir.path());
+    let config = dir.path().join("alerts.toml");
+    // Two notifiers to the same HTTPS receiver: one trusts its CA, one knows only the
+    // system's roots, which do not have it.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[notifier]]
+name = "private-ca"
+kind = "webhook"
+url = "{url}"
+ca_file = "{}"
+
+[[notifier]]
+name = "system-roots"
+kind = "webhook"
+url = "{url}"
+"#,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let run = tlsrpt(&[
+        "alerts",
+        "run",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1), "an alert fired: {run:?}");
+    let body = webhook.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(body["alert"]["policy_domain"], "shop.example");
+    assert_eq!(body["alert"]["result_type"], "certificate-expired");
+    assert!(
+        webhook.recv_timeout(Duration::from_millis(500)).is_err(),
+        "delivered once"
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(
+            "not delivered (retried at the next pass): system-roots: POST https://localhost:"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("private-ca:"), "{stderr}");
 }
