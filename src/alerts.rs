@@ -68,7 +68,8 @@ pub(crate) fn run(command: &Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_pass(args),
         Command::Config(args) => {
             let config = load_config(args.config.as_ref())?;
-            println!("{config:#?}");
+            println!("# The alert configuration in effect, defaults filled in.");
+            print!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// The whole configuration (`tlsrpt alerts run --config FILE`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertConfig {
     pub evaluation: Evaluation,
@@ -21,10 +21,10 @@ pub struct AlertConfig {
     pub mode_change: ModeChange,
     pub reporter_quiet: ReporterQuiet,
     /// Custom rules in SQL ([`crate::rules`]).
-    #[serde(rename = "rule")]
+    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::rules::RuleConfig>,
     /// Where alerts go; none configured: the log only.
-    #[serde(rename = "notifier")]
+    #[serde(rename = "notifier", skip_serializing_if = "Vec::is_empty")]
     pub notifiers: Vec<NotifierConfig>,
 }
 
@@ -39,6 +39,12 @@ impl AlertConfig {
             Error::Config(message) => Error::Config(format!("{}: {message}", path.display())),
             other => other,
         })
+    }
+
+    /// The configuration as TOML, every key written (defaults included): what
+    /// `tlsrpt alerts config` prints, and a file [`Self::from_toml`] reads back the same.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration is TOML")
     }
 
     pub fn from_toml(text: &str) -> Result<Self> {
@@ -77,7 +83,7 @@ impl AlertConfig {
 }
 
 /// When and over what the detectors look.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Evaluation {
     /// Days before the evaluated one that make its baseline.
@@ -133,7 +139,7 @@ impl Evaluation {
 
 /// A failure-rate spike, per (policy domain, receiving MX, result type) and per (policy
 /// domain, reporter), against the median and MAD of the baseline days.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Spike {
     pub enabled: bool,
@@ -195,7 +201,7 @@ impl Default for Spike {
 
 /// A result type the domain has not had in its baseline window (the first
 /// `certificate-expired`, `sts-policy-fetch-error` while the policy is enforced).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewResultType {
     pub enabled: bool,
@@ -220,7 +226,7 @@ impl Default for NewResultType {
 }
 
 /// An MTA-STS mode not seen in the baseline window appears in reports.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModeChange {
     pub enabled: bool,
@@ -238,7 +244,7 @@ impl Default for ModeChange {
 }
 
 /// A reporter that sends a report for the domain every day has sent none for whole days.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReporterQuiet {
     pub enabled: bool,
@@ -263,8 +269,8 @@ impl Default for ReporterQuiet {
 }
 
 /// One place alerts go.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "RawNotifier")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawNotifier", into = "RawNotifier")]
 pub struct NotifierConfig {
     /// A name for the log and the state.
     pub name: String,
@@ -279,22 +285,65 @@ pub struct NotifierConfig {
 /// A `[[notifier]]` table as written: one flat set of keys, which of them are needed
 /// depending on `kind` (serde cannot refuse unknown keys of an internally tagged enum
 /// flattened into a struct, so the kinds are told apart here).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotifier {
     name: String,
     kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     smtp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     to: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     timeout_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ca_file: Option<std::path::PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     domains: Vec<String>,
     #[serde(default)]
     min_severity: crate::Severity,
+}
+
+/// Back to the keys as written, for `tlsrpt alerts config`.
+impl From<NotifierConfig> for RawNotifier {
+    fn from(notifier: NotifierConfig) -> Self {
+        let mut raw = RawNotifier {
+            name: notifier.name,
+            domains: notifier.domains,
+            min_severity: notifier.min_severity,
+            ..RawNotifier::default()
+        };
+        match notifier.kind {
+            NotifierKind::Webhook {
+                url,
+                timeout_seconds,
+                ca_file,
+            } => {
+                raw.kind = "webhook".to_owned();
+                raw.url = Some(url);
+                raw.timeout_seconds = Some(timeout_seconds);
+                raw.ca_file = ca_file;
+            }
+            NotifierKind::Mail {
+                smtp,
+                from,
+                to,
+                timeout_seconds,
+            } => {
+                raw.kind = "mail".to_owned();
+                raw.smtp = Some(smtp);
+                raw.from = Some(from);
+                raw.to = to;
+                raw.timeout_seconds = Some(timeout_seconds);
+            }
+            NotifierKind::Log => raw.kind = "log".to_owned(),
+        }
+        raw
+    }
 }
 
 impl TryFrom<RawNotifier> for NotifierConfig {
@@ -434,6 +483,49 @@ mod tests {
         assert_eq!(noc.min_severity, crate::Severity::Critical);
         assert!(noc.routes("customer.example") && noc.routes("mx.Customer.example."));
         assert!(noc.routes("other.example") && !noc.routes("notcustomer.example"));
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_the_same() {
+        let config = AlertConfig::from_toml(
+            r#"
+            [spike]
+            min_reports = 2
+            max_chance = 1e-9
+            [[notifier]]
+            name = "chat"
+            kind = "webhook"
+            url = "https://hooks.example/x"
+            ca_file = "/etc/ca.pem"
+            [[notifier]]
+            name = "noc"
+            kind = "mail"
+            smtp = "localhost:25"
+            from = "a@b.example"
+            to = ["c@d.example"]
+            domains = ["*.customer.example"]
+            [[notifier]]
+            name = "log"
+            kind = "log"
+            [[rule]]
+            name = "dane"
+            sql = "SELECT policy_domain FROM failures"
+            every_minutes = 60
+            "#,
+        )
+        .unwrap();
+        let printed = config.to_toml();
+        assert!(printed.contains("min_reports = 2"), "{printed}");
+        assert!(printed.contains("baseline_days = 28"), "{printed}");
+        assert_eq!(
+            AlertConfig::from_toml(&printed).unwrap(),
+            config,
+            "{printed}"
+        );
+        assert_eq!(
+            AlertConfig::from_toml(&AlertConfig::default().to_toml()).unwrap(),
+            AlertConfig::default()
+        );
     }
 
     #[test]

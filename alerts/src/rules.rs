@@ -21,7 +21,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::array_value_to_string;
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tlsrpt_query::QueryEngine;
 
 use crate::alert::{AlertEvent, AlertState as EventState, Detector, Severity};
@@ -29,7 +29,7 @@ use crate::state::{AlertState, Cooldown, OpenIncident, Subject};
 use crate::{Error, Result};
 
 /// One `[[rule]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
@@ -42,7 +42,7 @@ pub struct RuleConfig {
     pub description: String,
     /// Run it at most this often; unset, at every pass. A rule's incidents stay as they were
     /// between its runs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every_minutes: Option<u32>,
 }
 
