@@ -301,6 +301,8 @@ struct RawNotifier {
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<MailTls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ca_file: Option<std::path::PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     domains: Vec<String>,
@@ -333,12 +335,16 @@ impl From<NotifierConfig> for RawNotifier {
                 from,
                 to,
                 timeout_seconds,
+                tls,
+                ca_file,
             } => {
                 raw.kind = "mail".to_owned();
                 raw.smtp = Some(smtp);
                 raw.from = Some(from);
                 raw.to = to;
                 raw.timeout_seconds = Some(timeout_seconds);
+                raw.tls = Some(tls);
+                raw.ca_file = ca_file;
             }
             NotifierKind::Log => raw.kind = "log".to_owned(),
         }
@@ -356,6 +362,11 @@ impl TryFrom<RawNotifier> for NotifierConfig {
         };
         let timeout_seconds = raw.timeout_seconds.unwrap_or(10);
         let kind = match raw.kind.as_str() {
+            "webhook" if raw.tls.is_some() => {
+                return Err(format!(
+                    "notifier {name:?}: `tls` is for mail; a webhook's `url` says https or http"
+                ));
+            }
             "webhook" => NotifierKind::Webhook {
                 url: needs("url", raw.url)?,
                 timeout_seconds,
@@ -370,6 +381,8 @@ impl TryFrom<RawNotifier> for NotifierConfig {
                     from: needs("from", raw.from)?,
                     to: raw.to,
                     timeout_seconds,
+                    tls: raw.tls.unwrap_or_default(),
+                    ca_file: raw.ca_file,
                 }
             }
             "log" => NotifierKind::Log,
@@ -414,6 +427,20 @@ impl NotifierConfig {
     }
 }
 
+/// How a mail notifier protects its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTls {
+    /// Plain SMTP: for a relay on the same host or network (the default).
+    #[default]
+    None,
+    /// STARTTLS, required: the mail is not sent when the server does not offer it
+    /// (submission, port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
 /// The kinds of notifier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NotifierKind {
@@ -428,11 +455,14 @@ pub enum NotifierKind {
     },
     /// A mail over SMTP.
     Mail {
-        /// `host:port` of the SMTP server (plain SMTP; use a local relay for TLS).
+        /// `host:port` of the SMTP server (port 25 when none is given).
         smtp: String,
         from: String,
         to: Vec<String>,
         timeout_seconds: u64,
+        tls: MailTls,
+        /// A PEM file of certificates to trust besides the system's (a private CA).
+        ca_file: Option<std::path::PathBuf>,
     },
     /// The process log (standard error).
     Log,
@@ -536,5 +566,15 @@ mod tests {
         assert!(error("[[notifier]]\nname = \"x\"\nkind = \"webhook\"").contains("needs `url`"));
         assert!(error("[[notifier]]\nname = \"x\"\nkind = \"pager\"").contains("kind must be"));
         assert!(error("[[notifier]]\nname = \"x\"\nkind = \"log\"\nurl2 = \"y\"").contains("url2"));
+        assert!(
+            error(
+                "[[notifier]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"https://a\"\ntls = \"tls\""
+            )
+            .contains("`tls` is for mail")
+        );
+        assert!(
+            error("[[notifier]]\nname = \"x\"\nkind = \"mail\"\nsmtp = \"a:25\"\nfrom = \"a@b\"\nto = [\"c@d\"]\ntls = \"ssl\"")
+                .contains("ssl")
+        );
     }
 }

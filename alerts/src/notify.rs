@@ -16,10 +16,11 @@
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::alert::{AlertEvent, AlertState};
-use crate::config::{NotifierConfig, NotifierKind};
+use crate::config::{MailTls, NotifierConfig, NotifierKind};
 
 /// The message as one text: title, then the explanation and the query.
 pub fn plain_text(event: &AlertEvent) -> String {
@@ -49,6 +50,21 @@ fn client_trusting(path: &std::path::Path) -> Result<reqwest::Client, String> {
     builder
         .build()
         .map_err(|err| format!("cannot make an HTTPS client with {}: {err}", path.display()))
+}
+
+/// TLS towards an SMTP server named `host`: the system's roots, and those of `ca_file`.
+fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let certificate = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+            .map_err(|err| format!("{} is not a PEM certificate file: {err}", path.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build_rustls()
+        .map_err(|err| format!("cannot set up TLS for {host}: {err}"))
 }
 
 /// Sends one alert through one notifier; the error says why it did not arrive.
@@ -116,6 +132,8 @@ pub async fn send(
             from,
             to,
             timeout_seconds,
+            tls,
+            ca_file,
         } => {
             let (host, port) = match smtp.rsplit_once(':') {
                 Some((host, port)) => (
@@ -144,8 +162,14 @@ pub async fn send(
             let message = message
                 .body(plain_text(event))
                 .map_err(|err| format!("cannot build the mail: {err}"))?;
+            let tls = match tls {
+                MailTls::None => Tls::None,
+                MailTls::Starttls => Tls::Required(tls_parameters(host, ca_file.as_deref())?),
+                MailTls::Tls => Tls::Wrapper(tls_parameters(host, ca_file.as_deref())?),
+            };
             let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
                 .port(port)
+                .tls(tls)
                 .timeout(Some(Duration::from_secs(*timeout_seconds)))
                 .build();
             transport

@@ -6,10 +6,12 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{Datelike, Days, Utc};
+use tokio_rustls::rustls;
 
 fn tlsrpt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tlsrpt"))
@@ -52,30 +54,28 @@ fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
     (url, bodies)
 }
 
-/// The same over HTTPS, with a certificate for `localhost` from a CA of its own; returns
-/// the URL, the CA's certificate as a PEM file in `dir`, and the bodies.
-fn https_webhook_receiver(
-    dir: &std::path::Path,
-) -> (
-    String,
-    std::path::PathBuf,
-    mpsc::Receiver<serde_json::Value>,
-) {
-    use tokio_rustls::rustls;
+/// A TLS server configuration for `localhost` with a self-signed certificate, which is
+/// written as a PEM file in `dir` for clients to trust.
+fn localhost_tls(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, std::path::PathBuf) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let ca = dir.join("webhook-ca.pem");
+    let ca = dir.join("localhost-ca.pem");
     std::fs::write(&ca, certified.cert.pem()).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = std::sync::Arc::new(
-        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap(),
-    );
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    (Arc::new(config), ca)
+}
+
+/// The webhook receiver over HTTPS, as `localhost`.
+fn https_webhook_receiver(
+    tls: Arc<rustls::ServerConfig>,
+) -> (String, mpsc::Receiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "https://localhost:{}/hooks/tlsrpt",
@@ -85,11 +85,11 @@ fn https_webhook_receiver(
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let connection = rustls::ServerConnection::new(tls.clone()).unwrap();
             answer_webhook(rustls::StreamOwned::new(connection, stream), &sender);
         }
     });
-    (url, ca, bodies)
+    (url, bodies)
 }
 
 /// Reads one request, hands over its JSON body and answers 200; a connection that fails
@@ -122,47 +122,84 @@ fn answer_webhook(stream: impl Read + Write, sender: &mpsc::Sender<serde_json::V
 
 /// An SMTP server that accepts every message and hands over its data.
 fn smtp_sink() -> (String, mpsc::Receiver<String>) {
+    smtp_sink_with(None)
+}
+
+/// With `tls`, the server offers STARTTLS and refuses mail before it (as a submission
+/// server does).
+fn smtp_sink_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
+    let port = listener.local_addr().unwrap().port();
     let (sender, messages) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            stream.write_all(b"220 sink ESMTP\r\n").unwrap();
-            let mut data: Option<String> = None;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(message) = data.as_mut() {
-                    if line == ".\r\n" {
-                        let _ = sender.send(data.take().unwrap());
-                        stream.write_all(b"250 queued\r\n").unwrap();
-                    } else {
-                        message.push_str(&line);
-                    }
-                    continue;
-                }
-                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                let answer: &[u8] = match verb.as_str() {
-                    "EHLO" | "HELO" => b"250 sink\r\n",
-                    "DATA" => {
-                        data = Some(String::new());
-                        b"354 go ahead\r\n"
-                    }
-                    "QUIT" => {
-                        let _ = stream.write_all(b"221 bye\r\n");
-                        break;
-                    }
-                    _ => b"250 ok\r\n",
-                };
-                stream.write_all(answer).unwrap();
-            }
+            let Ok(stream) = stream else { continue };
+            converse(stream, tls.clone(), &sender);
         }
     });
-    (address, messages)
+    (format!("localhost:{port}"), messages)
+}
+
+trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+/// One SMTP session; ends at QUIT or when the client goes away.
+fn converse(
+    stream: std::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    sender: &mpsc::Sender<String>,
+) {
+    let mut reader: BufReader<Box<dyn Duplex>> = BufReader::new(Box::new(stream));
+    let mut secure = false;
+    let mut data: Option<String> = None;
+    let _ = reader.get_mut().write_all(b"220 sink ESMTP\r\n");
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if let Some(message) = data.as_mut() {
+            if line == ".\r\n" {
+                let _ = sender.send(data.take().unwrap());
+                let _ = reader.get_mut().write_all(b"250 queued\r\n");
+            } else {
+                message.push_str(&line);
+            }
+            continue;
+        }
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let offers_tls = tls.is_some() && !secure;
+        let answer: &[u8] = match verb.as_str() {
+            "EHLO" if offers_tls => b"250-sink\r\n250 STARTTLS\r\n",
+            "EHLO" | "HELO" => b"250 sink\r\n",
+            "STAR" if offers_tls => {
+                let _ = reader.get_mut().write_all(b"220 go ahead\r\n");
+                let connection = rustls::ServerConnection::new(tls.clone().unwrap()).unwrap();
+                reader = BufReader::new(Box::new(rustls::StreamOwned::new(
+                    connection,
+                    reader.into_inner(),
+                )));
+                secure = true;
+                continue;
+            }
+            "MAIL" if offers_tls => b"530 must issue a STARTTLS command first\r\n",
+            "DATA" => {
+                data = Some(String::new());
+                b"354 go ahead\r\n"
+            }
+            "QUIT" => {
+                let _ = reader.get_mut().write_all(b"221 bye\r\n");
+                let _ = reader.get_mut().flush();
+                return;
+            }
+            _ => b"250 ok\r\n",
+        };
+        if reader.get_mut().write_all(answer).is_err() {
+            return;
+        }
+        let _ = reader.get_mut().flush();
+    }
 }
 
 /// Imports three weeks of reports into `DIR/data`, the last day with an expired certificate.
@@ -360,13 +397,15 @@ fn tlsrpt_up_runs_the_alert_passes_itself_with_alerts_config() {
 }
 
 #[test]
-fn a_webhook_over_https_is_delivered_when_its_certificate_is_trusted() {
+fn webhooks_over_https_and_mail_over_starttls_are_delivered_when_the_certificate_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let data = import_three_weeks(dir.path());
-    let (url, ca, webhook) = https_webhook_receiver(dir.path());
+    let (tls, ca) = localhost_tls(dir.path());
+    let (url, webhook) = https_webhook_receiver(tls.clone());
+    let (smtp, mailbox) = smtp_sink_with(Some(tls));
     let config = dir.path().join("alerts.toml");
-    // Two notifiers to the same HTTPS receiver: one trusts its CA, one knows only the
-    // system's roots, which do not have it.
+    // Two webhooks to the same HTTPS receiver: one trusts its CA, one knows only the
+    // system's roots, which do not have it. The mail goes over STARTTLS.
     std::fs::write(
         &config,
         format!(
@@ -375,14 +414,23 @@ fn a_webhook_over_https_is_delivered_when_its_certificate_is_trusted() {
 name = "private-ca"
 kind = "webhook"
 url = "{url}"
-ca_file = "{}"
+ca_file = "{ca}"
 
 [[notifier]]
 name = "system-roots"
 kind = "webhook"
 url = "{url}"
+
+[[notifier]]
+name = "postmaster"
+kind = "mail"
+smtp = "{smtp}"
+tls = "starttls"
+ca_file = "{ca}"
+from = "tlsrpt@provider.example"
+to = ["postmaster@shop.example"]
 "#,
-            ca.display()
+            ca = ca.display()
         ),
     )
     .unwrap();
@@ -402,6 +450,11 @@ url = "{url}"
         webhook.recv_timeout(Duration::from_millis(500)).is_err(),
         "delivered once"
     );
+    let mail = mailbox.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        mail.contains("Subject: [tlsrpt critical] shop.example: certificate-expired"),
+        "{mail}"
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         stderr.contains(
@@ -410,4 +463,5 @@ url = "{url}"
         "{stderr}"
     );
     assert!(!stderr.contains("private-ca:"), "{stderr}");
+    assert!(!stderr.contains("postmaster:"), "{stderr}");
 }
