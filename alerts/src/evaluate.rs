@@ -81,13 +81,10 @@ pub fn evaluate_on(
     // Each shard's reports and state; new incidents get ids from a range of their own,
     // renumbered below.
     let base = state.next_incident_id;
-    let mut shard_parts: Vec<Vec<Part>> = vec![Vec::new(); threads];
-    if threads == 1 {
-        shard_parts[0] = parts.to_vec();
-    } else {
-        for part in parts {
-            shard_parts[shard_of_name[part.domain.0 as usize]].push(*part);
-        }
+    // One thread replays `parts` as they are; several get a copy of their domains' parts.
+    let mut shard_parts: Vec<Vec<Part>> = vec![Vec::new(); if threads == 1 { 0 } else { threads }];
+    for part in parts.iter().filter(|_| threads > 1) {
+        shard_parts[shard_of_name[part.domain.0 as usize]].push(*part);
     }
     let mut shard_states: Vec<AlertState> = (0..threads)
         .map(|k| AlertState {
@@ -111,7 +108,7 @@ pub fn evaluate_on(
         vec![evaluate_shard(
             config,
             observations,
-            &shard_parts[0],
+            parts,
             &mut shard_states[0],
             start,
             now,

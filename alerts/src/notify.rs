@@ -37,10 +37,15 @@ pub fn plain_text(event: &AlertEvent) -> String {
     text
 }
 
+/// A notifier's `ca_file`, read at each delivery (alerts are rare, and a replaced file
+/// takes effect without a restart).
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))
+}
+
 /// A client that trusts the certificates of a PEM file besides the system's roots.
 fn client_trusting(path: &std::path::Path) -> Result<reqwest::Client, String> {
-    let pem =
-        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let pem = read_ca_file(path)?;
     let mut builder = reqwest::Client::builder();
     for certificate in reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|err| format!("{} is not a PEM certificate file: {err}", path.display()))?
@@ -56,8 +61,7 @@ fn client_trusting(path: &std::path::Path) -> Result<reqwest::Client, String> {
 fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsParameters, String> {
     let mut builder = TlsParameters::builder(host.to_owned());
     if let Some(path) = ca_file {
-        let pem =
-            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let pem = read_ca_file(path)?;
         let certificate = lettre::transport::smtp::client::Certificate::from_pem(&pem)
             .map_err(|err| format!("{} is not a PEM certificate file: {err}", path.display()))?;
         builder = builder.add_root_certificate(certificate);
