@@ -127,7 +127,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// baseline rate predicts `expected`. A day judged from its first few reports has few
 /// sessions, and its rate swings more than a whole day's; this is what keeps such a day from
 /// looking like a spike.
-fn log_chance_of_at_least(count: u64, expected: f64) -> f64 {
+pub fn log_chance_of_at_least(count: u64, expected: f64) -> f64 {
     let count = count as f64;
     let expected = expected.max(1e-9);
     if count <= expected {

@@ -13,5 +13,6 @@
 
 pub mod generator;
 pub mod history;
+pub mod lookalikes;
 pub mod pipeline;
 pub mod scoring;

@@ -29,7 +29,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
-use tlsrpt_alerts::{AlertConfig, AlertEvent, AlertState, Detector, EventState};
+use tlsrpt_alerts::{AlertConfig, AlertEvent, AlertState, Detector, EventState, Observations};
 
 use crate::history::{HistoryConfig, TruthIncident, TruthKind};
 
@@ -54,6 +54,8 @@ pub struct Replay {
     pub evaluate_seconds: f64,
     /// The end of the replay.
     pub now: DateTime<Utc>,
+    /// What was replayed.
+    pub observations: Observations,
 }
 
 /// Loads the observations of the whole history from `data_dir/tables` and replays them
@@ -89,6 +91,7 @@ pub fn replay(
         load_seconds,
         evaluate_seconds,
         now,
+        observations,
     })
 }
 

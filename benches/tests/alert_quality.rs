@@ -87,16 +87,13 @@ fn alerts_find_the_injected_incidents_in_time_and_little_else() {
         100 - RECALL_MISSES_PER_50 * 2,
     );
     // The threads a pass runs on change nothing: the same alerts, the same state.
-    let tables = dir.path().join("tables");
-    let last = config.start_date + Duration::days(i64::from(config.days) - 1);
     let now = run.now;
-    let observations =
-        tlsrpt_alerts::load::observations(&tables, config.start_date, last, now).unwrap();
+    let observations = &run.observations;
     let on = |threads| {
         let mut state = AlertState::default();
         let outcome = evaluate_on(
             &AlertConfig::default(),
-            &observations,
+            observations,
             &mut state,
             now,
             threads,

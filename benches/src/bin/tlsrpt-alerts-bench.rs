@@ -22,6 +22,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use tlsrpt_alerts::AlertConfig;
 use tlsrpt_benches::history::{History, HistoryConfig, TruthIncident};
+use tlsrpt_benches::lookalikes::look_alikes;
 use tlsrpt_benches::pipeline::write_tables;
 use tlsrpt_benches::scoring::{replay, score};
 
@@ -56,6 +57,13 @@ struct Args {
     /// The alert settings (TOML, as `tlsrpt alerts run --config`); the defaults without.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// For each failure incident not found in time, count the cells of domains without an
+    /// incident that look at least as bad as what the incident had shown by then (more
+    /// reports showing it, more failed sessions, a larger share of the day's sessions, a
+    /// usual rate no higher): each is a false alert for any detector that would have found
+    /// the incident in time (`tlsrpt_benches::lookalikes`).
+    #[arg(long)]
+    look_alikes: bool,
 }
 
 /// `DATA_DIR/truth.json`.
@@ -110,6 +118,56 @@ fn main() -> anyhow::Result<()> {
         }
         out.flush()?;
     }
+    // The pass's peak, before the look-alikes' own ledger.
+    let peak_rss = peak_rss_bytes();
+    let look_alikes = if args.look_alikes {
+        let within = chrono::Duration::hours(args.within_hours);
+        let not_in_time: Vec<usize> = score
+            .detected_late
+            .iter()
+            .map(|d| d.incident)
+            .chain(score.missed.iter().map(|m| m.incident))
+            .collect();
+        let found = look_alikes(
+            &run.observations,
+            &truth.incidents,
+            &not_in_time,
+            within,
+            config.evaluation.baseline_days,
+            config.evaluation.min_baseline_days,
+        );
+        let allowed = truth.domain_days / 10_000;
+        eprintln!(
+            "look-alikes: background cells at least as bad as each incident's evidence {} h \
+             after its first (false alerts allowed: {allowed})",
+            args.within_hours
+        );
+        for look in &found {
+            let e = &look.evidence;
+            eprintln!(
+                "  #{} {} {} on {}: {} report(s), {} failed of {} sessions, usual rate {:.3}% \
+                 -> {} domains ({} domain-days); of the same type {} domains ({} domain-days); \
+                 as unlikely from as many reports {} domains ({} domain-days)",
+                look.incident,
+                look.day,
+                look.result_type,
+                look.mx.as_deref().unwrap_or("(no MX)"),
+                e.reports,
+                e.failed,
+                e.sessions,
+                e.usual_rate * 100.0,
+                look.domains,
+                look.domain_days,
+                look.same_type_domains,
+                look.same_type_domain_days,
+                look.as_unlikely_domains,
+                look.as_unlikely_domain_days,
+            );
+        }
+        Some(found)
+    } else {
+        None
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
@@ -125,8 +183,9 @@ fn main() -> anyhow::Result<()> {
             "parts": run.parts,
             "steps": run.steps,
             "events": run.events.len(),
-            "peak_rss_bytes": peak_rss_bytes(),
+            "peak_rss_bytes": peak_rss,
             "score": score,
+            "look_alikes": look_alikes,
         }))?
     );
     Ok(())
