@@ -173,7 +173,8 @@ pub struct Spike {
     pub max_chance: f64,
     /// Below `min_rate`, a rate this many times the usual one still alerts when it is at
     /// least `relative_min_rate` and beyond `relative_max_chance` (a secondary MX host
-    /// failing for most of its sessions).
+    /// failing for most of its sessions); in `min_reports` reports or more, at any rate
+    /// (a big domain's secondary MX, an incident that started late in the day).
     pub relative_factor: f64,
     pub relative_min_rate: f64,
     pub relative_max_chance: f64,
@@ -206,6 +207,8 @@ impl Default for Spike {
 pub struct NewResultType {
     pub enabled: bool,
     pub min_failed_sessions: u64,
+    /// The share of the day's sessions below which a new type does not alert, unless it
+    /// shows in `min_reports` reports and beyond `spike.relative_max_chance`.
     pub min_rate: f64,
     /// As `spike.min_reports` and `spike.enough_failed_sessions`: the reports of the day
     /// that must have the type, unless it has this many failed sessions.

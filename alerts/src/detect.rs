@@ -206,13 +206,15 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         && today.failures.iter().any(|c| {
             let failed = today.failed_of(None, c.result_type);
             failed >= new_type.min_failed_sessions
-                && rate(failed, today.sessions) >= new_type.min_rate
+                && (rate(failed, today.sessions) >= new_type.min_rate
+                    || today.reports_of(None, c.result_type) >= new_type.min_reports)
         });
     let spike_candidate = spike.enabled
         && today.sessions >= spike.min_sessions
         && today.failures.iter().any(|c| {
             c.failed >= spike.min_failed_sessions
-                && rate(c.failed, today.sessions) >= spike.min_rate.min(spike.relative_min_rate)
+                && (rate(c.failed, today.sessions) >= spike.min_rate.min(spike.relative_min_rate)
+                    || c.reports >= spike.min_reports)
         });
     if !new_type_candidate && !spike_candidate {
         return found;
@@ -237,17 +239,27 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         // The type had no failure in the window: the usual rate is one in its sessions.
         let usual = usual_rate(0, baseline_sessions, 0.0);
         let window = day - config.evaluation.baseline_days as Day;
+        // Enough failed sessions, and a share of the domain's sessions that matters; or, in
+        // the configured number of reports, failed sessions far beyond chance whatever
+        // their share: a secondary MX host of a big domain is a small share of its
+        // sessions, and an incident that starts late in the day a small share of the day.
+        let big_enough = |failed: u64, reports: u32| {
+            failed >= new_type.min_failed_sessions
+                && (rate(failed, today.sessions) >= new_type.min_rate
+                    || (reports >= new_type.min_reports
+                        && surprising(failed, today.sessions, usual, spike.relative_max_chance)))
+        };
         let mut types: Vec<Sym> = today.failures.iter().map(|c| c.result_type).collect();
         types.sort_unstable();
         types.dedup();
         for result_type in types {
             let failed = today.failed_of(None, result_type);
-            if failed < new_type.min_failed_sessions
-                || rate(failed, today.sessions) < new_type.min_rate
+            let reports = today.reports_of(None, result_type);
+            if !big_enough(failed, reports)
                 || !broad(
                     required,
                     new_type.enough_failed_sessions,
-                    today.reports_of(None, result_type),
+                    reports,
                     failed,
                     usual,
                 )
@@ -274,8 +286,7 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                 // and now has enough of it is news too (a certificate replaced on one host).
                 let new: Vec<_> = cells
                     .filter(|c| {
-                        c.failed >= new_type.min_failed_sessions
-                            && rate(c.failed, today.sessions) >= new_type.min_rate
+                        big_enough(c.failed, c.reports)
                             && broad(
                                 required,
                                 new_type.enough_failed_sessions,
@@ -315,8 +326,10 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         for cell in &today.failures {
             let today_rate = rate(cell.failed, today.sessions);
             // Cheap gates first: most cells are a handful of sessions.
+            // In many reports the rate floors do not apply (below).
+            let many_reports = cell.reports >= spike.min_reports;
             if cell.failed < spike.min_failed_sessions
-                || today_rate < spike.min_rate.min(spike.relative_min_rate)
+                || (today_rate < spike.min_rate.min(spike.relative_min_rate) && !many_reports)
             {
                 continue;
             }
@@ -348,8 +361,16 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
             // A jump of many times the usual rate that is far beyond chance counts even
             // below the minimum rate: a secondary MX host failing for most of its sessions
             // is a small share of the domain's sessions (reports do not count sessions per
-            // MX), yet many failed sessions where there were a few.
-            let relative_threshold = spike.relative_min_rate.max(spike.relative_factor * usual);
+            // MX), yet many failed sessions where there were a few. Seen in the configured
+            // number of reports (the breadth rule without its allowance for small domains),
+            // it counts whatever its share: a big domain's secondary MX, or an incident
+            // that started late in the day, may be well under `relative_min_rate`.
+            let relative_floor = if many_reports {
+                0.0
+            } else {
+                spike.relative_min_rate
+            };
+            let relative_threshold = relative_floor.max(spike.relative_factor * usual);
             let relative = today_rate >= relative_threshold
                 && surprising(
                     cell.failed,

@@ -255,6 +255,73 @@ fn a_few_failures_in_one_report_are_that_senders_but_in_three_reports_the_domain
 }
 
 #[test]
+fn a_secondary_mx_failing_in_many_reports_of_a_big_domain_counts_whatever_its_share() {
+    // Four senders, 2,000 sessions each a day: 8,000 a day, mostly to mx1 and mx2.
+    let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
+    let history = |sporadic: bool| -> Vec<Report<'static>> {
+        (0..30)
+            .flat_map(|day| {
+                senders.map(move |sender| {
+                    let report = Report::new(day, sender, 2000);
+                    // One odd session on mx3 three weeks before: the type is not new there.
+                    if sporadic && day == 9 && sender == "Comcast" {
+                        report.failing(Some("mx3.example.com"), "starttls-not-supported", 1)
+                    } else {
+                        report
+                    }
+                })
+            })
+            .collect()
+    };
+    // Day 30: mx3 stops offering STARTTLS late in the day; three senders see 4 failed
+    // sessions each there, 0.15% of the domain's sessions: under every rate floor, but
+    // in three reports and far beyond chance.
+    let day30 = |failing: &[&'static str]| -> Vec<Report<'static>> {
+        senders
+            .iter()
+            .map(|&sender| {
+                let report = Report::new(30, sender, 2000);
+                if failing.contains(&sender) {
+                    report.failing(Some("mx3.example.com"), "starttls-not-supported", 4)
+                } else {
+                    report
+                }
+            })
+            .collect()
+    };
+    for (sporadic, detector) in [
+        (false, Detector::NewResultType),
+        (true, Detector::FailureSpike),
+    ] {
+        let mut reports = history(sporadic);
+        reports.extend(day30(&[GOOGLE, MICROSOFT, "Yahoo"]));
+        let (events, _) = run(&reports, midnight(33));
+        let fired = firing(&events);
+        assert_eq!(fired.len(), 1, "{fired:#?}");
+        assert_eq!(fired[0].detector, detector);
+        assert_eq!(fired[0].day, date(30));
+        assert_eq!(fired[0].receiving_mx_hostnames, ["mx3.example.com"]);
+
+        // The same share in one sender's report is that sender's.
+        let mut reports = history(sporadic);
+        reports.extend(day30(&[]).into_iter().map(|r| {
+            if r.reporter == MICROSOFT {
+                r.failing(Some("mx3.example.com"), "starttls-not-supported", 12)
+            } else {
+                r
+            }
+        }));
+        let (events, _) = run(&reports, midnight(33));
+        assert!(
+            firing(&events)
+                .iter()
+                .all(|e| e.detector == Detector::ReporterSpike),
+            "{events:#?}"
+        );
+    }
+}
+
+#[test]
 fn one_senders_failures_that_the_others_do_not_see_are_a_reporter_spike() {
     let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
     let mut reports: Vec<Report<'_>> = (0..30)
