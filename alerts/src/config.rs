@@ -68,10 +68,14 @@ impl AlertConfig {
             ("spike.relative_min_rate", self.spike.relative_min_rate),
             ("spike.relative_max_chance", self.spike.relative_max_chance),
             ("new_result_type.min_rate", self.new_result_type.min_rate),
+            (
+                "new_result_type.max_report_chance",
+                self.new_result_type.max_report_chance,
+            ),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(Error::Config(format!(
-                    "{name} is a share of sessions between 0 and 1, not {rate}"
+                    "{name} is a share or a chance between 0 and 1, not {rate}"
                 )));
             }
         }
@@ -214,6 +218,11 @@ pub struct NewResultType {
     /// that must have the type, unless it has this many failed sessions.
     pub min_reports: u32,
     pub enough_failed_sessions: u64,
+    /// Two reports or more also count, whatever their failed sessions (but not below
+    /// `min_rate`), when the chance that as many of the day's reports would show the type
+    /// new is below this, at the rate the whole fleet's reports show it new (`priors`): a
+    /// type that is rare as a sender's odd session.
+    pub max_report_chance: f64,
 }
 
 impl Default for NewResultType {
@@ -224,6 +233,7 @@ impl Default for NewResultType {
             min_rate: 0.01,
             min_reports: 3,
             enough_failed_sessions: 20,
+            max_report_chance: 3e-5,
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::config::AlertConfig;
 use crate::ledger::{DomainDay, Ledger};
 use crate::observations::{Day, Sym};
+use crate::priors::{FleetPriors, chance_in_reports};
 
 /// What a detector saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,7 +193,13 @@ fn baseline_days<'a>(
 /// (`min_reports`) or be many (`enough_failed_sessions`), because what breaks on the
 /// receiving side breaks for every sender, while a few failed sessions in one report are
 /// that sender's odd sessions.
-pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) -> Vec<Finding> {
+pub fn failures(
+    config: &AlertConfig,
+    ledger: &Ledger,
+    priors: &FleetPriors,
+    domain: Sym,
+    day: Day,
+) -> Vec<Finding> {
     let today = ledger.day(domain, day);
     let spike = &config.spike;
     let new_type = &config.new_result_type;
@@ -205,9 +212,11 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
     let new_type_candidate = new_type.enabled
         && today.failures.iter().any(|c| {
             let failed = today.failed_of(None, c.result_type);
-            failed >= new_type.min_failed_sessions
-                && (rate(failed, today.sessions) >= new_type.min_rate
-                    || today.reports_of(None, c.result_type) >= new_type.min_reports)
+            let reports = today.reports_of(None, c.result_type);
+            let share = rate(failed, today.sessions);
+            (failed >= new_type.min_failed_sessions
+                && (share >= new_type.min_rate || reports >= new_type.min_reports))
+                || (reports >= 2 && share >= new_type.min_rate)
         });
     let spike_candidate = spike.enabled
         && today.sessions >= spike.min_sessions
@@ -255,15 +264,28 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
         for result_type in types {
             let failed = today.failed_of(None, result_type);
             let reports = today.reports_of(None, result_type);
-            if !big_enough(failed, reports)
-                || !broad(
-                    required,
-                    new_type.enough_failed_sessions,
-                    reports,
-                    failed,
-                    usual,
-                )
-            {
+            // Or, with fewer failed sessions, in two reports or more of a type that the
+            // fleet's reports rarely show new: two senders seeing an expired certificate on
+            // the same host the same day is not two senders' odd sessions.
+            let new_rate = priors.new_cell_rate(result_type, day);
+            let rare = |failed: u64, reports: u32| {
+                reports >= 2
+                    && rate(failed, today.sessions) >= new_type.min_rate
+                    && chance_in_reports(reports, today.reports, new_rate)
+                        < new_type.max_report_chance
+            };
+            let counts = |failed: u64, reports: u32| {
+                (big_enough(failed, reports)
+                    && broad(
+                        required,
+                        new_type.enough_failed_sessions,
+                        reports,
+                        failed,
+                        usual,
+                    ))
+                    || rare(failed, reports)
+            };
+            if !counts(failed, reports) {
                 continue;
             }
             // Every day of the window counts here, small ones too: a type seen once in the
@@ -285,17 +307,7 @@ pub fn failures(config: &AlertConfig, ledger: &Ledger, domain: Sym, day: Day) ->
                 // The domain has had the type, on other MX hosts: an MX that never had it
                 // and now has enough of it is news too (a certificate replaced on one host).
                 let new: Vec<_> = cells
-                    .filter(|c| {
-                        big_enough(c.failed, c.reports)
-                            && broad(
-                                required,
-                                new_type.enough_failed_sessions,
-                                c.reports,
-                                c.failed,
-                                usual,
-                            )
-                            && !seen_on(Some(c.mx))
-                    })
+                    .filter(|c| counts(c.failed, c.reports) && !seen_on(Some(c.mx)))
                     .collect();
                 if new.is_empty() {
                     continue;

@@ -16,6 +16,7 @@ use crate::detect::{self, Finding};
 use crate::ledger::Ledger;
 use crate::message;
 use crate::observations::{Day, Names, Observations, Part, Sym, date_of, day_of};
+use crate::priors::FleetPriors;
 use crate::state::{AlertState, Cooldown, OpenIncident, Subject};
 use foldhash::HashMap;
 
@@ -104,10 +105,30 @@ pub fn evaluate_on(
             .push(cooldown);
     }
 
+    // What the fleet says of each failure type, from every domain's reports (each shard
+    // counts its domains').
+    let priors = if threads == 1 {
+        FleetPriors::count(observations, parts.iter())
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = shard_parts
+                .iter()
+                .map(|parts| scope.spawn(move || FleetPriors::count(observations, parts.iter())))
+                .collect();
+            let mut priors = FleetPriors::default();
+            for handle in handles {
+                priors.merge(handle.join().expect("a counting thread does not panic"));
+            }
+            priors
+        })
+    };
+    let priors = &priors;
+
     let outcomes: Vec<PassOutcome> = if threads == 1 {
         vec![evaluate_shard(
             config,
             observations,
+            priors,
             parts,
             &mut shard_states[0],
             start,
@@ -120,7 +141,7 @@ pub fn evaluate_on(
                 .zip(shard_states.iter_mut())
                 .map(|(parts, state)| {
                     scope.spawn(move || {
-                        evaluate_shard(config, observations, parts, state, start, now)
+                        evaluate_shard(config, observations, priors, parts, state, start, now)
                     })
                 })
                 .collect();
@@ -185,6 +206,7 @@ fn stable_hash(bytes: &[u8]) -> u64 {
 fn evaluate_shard(
     config: &AlertConfig,
     observations: &Observations,
+    priors: &FleetPriors,
     parts: &[Part],
     state: &mut AlertState,
     start: DateTime<Utc>,
@@ -194,6 +216,7 @@ fn evaluate_shard(
     let settle = Duration::minutes(i64::from(config.evaluation.settle_minutes));
     let mut pass = Pass {
         config,
+        priors,
         names: &observations.names,
         ledger: Ledger::default(),
         state,
@@ -270,6 +293,7 @@ fn evaluate_shard(
 
 struct Pass<'a> {
     config: &'a AlertConfig,
+    priors: &'a FleetPriors,
     names: &'a Names,
     ledger: Ledger,
     state: &'a mut AlertState,
@@ -289,7 +313,7 @@ impl Pass<'_> {
         events: &mut Vec<AlertEvent>,
     ) {
         if failures {
-            for finding in detect::failures(self.config, &self.ledger, domain, day) {
+            for finding in detect::failures(self.config, &self.ledger, self.priors, domain, day) {
                 self.handle(&finding, at, events);
             }
         }

@@ -16,6 +16,7 @@
 //! - [`load`]: reads them from the tables' files, in parallel.
 //! - [`ledger`]: the daily series per domain, summed over what has arrived so far.
 //! - [`detect`]: the detectors, pure functions from the ledger to findings.
+//! - [`priors`]: how often each failure type shows up new anywhere in the fleet.
 //! - [`evaluate`]: a pass: the reports replayed hour by hour, incidents opened, grouped,
 //!   ended. Start reading here.
 //! - [`state`]: what a pass leaves for the next one, in one durable file.
@@ -41,6 +42,7 @@ pub mod load;
 mod message;
 pub mod notify;
 pub mod observations;
+pub mod priors;
 pub mod rules;
 pub mod run;
 pub mod state;

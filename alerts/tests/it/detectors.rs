@@ -485,3 +485,74 @@ fn a_restart_in_the_middle_of_an_incident_sends_nothing_twice() {
     both.extend(second.events);
     assert_eq!(both, all);
 }
+
+/// A fleet of 100 other domains, 4 senders × 100 sessions a day each for days 0 to 30,
+/// where a tenth of the domains a day get one sender's odd `validation-failure` session,
+/// and `DOMAIN` beside them, clean until day 30, when two of its four senders each see 2
+/// failed sessions of `result_type` on mx2: 4 of 400, fewer than `min_failed_sessions`.
+fn fleet_and_two_reports_of(result_type: &str) -> Observations {
+    let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
+    let mut observations = Observations::default();
+    for day in 0..31 {
+        for i in 0..100 {
+            let domain = format!("d{i}.example");
+            for (k, sender) in senders.into_iter().enumerate() {
+                let odd = (i + day) % 10 == 0 && k == (i % 4);
+                let part = observations.add_part(
+                    midnight(day as i64 + 1) + Duration::hours(k as i64 + 1),
+                    date(day as i64),
+                    sender,
+                    &domain,
+                    100,
+                    u64::from(odd),
+                    Some("enforce"),
+                );
+                if odd {
+                    observations.add_failure(part, Some("mx1.example"), "validation-failure", 1);
+                }
+            }
+        }
+        for (k, sender) in senders.into_iter().enumerate() {
+            let failing = day == 30 && k < 2;
+            let part = observations.add_part(
+                midnight(day as i64 + 1) + Duration::hours(k as i64 + 1),
+                date(day as i64),
+                sender,
+                DOMAIN,
+                100,
+                if failing { 2 } else { 0 },
+                Some("enforce"),
+            );
+            if failing {
+                observations.add_failure(part, Some("mx2.example.com"), result_type, 2);
+            }
+        }
+    }
+    observations.finish();
+    observations
+}
+
+#[test]
+fn two_reports_of_a_type_the_fleet_rarely_sees_new_count_and_of_a_common_one_do_not() {
+    let run = |result_type| {
+        let mut state = AlertState::default();
+        let outcome = evaluate(
+            &AlertConfig::default(),
+            &fleet_and_two_reports_of(result_type),
+            &mut state,
+            midnight(33),
+        );
+        outcome.events
+    };
+    // No report of the fleet showed an expired certificate: two senders seeing one on the
+    // same host the same day are not two senders' odd sessions.
+    let events = run("certificate-expired");
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::NewResultType);
+    assert_eq!(fired[0].policy_domain, DOMAIN);
+    assert_eq!(fired[0].day, date(30));
+    // One report in forty shows an odd validation failure somewhere: two of four is chance.
+    let events = run("validation-failure");
+    assert!(firing(&events).is_empty(), "{events:#?}");
+}
