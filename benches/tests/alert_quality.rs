@@ -70,14 +70,15 @@ fn alerts_find_the_injected_incidents_in_time_and_little_else() {
 
     // Enough incidents to score: one not shown by any report does not count.
     assert!(score.scored >= 20, "{} incidents scored", score.scored);
-    // The issue's target is 48 of 50 (96%) within 6 h; this sample reaches 23 of 25 (92%),
-    // and so does not meet it (BENCHMARKS.md, "Anomaly alerts"). What is out of reach: an
-    // incident whose first 6 hours of reports show no more than the background does, a
-    // few failed sessions in one or two reports (an incident that starts in the last hours
-    // of a small domain's day, a secondary MX host of a small domain). This asserts the
-    // level reached, so that a change that loses recall fails here; the target stays open
-    // until the full bench meets it.
-    const RECALL_REACHED_PERCENT: usize = 90;
+    // The issue's target is 48 of 50 (96%) within 6 h; this sample reaches 24 of 25 (96%),
+    // the full bench 46 and 47 of 50 on two seeds, so the target stays open
+    // (BENCHMARKS.md, "Anomaly alerts"). What is out of reach: an incident whose first 6
+    // hours of reports show no more than the background does, a few failed sessions in one
+    // report (an incident that starts in the last hours of a small domain's day, a
+    // secondary MX host of a small domain): `tlsrpt-alerts-bench --look-alikes` counts the
+    // background that looks as bad. This asserts the level reached, so that a change that
+    // loses recall fails here.
+    const RECALL_REACHED_PERCENT: usize = 96;
     assert!(
         score.detected_in_time * 100 >= score.scored * RECALL_REACHED_PERCENT,
         "{} of {} incidents detected within {WITHIN_HOURS} h, below the {RECALL_REACHED_PERCENT}% \
