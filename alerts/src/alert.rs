@@ -165,12 +165,30 @@ pub(crate) fn percent(rate: f64) -> String {
         format!("{percent:.0}%")
     } else if percent >= 1.0 {
         format!("{percent:.1}%")
-    } else {
+    } else if percent >= 0.01 || percent <= 0.0 {
         format!("{percent:.2}%")
+    } else {
+        // Two significant digits: a rare type's 0.0031% is not "0.00%".
+        let decimals = (1.0 - percent.log10().floor()) as usize;
+        format!("{percent:.decimals$}%")
     }
 }
 
 /// SQL literal quoting.
 pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn percentages_keep_two_significant_digits_when_small() {
+        assert_eq!(percent(0.256), "26%");
+        assert_eq!(percent(0.0256), "2.6%");
+        assert_eq!(percent(0.00256), "0.26%");
+        assert_eq!(percent(0.0000314), "0.0031%");
+        assert_eq!(percent(0.0), "0.00%");
+    }
 }

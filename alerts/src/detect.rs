@@ -26,6 +26,12 @@ pub enum Finding {
         sessions: u64,
         /// The domain had the type before, but not on these MX hosts.
         new_on_mx: bool,
+        /// The reports of the day that show it, of the day's reports so far.
+        reports: u32,
+        day_reports: u32,
+        /// The share of the whole fleet's reports that showed the type new in the weeks
+        /// before ([`FleetPriors::new_cell_rate`]).
+        fleet_new_rate: f64,
     },
     /// The failure rate of one (MX, result type) far above its baseline.
     FailureSpike {
@@ -301,8 +307,8 @@ pub fn failures(
                 .failures
                 .iter()
                 .filter(|c| c.result_type == result_type && !c.mx.is_none());
-            let (mxs, failed, new_on_mx): (Vec<Sym>, u64, bool) = if !seen_on(None) {
-                (cells.map(|c| c.mx).collect(), failed, false)
+            let (mxs, failed, reports, new_on_mx): (Vec<Sym>, u64, u32, bool) = if !seen_on(None) {
+                (cells.map(|c| c.mx).collect(), failed, reports, false)
             } else {
                 // The domain has had the type, on other MX hosts: an MX that never had it
                 // and now has enough of it is news too (a certificate replaced on one host).
@@ -315,6 +321,7 @@ pub fn failures(
                 (
                     new.iter().map(|c| c.mx).collect(),
                     new.iter().map(|c| c.failed).sum(),
+                    new.iter().map(|c| c.reports).max().unwrap_or(0),
                     true,
                 )
             };
@@ -328,6 +335,9 @@ pub fn failures(
                 failed,
                 sessions: today.sessions,
                 new_on_mx,
+                reports,
+                day_reports: today.reports,
+                fleet_new_rate: new_rate,
             });
         }
     }

@@ -42,6 +42,9 @@ pub(crate) fn fired(
             failed,
             sessions,
             new_on_mx,
+            reports,
+            day_reports,
+            fleet_new_rate,
             ..
         } => {
             let result_type = names.name(*result_type);
@@ -70,6 +73,15 @@ pub(crate) fn fired(
                 date_of(*day),
                 percent(*failed as f64 / *sessions as f64),
                 on_mxs(&mxs),
+            );
+            // Why a few failed sessions can matter: how rarely senders' odd sessions bring
+            // this type anywhere in the fleet.
+            let _ = write!(
+                text,
+                " {reports} of the day's {day_reports} reports so far show it; across all \
+                 domains, {} of the reports of the four weeks before showed {result_type} \
+                 where there had been none the week before.",
+                percent(*fleet_new_rate),
             );
             reporters_line(&mut text, ledger, finding.domain(), *day, names);
             explain(&mut text, result_type);

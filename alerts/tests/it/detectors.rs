@@ -552,6 +552,17 @@ fn two_reports_of_a_type_the_fleet_rarely_sees_new_count_and_of_a_common_one_do_
     assert_eq!(fired[0].detector, Detector::NewResultType);
     assert_eq!(fired[0].policy_domain, DOMAIN);
     assert_eq!(fired[0].day, date(30));
+    // The alert fires with the first two reports (1 and 2 hours after the day), and says
+    // why four failed sessions matter: one report in 11,313 (the fleet's 28 days of 404
+    // reports, and one more) showed the type new.
+    assert!(
+        fired[0].text.contains(
+            "2 of the day's 2 reports so far show it; across all domains, 0.0088% of the \
+             reports of the four weeks before showed certificate-expired"
+        ),
+        "{}",
+        fired[0].text
+    );
     // One report in forty shows an odd validation failure somewhere: two of four is chance.
     let events = run("validation-failure");
     assert!(firing(&events).is_empty(), "{events:#?}");
