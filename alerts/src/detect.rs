@@ -357,9 +357,11 @@ pub fn failures(
             }
             rates.clear();
             let mut baseline_failed = 0;
+            let mut baseline_reports = 0;
             for d in &history {
                 let failed = d.failed_of(Some(cell.mx), cell.result_type);
                 baseline_failed += failed;
+                baseline_reports += d.reports_of(Some(cell.mx), cell.result_type);
                 rates.push(rate(failed, d.sessions));
             }
             let baseline = Baseline::of(
@@ -369,13 +371,23 @@ pub fn failures(
                 spike.min_rate,
             );
             let usual = usual_rate(baseline_failed, baseline_sessions, baseline.median);
+            // A cell whose four weeks hold one sender's odd report is as good as new: in two
+            // reports or more it counts as a new type does, by the fleet's rate.
+            let as_good_as_new = baseline_reports <= 1
+                && cell.reports >= 2
+                && chance_in_reports(
+                    cell.reports,
+                    today.reports,
+                    priors.new_cell_rate(cell.result_type, day),
+                ) < new_type.max_report_chance;
             if !broad(
                 required,
                 spike.enough_failed_sessions,
                 cell.reports,
                 cell.failed,
                 usual,
-            ) {
+            ) && !as_good_as_new
+            {
                 continue;
             }
             let absolute = today_rate > baseline.threshold

@@ -488,9 +488,11 @@ fn a_restart_in_the_middle_of_an_incident_sends_nothing_twice() {
 
 /// A fleet of 100 other domains, 4 senders × 100 sessions a day each for days 0 to 30,
 /// where a tenth of the domains a day get one sender's odd `validation-failure` session,
-/// and `DOMAIN` beside them, clean until day 30, when two of its four senders each see 2
-/// failed sessions of `result_type` on mx2: 4 of 400, fewer than `min_failed_sessions`.
-fn fleet_and_two_reports_of(result_type: &str) -> Observations {
+/// and `DOMAIN` beside them, clean until day 30 (but for one odd session of `result_type`
+/// on mx2 on day 10 if `odd_before`), when two of its four senders each see 2 failed
+/// sessions of `result_type` on mx2: 4 of 400, fewer than `min_failed_sessions` (3 each
+/// with `odd_before`: a spike must also be over the 2% minimum rate).
+fn fleet_and_two_reports_of(result_type: &str, odd_before: bool) -> Observations {
     let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
     let mut observations = Observations::default();
     for day in 0..31 {
@@ -513,18 +515,23 @@ fn fleet_and_two_reports_of(result_type: &str) -> Observations {
             }
         }
         for (k, sender) in senders.into_iter().enumerate() {
-            let failing = day == 30 && k < 2;
+            let failed = match (day, k) {
+                (30, 0 | 1) if odd_before => 3,
+                (30, 0 | 1) => 2,
+                (10, 3) if odd_before => 1,
+                _ => 0,
+            };
             let part = observations.add_part(
                 midnight(day as i64 + 1) + Duration::hours(k as i64 + 1),
                 date(day as i64),
                 sender,
                 DOMAIN,
                 100,
-                if failing { 2 } else { 0 },
+                failed,
                 Some("enforce"),
             );
-            if failing {
-                observations.add_failure(part, Some("mx2.example.com"), result_type, 2);
+            if failed > 0 {
+                observations.add_failure(part, Some("mx2.example.com"), result_type, failed);
             }
         }
     }
@@ -534,16 +541,17 @@ fn fleet_and_two_reports_of(result_type: &str) -> Observations {
 
 #[test]
 fn two_reports_of_a_type_the_fleet_rarely_sees_new_count_and_of_a_common_one_do_not() {
-    let run = |result_type| {
+    let run_with = |result_type, odd_before| {
         let mut state = AlertState::default();
         let outcome = evaluate(
             &AlertConfig::default(),
-            &fleet_and_two_reports_of(result_type),
+            &fleet_and_two_reports_of(result_type, odd_before),
             &mut state,
             midnight(33),
         );
         outcome.events
     };
+    let run = |result_type| run_with(result_type, false);
     // No report of the fleet showed an expired certificate: two senders seeing one on the
     // same host the same day are not two senders' odd sessions.
     let events = run("certificate-expired");
@@ -566,4 +574,13 @@ fn two_reports_of_a_type_the_fleet_rarely_sees_new_count_and_of_a_common_one_do_
     // One report in forty shows an odd validation failure somewhere: two of four is chance.
     let events = run("validation-failure");
     assert!(firing(&events).is_empty(), "{events:#?}");
+
+    // One odd session three weeks before does not make the type usual on mx2: two reports
+    // of 3 failed sessions are a spike of a cell as good as new (without that, two reports
+    // are not breadth enough, and 6 failed sessions are not beyond one in a trillion).
+    let events = run_with("certificate-expired", true);
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::FailureSpike);
+    assert_eq!(fired[0].day, date(30));
 }
