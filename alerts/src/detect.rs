@@ -198,7 +198,8 @@ fn baseline_days<'a>(
 /// Both ask for breadth or numbers: the failures must show in several of the day's reports
 /// (`min_reports`) or be many (`enough_failed_sessions`), because what breaks on the
 /// receiving side breaks for every sender, while a few failed sessions in one report are
-/// that sender's odd sessions.
+/// that sender's odd sessions. Two reports are enough for a type that the fleet's reports
+/// rarely show new (`priors`), on a cell that had at most one report's odd sessions.
 pub fn failures(
     config: &AlertConfig,
     ledger: &Ledger,
