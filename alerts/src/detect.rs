@@ -274,12 +274,14 @@ pub fn failures(
             // Or, with fewer failed sessions, in two reports or more of a type that the
             // fleet's reports rarely show new: two senders seeing an expired certificate on
             // the same host the same day is not two senders' odd sessions.
-            let new_rate = priors.new_cell_rate(result_type, day);
             let rare = |failed: u64, reports: u32| {
                 reports >= 2
                     && rate(failed, today.sessions) >= new_type.min_rate
-                    && chance_in_reports(reports, today.reports, new_rate)
-                        < new_type.max_report_chance
+                    && chance_in_reports(
+                        reports,
+                        today.reports,
+                        priors.new_cell_rate(result_type, day),
+                    ) < new_type.max_report_chance
             };
             let counts = |failed: u64, reports: u32| {
                 (big_enough(failed, reports)
@@ -338,7 +340,7 @@ pub fn failures(
                 new_on_mx,
                 reports,
                 day_reports: today.reports,
-                fleet_new_rate: new_rate,
+                fleet_new_rate: priors.new_cell_rate(result_type, day),
             });
         }
     }
