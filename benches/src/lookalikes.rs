@@ -12,10 +12,12 @@
 //! rate no higher.
 //!
 //! A detector that fires more readily on more reports, more failed sessions, a larger
-//! share and a lower usual rate (every detector in `tlsrpt-alerts` does, and so would any
-//! sensible one) and that fires on the incident's evidence in time also fires on every
-//! such cell, at the latest when the cell's last report has arrived: at least one false
-//! alert per such domain. When those domains outnumber the false alerts allowed, the
+//! share and a lower usual rate, and on nothing else, and that fires on the incident's
+//! evidence in time also fires on every such cell, at the latest when the cell's last
+//! report has arrived: at least one false alert per such domain. The detectors of
+//! `tlsrpt-alerts` lean that way but also weigh other figures (how many reports the day has
+//! so far, the baseline's spread, how rare the type is across the fleet), so for them the
+//! counts are a guide, not a bound. When those domains outnumber the false alerts allowed, the
 //! incident cannot be found in time from the counts without breaking the false-alert
 //! limit. The same count restricted to cells of the incident's result type answers the same
 //! question for a detector that also weighs the type (a `certificate-expired` may be judged
