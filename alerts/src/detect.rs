@@ -166,6 +166,22 @@ fn usual_rate(failed: u64, sessions: u64, median: f64) -> f64 {
     ((failed + 1) as f64 / sessions as f64).max(median)
 }
 
+/// Whether `shown` of the day's `reports` reports showing a type new is beyond chance at the
+/// rate the fleet's reports show it new (`new_result_type.max_report_chance`), from two
+/// reports on.
+fn rare_in_the_fleet(
+    config: &AlertConfig,
+    priors: &FleetPriors,
+    result_type: Sym,
+    day: Day,
+    shown: u32,
+    reports: u32,
+) -> bool {
+    shown >= 2
+        && chance_in_reports(shown, reports, priors.new_cell_rate(result_type, day))
+            < config.new_result_type.max_report_chance
+}
+
 /// The reports that must show a failure for it to be the domain's: the configured number,
 /// or fewer when the domain's baseline days had fewer reports (median).
 fn required_reports(min_reports: u32, history: &[&DomainDay]) -> u32 {
@@ -275,13 +291,8 @@ pub fn failures(
             // fleet's reports rarely show new: two senders seeing an expired certificate on
             // the same host the same day is not two senders' odd sessions.
             let rare = |failed: u64, reports: u32| {
-                reports >= 2
-                    && rate(failed, today.sessions) >= new_type.min_rate
-                    && chance_in_reports(
-                        reports,
-                        today.reports,
-                        priors.new_cell_rate(result_type, day),
-                    ) < new_type.max_report_chance
+                rate(failed, today.sessions) >= new_type.min_rate
+                    && rare_in_the_fleet(config, priors, result_type, day, reports, today.reports)
             };
             let counts = |failed: u64, reports: u32| {
                 (big_enough(failed, reports)
@@ -374,23 +385,24 @@ pub fn failures(
                 spike.min_rate,
             );
             let usual = usual_rate(baseline_failed, baseline_sessions, baseline.median);
-            // A cell whose four weeks hold one sender's odd report is as good as new: in two
-            // reports or more it counts as a new type does, by the fleet's rate.
-            let as_good_as_new = baseline_reports <= 1
-                && cell.reports >= 2
-                && chance_in_reports(
-                    cell.reports,
-                    today.reports,
-                    priors.new_cell_rate(cell.result_type, day),
-                ) < new_type.max_report_chance;
-            if !broad(
+            // Breadth; or a cell whose four weeks hold one sender's odd report, as good as
+            // new: in two reports or more it counts as a new type does, by the fleet's rate.
+            let wide = broad(
                 required,
                 spike.enough_failed_sessions,
                 cell.reports,
                 cell.failed,
                 usual,
-            ) && !as_good_as_new
-            {
+            ) || (baseline_reports <= 1
+                && rare_in_the_fleet(
+                    config,
+                    priors,
+                    cell.result_type,
+                    day,
+                    cell.reports,
+                    today.reports,
+                ));
+            if !wide {
                 continue;
             }
             let absolute = today_rate > baseline.threshold

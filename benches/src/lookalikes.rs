@@ -170,12 +170,13 @@ pub fn look_alikes(
         else {
             continue;
         };
-        let mx = match &truth.mx {
-            Some(mx) => match names.get(mx) {
-                Some(sym) => sym,
-                None => continue,
-            },
-            None => Sym::NONE,
+        // A policy-level type names no MX.
+        let Some(mx) = truth
+            .mx
+            .as_deref()
+            .map_or(Some(Sym::NONE), |mx| names.get(mx))
+        else {
+            continue;
         };
         let shows = |part: &tlsrpt_alerts::observations::Part| {
             observations
