@@ -1,7 +1,8 @@
-//! Decode (gunzip + parse + validate + normalise) and flatten to Arrow, on generator data of
-//! the benches' shape (about 2 KB of JSON and 6 failure details per report) and on the real
-//! corpus. Throughput is in reports; bytes per report are printed at setup so MB/s can be
-//! derived. Run: `cargo bench -p tlsrpt-benches --bench decode`.
+//! Decode (gunzip + parse + validate + normalise), flatten to Arrow and sum the daily
+//! rollups, on generator data of the benches' shape (about 2 KB of JSON and 6 failure
+//! details per report) and on the real corpus. Throughput is in reports; bytes per report
+//! are printed at setup so MB/s can be derived. Run:
+//! `cargo bench -p tlsrpt-benches --bench decode`.
 
 /// The allocator the `tlsrpt` binary uses, so the figures are the product's.
 #[global_allocator]
@@ -12,6 +13,7 @@ use std::hint::black_box;
 use chrono::{TimeZone, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tlsrpt_benches::generator::{Generator, GeneratorConfig, gzip};
+use tlsrpt_schemas::rollup::Rollups;
 use tlsrpt_schemas::tables::{TablesBuilder, flatten};
 use tlsrpt_schemas::{Decoder, Envelope, ReceivedReport, Transport, parse_report};
 
@@ -94,6 +96,26 @@ fn bench_generated(c: &mut Criterion) {
                     tables.append(report).unwrap();
                 }
                 black_box(tables.finish().unwrap());
+            }
+        })
+    });
+
+    // What a transformer adds to each flush since the daily rollups (issue 5): summing the
+    // flushed rows per key.
+    group.bench_function(format!("rollups_{REPORTS}_reports"), |b| {
+        let mut tables = TablesBuilder::new();
+        let batches: Vec<_> = received
+            .chunks(BATCH)
+            .map(|chunk| {
+                for report in chunk {
+                    tables.append(report).unwrap();
+                }
+                tables.finish().unwrap()
+            })
+            .collect();
+        b.iter(|| {
+            for batch in &batches {
+                black_box(Rollups::of(batch).unwrap());
             }
         })
     });

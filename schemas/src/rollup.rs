@@ -30,10 +30,11 @@
 //! | last_received_at | Timestamp(µs, UTC) | the latest `received_at` |
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, PrimitiveArray, RecordBatch, StringArray,
     StringDictionaryBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{
@@ -158,11 +159,65 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowE
         .ok_or_else(|| ArrowError::InvalidArgumentError(format!("no column {name}")))
 }
 
+/// The text of every row of a Utf8 or Dictionary(Int32, Utf8) column, the column's type
+/// matched once rather than per row.
 fn texts<'a>(batch: &'a RecordBatch, name: &str) -> Result<Vec<Option<&'a str>>, ArrowError> {
     let column = column(batch, name)?;
-    (0..batch.num_rows())
-        .map(|i| text(column.as_ref(), i))
-        .collect()
+    if let Some(strings) = column.as_string_opt::<i32>() {
+        return Ok(strings.iter().collect());
+    }
+    if let Some(dictionary) = column.as_dictionary_opt::<Int32Type>()
+        && let Some(values) = dictionary.values().as_string_opt::<i32>()
+    {
+        return Ok(dictionary
+            .keys()
+            .iter()
+            .map(|key| key.map(|key| values.value(key as usize)))
+            .collect());
+    }
+    Err(ArrowError::InvalidArgumentError(format!(
+        "{name}: a text column was expected, found {}",
+        column.data_type()
+    )))
+}
+
+/// Groups in the order their keys first appear. Hashed with foldhash, as the flattener's
+/// dictionaries are (SipHash and a B-tree's string comparisons were most of the rollups'
+/// cost), with a fixed seed so that the same rows give the same order. Not sorted: a flush
+/// sorts each file's rows in its table's order anyway.
+struct Groups<K, V> {
+    index: HashMap<K, usize, foldhash::fast::FixedState>,
+    groups: Vec<(K, V)>,
+}
+
+impl<K: Hash + Eq + Copy, V> Groups<K, V> {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            index: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            groups: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn entry(&mut self, key: K, new: impl FnOnce() -> V) -> &mut V {
+        let next = self.groups.len();
+        let at = *self.index.entry(key).or_insert(next);
+        if at == next {
+            self.groups.push((key, new()));
+        }
+        &mut self.groups[at].1
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> {
+        self.groups.iter().map(|(key, _)| key)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.groups.iter().map(|(_, value)| value)
+    }
+}
+
+fn keyed_set<K: Hash + Eq>(capacity: usize) -> HashSet<K, foldhash::fast::FixedState> {
+    HashSet::with_capacity_and_hasher(capacity, Default::default())
 }
 
 fn dates(batch: &RecordBatch) -> Result<&[i32], ArrowError> {
@@ -179,16 +234,12 @@ fn counts(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, ArrowErro
     Ok(column.iter().collect())
 }
 
-fn dictionary(values: impl IntoIterator<Item = Option<String>>) -> ArrayRef {
+fn dictionary<S: AsRef<str>>(values: impl IntoIterator<Item = Option<S>>) -> ArrayRef {
     let mut builder = StringDictionaryBuilder::<Int32Type>::new();
     for value in values {
         builder.append_option(value);
     }
     Arc::new(builder.finish())
-}
-
-fn owned(value: Option<&str>) -> Option<String> {
-    value.map(str::to_owned)
 }
 
 impl Rollups {
@@ -213,13 +264,67 @@ impl Rollups {
     }
 }
 
-type PolicyKey<'a> = (
-    i32,
-    Option<&'a str>,
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-);
+/// A dictionary column read as its keys: rows are grouped by integer codes, and a group's
+/// text is looked up once, when the rollup is built.
+struct Codes<'a> {
+    keys: &'a PrimitiveArray<Int32Type>,
+    values: &'a StringArray,
+}
+
+impl<'a> Codes<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Result<Self, ArrowError> {
+        let column = column(batch, name)?;
+        column
+            .as_dictionary_opt::<Int32Type>()
+            .and_then(|dictionary| {
+                Some(Self {
+                    keys: dictionary.keys(),
+                    values: dictionary.values().as_string_opt::<i32>()?,
+                })
+            })
+            .ok_or_else(|| {
+                ArrowError::InvalidArgumentError(format!(
+                    "{name}: a Dictionary(Int32, Utf8) column was expected, found {}",
+                    column.data_type()
+                ))
+            })
+    }
+
+    /// The row's code; -1 for null.
+    fn code(&self, row: usize) -> i32 {
+        if self.keys.is_null(row) {
+            -1
+        } else {
+            self.keys.value(row)
+        }
+    }
+
+    fn text(&self, code: i32) -> Option<&'a str> {
+        usize::try_from(code).ok().map(|key| self.values.value(key))
+    }
+}
+
+/// The runs of equal `report_uid` in a table's rows, as the flattener writes them (the rows
+/// of a report together, reports one after the other): (uid, first row, end row).
+fn uid_runs<'a>(uids: &[Option<&'a str>]) -> Vec<(Option<&'a str>, usize, usize)> {
+    let mut runs: Vec<(Option<&'a str>, usize, usize)> = Vec::new();
+    for (row, &uid) in uids.iter().enumerate() {
+        match runs.last_mut() {
+            Some((last, _, end)) if *last == uid => *end = row + 1,
+            _ => runs.push((uid, row, row + 1)),
+        }
+    }
+    runs
+}
+
+/// Whether every report's rows are one run, as [`Rollups::of`] requires of its batch.
+fn runs_are_reports(runs: &[(Option<&str>, usize, usize)]) -> bool {
+    let mut seen = keyed_set::<Option<&str>>(runs.len());
+    runs.iter().all(|&(uid, _, _)| seen.insert(uid))
+}
+
+/// (date, policy_domain, organization_name, policy_type, sts_mode), the last three as codes.
+type PolicyKey<'a> = (i32, Option<&'a str>, i32, i32, i32);
 
 #[derive(Default)]
 struct PolicyMeasures {
@@ -233,124 +338,135 @@ fn policies_daily(policies: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let date = dates(policies)?;
     let uid = texts(policies, "report_uid")?;
     let domain = texts(policies, "policy_domain")?;
-    let org = texts(policies, "organization_name")?;
-    let policy_type = texts(policies, "policy_type")?;
-    let mode = texts(policies, "sts_mode")?;
+    let org = Codes::of(policies, "organization_name")?;
+    let policy_type = Codes::of(policies, "policy_type")?;
+    let mode = Codes::of(policies, "sts_mode")?;
     let successful = counts(policies, "total_successful_session_count")?;
     let failed = counts(policies, "total_failure_session_count")?;
-    let mut groups: BTreeMap<PolicyKey<'_>, PolicyMeasures> = BTreeMap::new();
-    let mut counted: HashSet<(Option<&str>, Option<&str>)> = HashSet::new();
-    for i in 0..policies.num_rows() {
-        let key = (
-            date[i],
-            domain[i],
-            org[i].unwrap_or(""),
-            policy_type[i],
-            mode[i],
-        );
-        let group = groups.entry(key).or_default();
-        group.policies += 1;
-        if counted.insert((uid[i], domain[i])) {
-            group.reports += 1;
+    let runs = uid_runs(&uid);
+    debug_assert!(
+        runs_are_reports(&runs),
+        "the rows of a report are not together"
+    );
+    let mut groups: Groups<PolicyKey<'_>, PolicyMeasures> = Groups::with_capacity(64);
+    for &(_, first, end) in &runs {
+        for i in first..end {
+            let key = (
+                date[i],
+                domain[i],
+                org.code(i),
+                policy_type.code(i),
+                mode.code(i),
+            );
+            let group = groups.entry(key, PolicyMeasures::default);
+            group.policies += 1;
+            // A report counts once per domain, on the row of its first policy for it.
+            if !domain[first..i].contains(&domain[i]) {
+                group.reports += 1;
+            }
+            group.successful.add(successful[i]);
+            group.failed.add(failed[i]);
         }
-        group.successful.add(successful[i]);
-        group.failed.add(failed[i]);
     }
+    let keys = || groups.keys();
+    let values = || groups.values();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Date32Array::from_iter_values(groups.keys().map(|k| k.0))),
-        Arc::new(StringArray::from_iter(groups.keys().map(|k| k.1))),
-        dictionary(groups.keys().map(|k| Some(k.2.to_owned()))),
-        dictionary(groups.keys().map(|k| owned(k.3))),
-        dictionary(groups.keys().map(|k| owned(k.4))),
-        Arc::new(Int64Array::from_iter_values(
-            groups.values().map(|m| m.policies),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            groups.values().map(|m| m.reports),
-        )),
-        Arc::new(Int64Array::from_iter(
-            groups.values().map(|m| m.successful.0),
-        )),
-        Arc::new(Int64Array::from_iter(groups.values().map(|m| m.failed.0))),
+        Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
+        Arc::new(StringArray::from_iter(keys().map(|k| k.1))),
+        dictionary(keys().map(|k| Some(org.text(k.2).unwrap_or("")))),
+        dictionary(keys().map(|k| policy_type.text(k.3))),
+        dictionary(keys().map(|k| mode.text(k.4))),
+        Arc::new(Int64Array::from_iter_values(values().map(|m| m.policies))),
+        Arc::new(Int64Array::from_iter_values(values().map(|m| m.reports))),
+        Arc::new(Int64Array::from_iter(values().map(|m| m.successful.0))),
+        Arc::new(Int64Array::from_iter(values().map(|m| m.failed.0))),
     ];
     RecordBatch::try_new(policies_daily_schema(), columns)
 }
 
-type FailureKey<'a> = (i32, Option<&'a str>, Option<&'a str>, &'a str);
+/// (date, policy_domain, receiving_mx_hostname, result_type), the last as a code.
+type FailureKey<'a> = (i32, Option<&'a str>, Option<&'a str>, i32);
 
 fn failures_daily(failures: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let date = dates(failures)?;
     let domain = texts(failures, "policy_domain")?;
     let mx = texts(failures, "receiving_mx_hostname")?;
-    let result = texts(failures, "result_type")?;
+    let result = Codes::of(failures, "result_type")?;
     let failed = counts(failures, "failed_session_count")?;
-    let mut groups: BTreeMap<FailureKey<'_>, (i64, NullableSum)> = BTreeMap::new();
+    let mut groups: Groups<FailureKey<'_>, (i64, NullableSum)> = Groups::with_capacity(64);
     for i in 0..failures.num_rows() {
-        let key = (date[i], domain[i], mx[i], result[i].unwrap_or(""));
-        let group = groups.entry(key).or_default();
+        let key = (date[i], domain[i], mx[i], result.code(i));
+        let group = groups.entry(key, Default::default);
         group.0 += 1;
         group.1.add(failed[i]);
     }
+    let keys = || groups.keys();
+    let values = || groups.values();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Date32Array::from_iter_values(groups.keys().map(|k| k.0))),
-        Arc::new(StringArray::from_iter(groups.keys().map(|k| k.1))),
-        Arc::new(StringArray::from_iter(groups.keys().map(|k| k.2))),
-        dictionary(groups.keys().map(|k| Some(k.3.to_owned()))),
-        Arc::new(Int64Array::from_iter_values(groups.values().map(|m| m.0))),
-        Arc::new(Int64Array::from_iter(groups.values().map(|m| m.1.0))),
+        Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
+        Arc::new(StringArray::from_iter(keys().map(|k| k.1))),
+        Arc::new(StringArray::from_iter(keys().map(|k| k.2))),
+        dictionary(keys().map(|k| Some(result.text(k.3).unwrap_or("")))),
+        Arc::new(Int64Array::from_iter_values(values().map(|m| m.0))),
+        Arc::new(Int64Array::from_iter(values().map(|m| m.1.0))),
     ];
     RecordBatch::try_new(failures_daily_schema(), columns)
 }
 
-/// What is known of one report's policy domains: none yet, exactly one, or not exactly one.
-#[derive(Clone, Copy)]
-enum ReportDomain<'a> {
-    One(&'a str),
-    NotOne,
+/// The one policy domain of a report's policy rows; `None` when they have none or several.
+fn one_domain<'a>(domains: &[Option<&'a str>]) -> Option<&'a str> {
+    let first = (*domains.first()?)?;
+    domains
+        .iter()
+        .all(|domain| *domain == Some(first))
+        .then_some(first)
 }
 
 fn reports_daily(reports: &RecordBatch, policies: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let mut domain_of: HashMap<&str, ReportDomain<'_>> = HashMap::new();
     let policy_uid = texts(policies, "report_uid")?;
     let policy_domain = texts(policies, "policy_domain")?;
-    for (uid, domain) in policy_uid.iter().zip(&policy_domain) {
-        let Some(uid) = uid else { continue };
-        let seen = domain_of.get(uid).copied();
-        let next = match (seen, domain) {
-            (None, Some(domain)) => ReportDomain::One(domain),
-            (Some(ReportDomain::One(one)), Some(domain)) if one == *domain => {
-                ReportDomain::One(one)
-            }
-            _ => ReportDomain::NotOne,
-        };
-        domain_of.insert(uid, next);
-    }
+    let runs = uid_runs(&policy_uid);
     let date = dates(reports)?;
     let uid = texts(reports, "report_uid")?;
-    let org = texts(reports, "organization_name")?;
+    let org = Codes::of(reports, "organization_name")?;
     let received = column(reports, "received_at")?
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or_else(|| ArrowError::InvalidArgumentError("received_at type".into()))?;
-    let mut groups: BTreeMap<(i32, &str, Option<&str>), (i64, i64)> = BTreeMap::new();
-    for i in 0..reports.num_rows() {
-        let domain = match uid[i].and_then(|u| domain_of.get(u)) {
-            Some(ReportDomain::One(domain)) => Some(*domain),
+    // The reports' rows and their policies' runs come in the same order (the flattener
+    // writes a report's row and its policies together), so they are walked side by side; a
+    // report without policies has no run.
+    let mut next_run = runs.iter().peekable();
+    let mut domain_of_row = Vec::with_capacity(uid.len());
+    for &report in &uid {
+        let domain = match next_run.peek() {
+            Some(&&(run_uid, first, end)) if run_uid == report && report.is_some() => {
+                next_run.next();
+                one_domain(&policy_domain[first..end])
+            }
             _ => None,
         };
-        let group = groups
-            .entry((date[i], org[i].unwrap_or(""), domain))
-            .or_insert((0, i64::MIN));
+        domain_of_row.push(domain);
+    }
+    if next_run.next().is_some() {
+        return Err(ArrowError::InvalidArgumentError(
+            "policies rows without their report, or in another order than the reports".into(),
+        ));
+    }
+    let mut groups: Groups<(i32, i32, Option<&str>), (i64, i64)> = Groups::with_capacity(64);
+    for i in 0..reports.num_rows() {
+        let group = groups.entry((date[i], org.code(i), domain_of_row[i]), || (0, i64::MIN));
         group.0 += 1;
         group.1 = group.1.max(received.value(i));
     }
+    let keys = || groups.keys();
+    let values = || groups.values();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Date32Array::from_iter_values(groups.keys().map(|k| k.0))),
-        dictionary(groups.keys().map(|k| Some(k.1.to_owned()))),
-        Arc::new(StringArray::from_iter(groups.keys().map(|k| k.2))),
-        Arc::new(Int64Array::from_iter_values(groups.values().map(|m| m.0))),
+        Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
+        dictionary(keys().map(|k| Some(org.text(k.1).unwrap_or("")))),
+        Arc::new(StringArray::from_iter(keys().map(|k| k.2))),
+        Arc::new(Int64Array::from_iter_values(values().map(|m| m.0))),
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(groups.values().map(|m| m.1))
-                .with_timezone("UTC"),
+            TimestampMicrosecondArray::from_iter_values(values().map(|m| m.1)).with_timezone("UTC"),
         ),
     ];
     RecordBatch::try_new(reports_daily_schema(), columns)
@@ -525,6 +641,26 @@ mod tests {
             .iter()
             .flatten()
             .sum()
+    }
+
+    #[test]
+    fn policies_in_another_order_than_their_reports_are_refused_not_miscounted() {
+        let tables = flatten(&reports()).unwrap();
+        let backwards: Vec<u32> = (0..tables.policies.num_rows() as u32).rev().collect();
+        let backwards = arrow::compute::take_record_batch(
+            &tables.policies,
+            &arrow::array::UInt32Array::from(backwards),
+        )
+        .unwrap();
+        let error = reports_daily(&tables.reports, &backwards).unwrap_err();
+        assert!(error.to_string().contains("another order"), "{error}");
+        // In their order, every report finds its policies.
+        let daily = reports_daily(&tables.reports, &tables.policies).unwrap();
+        assert_eq!(column_sum(&daily, "reports"), 3);
+        assert_eq!(
+            daily.column_by_name("policy_domain").unwrap().null_count(),
+            0
+        );
     }
 
     #[test]
