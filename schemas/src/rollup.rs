@@ -246,10 +246,11 @@ impl Rollups {
     /// The rollups of the rows of `tables` (a flush's batch: every report whole, each
     /// once).
     pub fn of(tables: &Tables) -> Result<Self, ArrowError> {
+        let policies = PolicyRuns::of(&tables.policies)?;
         Ok(Self {
-            policies_daily: policies_daily(&tables.policies)?,
+            policies_daily: policies_daily(&tables.policies, &policies)?,
             failures_daily: failures_daily(&tables.failures)?,
-            reports_daily: reports_daily(&tables.reports, &tables.policies)?,
+            reports_daily: reports_daily(&tables.reports, &policies)?,
         })
     }
 
@@ -323,6 +324,27 @@ fn runs_are_reports(runs: &[(Option<&str>, usize, usize)]) -> bool {
     runs.iter().all(|&(uid, _, _)| seen.insert(uid))
 }
 
+/// The `policies` rows' report and domain, and the runs of each report's rows: read once
+/// for both rollups that need them.
+struct PolicyRuns<'a> {
+    domain: Vec<Option<&'a str>>,
+    runs: Vec<(Option<&'a str>, usize, usize)>,
+}
+
+impl<'a> PolicyRuns<'a> {
+    fn of(policies: &'a RecordBatch) -> Result<Self, ArrowError> {
+        let runs = uid_runs(&texts(policies, "report_uid")?);
+        debug_assert!(
+            runs_are_reports(&runs),
+            "the rows of a report are not together"
+        );
+        Ok(Self {
+            domain: texts(policies, "policy_domain")?,
+            runs,
+        })
+    }
+}
+
 /// (date, policy_domain, organization_name, policy_type, sts_mode), the last three as codes.
 type PolicyKey<'a> = (i32, Option<&'a str>, i32, i32, i32);
 
@@ -334,22 +356,18 @@ struct PolicyMeasures {
     failed: NullableSum,
 }
 
-fn policies_daily(policies: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+fn policies_daily(
+    policies: &RecordBatch,
+    PolicyRuns { domain, runs }: &PolicyRuns<'_>,
+) -> Result<RecordBatch, ArrowError> {
     let date = dates(policies)?;
-    let uid = texts(policies, "report_uid")?;
-    let domain = texts(policies, "policy_domain")?;
     let org = Codes::of(policies, "organization_name")?;
     let policy_type = Codes::of(policies, "policy_type")?;
     let mode = Codes::of(policies, "sts_mode")?;
     let successful = counts(policies, "total_successful_session_count")?;
     let failed = counts(policies, "total_failure_session_count")?;
-    let runs = uid_runs(&uid);
-    debug_assert!(
-        runs_are_reports(&runs),
-        "the rows of a report are not together"
-    );
     let mut groups: Groups<PolicyKey<'_>, PolicyMeasures> = Groups::with_capacity(64);
-    for &(_, first, end) in &runs {
+    for &(_, first, end) in runs {
         for i in first..end {
             let key = (
                 date[i],
@@ -422,10 +440,13 @@ fn one_domain<'a>(domains: &[Option<&'a str>]) -> Option<&'a str> {
         .then_some(first)
 }
 
-fn reports_daily(reports: &RecordBatch, policies: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let policy_uid = texts(policies, "report_uid")?;
-    let policy_domain = texts(policies, "policy_domain")?;
-    let runs = uid_runs(&policy_uid);
+fn reports_daily(
+    reports: &RecordBatch,
+    PolicyRuns {
+        domain: policy_domain,
+        runs,
+    }: &PolicyRuns<'_>,
+) -> Result<RecordBatch, ArrowError> {
     let date = dates(reports)?;
     let uid = texts(reports, "report_uid")?;
     let org = Codes::of(reports, "organization_name")?;
@@ -652,10 +673,12 @@ mod tests {
             &arrow::array::UInt32Array::from(backwards),
         )
         .unwrap();
-        let error = reports_daily(&tables.reports, &backwards).unwrap_err();
+        let runs = PolicyRuns::of(&backwards).unwrap();
+        let error = reports_daily(&tables.reports, &runs).unwrap_err();
         assert!(error.to_string().contains("another order"), "{error}");
         // In their order, every report finds its policies.
-        let daily = reports_daily(&tables.reports, &tables.policies).unwrap();
+        let runs = PolicyRuns::of(&tables.policies).unwrap();
+        let daily = reports_daily(&tables.reports, &runs).unwrap();
         assert_eq!(column_sum(&daily, "reports"), 3);
         assert_eq!(
             daily.column_by_name("policy_domain").unwrap().null_count(),
