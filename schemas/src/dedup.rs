@@ -73,13 +73,29 @@ pub fn report_uid_value_of_key(key: &str) -> u128 {
 
 /// The 32 lower-case hex digits of a `report_uid` value.
 pub fn report_uid_hex(value: u128) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(32);
-    for byte in value.to_be_bytes() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    ReportUidHex::of(value).as_str().to_owned()
+}
+
+/// The 32 hex digits of a `report_uid` value, on the stack: the transformer writes one per
+/// report into three tables and needs no `String` for it (building one digit by digit was
+/// 1% of its profile).
+#[derive(Debug, Clone, Copy)]
+pub struct ReportUidHex([u8; 32]);
+
+impl ReportUidHex {
+    pub fn of(value: u128) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 32];
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(value.to_be_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        Self(digits)
     }
-    hex
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
 }
 
 /// The value of a `report_uid` written as 32 hex digits ([`report_uid_hex`] backwards);

@@ -552,7 +552,7 @@ impl<C: Consumer> Core<C> {
         }
         match batch
             .builder
-            .append_with_uid(&received, &dedup::report_uid_hex(uid))
+            .append_with_uid(&received, dedup::ReportUidHex::of(uid).as_str())
         {
             Ok(()) => {
                 batch.reports += 1;

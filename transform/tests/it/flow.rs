@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Date32Type;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, Encoding, PageType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use tlsrpt_bus::{Message, partition_for_key};
 use tlsrpt_schemas::layout::FileRange;
@@ -215,6 +215,51 @@ async fn files_are_sorted_zstd_with_a_page_index_and_declare_their_order() {
             .position(|c| c.column_path().string() == domain)
             .unwrap();
         assert!(row_group.column(index).column_index_offset().is_some());
+        assert!(row_group.column(index).statistics().is_some());
+        // Text no reader prunes by is written without min/max; what readers filter on keeps
+        // them.
+        let unfiltered: &[&str] = match file.table.as_str() {
+            "reports" => &[
+                "report_uid",
+                "contact_info",
+                "report_id",
+                "warnings.list.item",
+            ],
+            "policies" => &["report_uid", "policy_string.list.item", "mx_host.list.item"],
+            "failures" => &[
+                "report_uid",
+                "receiving_mx_helo",
+                "additional_information",
+                "failure_reason_code",
+            ],
+            _ => &[],
+        };
+        let mut without_statistics = Vec::new();
+        for column in row_group.columns() {
+            let name = column.column_path().string();
+            if column.statistics().is_none() && name != "raw_json" {
+                without_statistics.push(name);
+            }
+        }
+        assert_eq!(without_statistics, unfiltered, "{}", file.table);
+        // Data pages of version 2 (the writer compresses their values without copying them
+        // first), values plain where there is no dictionary.
+        let row_group_reader = reader.get_row_group(0).unwrap();
+        for (index, column) in row_group.columns().iter().enumerate() {
+            let mut pages = row_group_reader.get_column_page_reader(index).unwrap();
+            while let Some(page) = pages.get_next_page().unwrap() {
+                let name = column.column_path().string();
+                match page.page_type() {
+                    PageType::DICTIONARY_PAGE => {}
+                    PageType::DATA_PAGE_V2 => assert!(
+                        matches!(page.encoding(), Encoding::PLAIN | Encoding::RLE_DICTIONARY),
+                        "{name}: {:?}",
+                        page.encoding()
+                    ),
+                    other => panic!("{name}: a {other:?}"),
+                }
+            }
+        }
         // The Arrow schema travels with the file: dictionary columns come back as such.
         let dictionary = batch
             .column_by_name("organization_name")
