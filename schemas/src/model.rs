@@ -115,20 +115,37 @@ impl Policy {
         }
         let (mut mode, mut max_age): (Option<&str>, Option<&str>) = (None, None);
         for line in &self.policy_string {
-            let Some((key, value)) = line.split_once(':') else {
+            // A byte search: `:` is ASCII, so its position is a character boundary.
+            let Some(colon) = line.bytes().position(|b| b == b':') else {
                 continue;
             };
-            let key = key.trim();
+            let (key, value) = (trim(&line[..colon]), &line[colon + 1..]);
             if mode.is_none() && key.eq_ignore_ascii_case("mode") {
-                mode = Some(value.trim());
+                mode = Some(trim(value));
             } else if max_age.is_none() && key.eq_ignore_ascii_case("max_age") {
-                max_age = Some(value.trim());
+                max_age = Some(trim(value));
             }
             if mode.is_some() && max_age.is_some() {
                 break;
             }
         }
         (mode, max_age.and_then(|v| v.parse().ok()))
+    }
+}
+
+/// What `str::trim` gives, through the ASCII-only trim when that is enough: the transformer
+/// reads the lines of every STS policy it flattens, and the general trim (a character
+/// decoder at each end) and `split_once` were 1.6% of its instructions.
+fn trim(text: &str) -> &str {
+    let trimmed = text.trim_ascii();
+    // `trim_ascii` leaves what `trim` would still remove: a vertical tab (ASCII, but not
+    // in `u8::is_ascii_whitespace`) or non-ASCII white space at either end.
+    let unusual = |byte: Option<&u8>| byte.is_some_and(|&b| b == 0x0b || !b.is_ascii());
+    let bytes = trimmed.as_bytes();
+    if unusual(bytes.first()) || unusual(bytes.last()) {
+        trimmed.trim()
+    } else {
+        trimmed
     }
 }
 
@@ -267,5 +284,63 @@ impl Report {
     /// The report as RFC 8460 JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a report always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_trim_trims_what_str_trim_trims() {
+        let texts = [
+            "",
+            " ",
+            "mode",
+            "  mode\t",
+            "\u{b}mode\u{b}",
+            "\u{a0}mode\u{2003}",
+            " \u{a0} max_age \u{a0} ",
+            "\r\nenforce\r\n",
+            "é",
+            " é ",
+            "\u{85}x",
+            "x\u{3000}",
+        ];
+        for text in texts {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn sts_mode_and_max_age_read_the_first_line_of_each_name() {
+        let policy = |lines: &[&str]| Policy {
+            policy_type: Some(PolicyType::Sts),
+            policy_string: lines.iter().map(|l| (*l).to_owned()).collect(),
+            policy_domain: Some("example.com".to_owned()),
+            mx_host: Vec::new(),
+        };
+        let usual = policy(&[
+            "version: STSv1",
+            "mode: enforce",
+            "mx: mx1.example.com",
+            "max_age: 604800",
+        ]);
+        assert_eq!(
+            usual.sts_mode_and_max_age(),
+            (Some("enforce"), Some(604800))
+        );
+        let odd = policy(&[
+            "x:mode: none",
+            " MODE :\u{a0}testing ",
+            "mode: enforce",
+            "\u{a0}Max_Age:86400",
+            "nothing here",
+        ]);
+        assert_eq!(odd.sts_mode_and_max_age(), (Some("testing"), Some(86400)));
+        let mut tlsa = policy(&["mode: enforce"]);
+        tlsa.policy_type = Some(PolicyType::Tlsa);
+        assert_eq!(tlsa.sts_mode_and_max_age(), (None, None));
+        assert_eq!(policy(&["max_age: soon"]).sts_max_age(), None);
     }
 }

@@ -64,6 +64,12 @@ struct Args {
     /// `tlsrpt up`).
     #[arg(long, default_value_t = TransformOptions::default().max_batch_reports)]
     max_batch_reports: usize,
+    /// Seconds after its first message a batch is flushed however small
+    /// (`TransformOptions::flush_interval`; default that of `tlsrpt up`). A long one makes
+    /// every flush hold `--max-batch-reports` messages whatever the machine's speed, so that
+    /// runs under an instruction counter flush as a full-speed run does.
+    #[arg(long, default_value_t = TransformOptions::default().flush_interval.as_secs_f64())]
+    flush_interval: f64,
     /// Policy domains of the generated provider (default the generator's 1,000: about 3,300
     /// reports a day, so a batch spans many days and each flush writes a file per table and
     /// day). More domains put more reports in each day, as at a large provider.
@@ -124,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             &tables,
             &dead_letters,
             expected,
-            args.max_batch_reports,
+            batching(&args)?,
         )?
     } else {
         anyhow::ensure!(
@@ -142,7 +148,7 @@ fn main() -> anyhow::Result<()> {
             &tables,
             &dead_letters,
             expected,
-            args.max_batch_reports,
+            batching(&args)?,
         )?;
         log.shutdown();
         measured
@@ -172,13 +178,26 @@ fn main() -> anyhow::Result<()> {
 /// Runs one transformer per consumer (the members of one group on Kafka) until together
 /// they have consumed `expected` messages; the wall time, the process's CPU time, and the
 /// messages consumed (reports written, duplicates skipped).
+/// The transformers' options: `tlsrpt up`'s, with the batch bounds of the flags, and a flush
+/// as soon as the log is read to its end (else the last batch would wait for its interval).
+fn batching(args: &Args) -> anyhow::Result<TransformOptions> {
+    let flush_interval = Duration::try_from_secs_f64(args.flush_interval)
+        .map_err(|e| anyhow::anyhow!("--flush-interval {}: {e}", args.flush_interval))?;
+    Ok(TransformOptions {
+        flush_when_caught_up: true,
+        max_batch_reports: args.max_batch_reports,
+        flush_interval,
+        ..TransformOptions::default()
+    })
+}
+
 fn time_transformers<C: Consumer>(
     runtime: &tokio::runtime::Runtime,
     consumers: Vec<C>,
     tables: &std::path::Path,
     dead_letters: &Arc<DeadLetters>,
     expected: u64,
-    max_batch_reports: usize,
+    batching: TransformOptions,
 ) -> anyhow::Result<(Duration, Duration, u64)> {
     eprintln!("tlsrpt-transform-bench: the bus is full; timing the transformer");
     let usage_before = cpu_time();
@@ -189,11 +208,7 @@ fn time_transformers<C: Consumer>(
             consumer,
             tables.to_path_buf(),
             dead_letters.clone(),
-            TransformOptions {
-                flush_when_caught_up: true,
-                max_batch_reports,
-                ..TransformOptions::default()
-            },
+            batching.clone(),
         )?);
     }
     let stats: Vec<_> = transformers.iter().map(Transformer::stats).collect();
