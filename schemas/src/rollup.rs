@@ -34,8 +34,8 @@ use std::hash::Hash;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int64Array, PrimitiveArray, RecordBatch, StringArray,
-    StringDictionaryBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Date32Array, DictionaryArray, Int32Array, Int64Array, PrimitiveArray,
+    RecordBatch, StringArray, StringDictionaryBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{
     DataType, Date32Type, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
@@ -303,6 +303,22 @@ impl<'a> Codes<'a> {
     fn text(&self, code: i32) -> Option<&'a str> {
         usize::try_from(code).ok().map(|key| self.values.value(key))
     }
+
+    /// A rollup's column of these codes, one per group: a dictionary over this column's
+    /// own values, so no text is hashed again (building it value by value was 1.4% of the
+    /// transformer's instructions). A null code is null, or `""` where `empty_for_null`.
+    fn column(&self, codes: impl Iterator<Item = i32>, empty_for_null: bool) -> ArrayRef {
+        let keys: Int32Array = codes.map(|code| (code >= 0).then_some(code)).collect();
+        if empty_for_null && keys.null_count() > 0 {
+            // Not in the flattener's batches (the columns that ask for it are required);
+            // kept for a batch that has one.
+            return dictionary(
+                keys.iter()
+                    .map(|code| Some(code.and_then(|c| self.text(c)).unwrap_or(""))),
+            );
+        }
+        Arc::new(DictionaryArray::new(keys, Arc::new(self.values.clone())))
+    }
 }
 
 /// The runs of equal `report_uid` in a table's rows, as the flattener writes them (the rows
@@ -391,9 +407,9 @@ fn policies_daily(
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
         Arc::new(StringArray::from_iter(keys().map(|k| k.1))),
-        dictionary(keys().map(|k| Some(org.text(k.2).unwrap_or("")))),
-        dictionary(keys().map(|k| policy_type.text(k.3))),
-        dictionary(keys().map(|k| mode.text(k.4))),
+        org.column(keys().map(|k| k.2), true),
+        policy_type.column(keys().map(|k| k.3), false),
+        mode.column(keys().map(|k| k.4), false),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.policies))),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.reports))),
         Arc::new(Int64Array::from_iter(values().map(|m| m.successful.0))),
@@ -424,7 +440,7 @@ fn failures_daily(failures: &RecordBatch) -> Result<RecordBatch, ArrowError> {
         Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
         Arc::new(StringArray::from_iter(keys().map(|k| k.1))),
         Arc::new(StringArray::from_iter(keys().map(|k| k.2))),
-        dictionary(keys().map(|k| Some(result.text(k.3).unwrap_or("")))),
+        result.column(keys().map(|k| k.3), true),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.0))),
         Arc::new(Int64Array::from_iter(values().map(|m| m.1.0))),
     ];
@@ -483,7 +499,7 @@ fn reports_daily(
     let values = || groups.values();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
-        dictionary(keys().map(|k| Some(org.text(k.1).unwrap_or("")))),
+        org.column(keys().map(|k| k.1), true),
         Arc::new(StringArray::from_iter(keys().map(|k| k.2))),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.0))),
         Arc::new(
