@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Instructions the transformer executes per report, counted by valgrind's callgrind: a
+# figure that does not move with the machine's other tenants, for changes too small for
+# timed runs to resolve on this shared host (their medians move by 5 to 10% between runs).
+#
+#   benches/compare/transform-instructions.sh BUILD [BUILD...]
+#   REPORTS=50000 benches/compare/transform-instructions.sh /tmp/before target/release/tlsrpt-transform-bench
+#
+# Each BUILD is a copy of target/release/tlsrpt-transform-bench. Only the transformer's
+# passes are counted (reading the embedded log, parsing, flattening, the flush with its
+# sort, rollups and Parquet writing), not the generator filling the log. A flush interval
+# of an hour makes every flush a full batch (valgrind runs 50 times slower, and the default
+# 1 s interval would cut batches wherever the slowdown put them).
+#
+# What it does not see: time spent waiting on memory (a copy counts its instructions, not
+# its cache misses), the kernel, and librdkafka (the embedded log is read). SHA-256 runs
+# in software under valgrind (it hides the CPU's SHA extensions), so the report_uid's hash
+# counts about 8,000 instructions per report where on this machine it takes about 1% of the
+# time: compare builds with each other, not with timings.
+set -euo pipefail
+reports=${REPORTS:-50000}
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+for build in "$@"; do
+  out=$(mktemp /tmp/transform-instructions.XXXXXX)
+  valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*Core*pass*' \
+    "$build" --reports "$reports" --profile default --flush-interval 3600 >/dev/null 2>&1
+  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  rm -f "$out"
+  echo "$build: $((total / reports)) instructions per report ($total for $reports reports)"
+done
