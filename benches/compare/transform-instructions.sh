@@ -17,14 +17,27 @@
 # in software under valgrind (it hides the CPU's SHA extensions), so the report_uid's hash
 # counts about 8,000 instructions per report where on this machine it takes about 1% of the
 # time: compare builds with each other, not with timings.
+#
+# Builds from before the bench had --flush-interval (before 7a8d716): FLUSH_INTERVAL= (empty)
+# leaves the flag out, and their batches are then cut by the 1 s interval under valgrind's
+# slowdown, so two runs differ by about 1%; compare such builds in the same mode
+# (REPORTS=30000 FLUSH_INTERVAL= ... is how session 22 compared a1f355a).
 set -euo pipefail
 reports=${REPORTS:-50000}
+flush_interval=${FLUSH_INTERVAL-3600}
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 for build in "$@"; do
   out=$(mktemp /tmp/transform-instructions.XXXXXX)
-  valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*Core*pass*' \
-    "$build" --reports "$reports" --profile default --flush-interval 3600 >/dev/null 2>&1
+  flags=(--reports "$reports" --profile default)
+  [ -n "$flush_interval" ] && flags+=(--flush-interval "$flush_interval")
+  if ! valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*Core*pass*' \
+    "$build" "${flags[@]}" >"$out.log" 2>&1; then
+    echo "$build failed under valgrind; its output:" >&2
+    tail -20 "$out.log" >&2
+    rm -f "$out" "$out.log"
+    exit 1
+  fi
   total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  rm -f "$out"
+  rm -f "$out" "$out.log"
   echo "$build: $((total / reports)) instructions per report ($total for $reports reports)"
 done

@@ -265,8 +265,8 @@ impl Rollups {
     }
 }
 
-/// A dictionary column read as its keys: rows are grouped by integer codes, and a group's
-/// text is looked up once, when the rollup is built.
+/// A dictionary column read as its keys: rows are grouped by integer codes, and the rollup's
+/// column is those codes over the same dictionary values.
 struct Codes<'a> {
     keys: &'a PrimitiveArray<Int32Type>,
     values: &'a StringArray,
@@ -300,23 +300,11 @@ impl<'a> Codes<'a> {
         }
     }
 
-    fn text(&self, code: i32) -> Option<&'a str> {
-        usize::try_from(code).ok().map(|key| self.values.value(key))
-    }
-
     /// A rollup's column of these codes, one per group: a dictionary over this column's
     /// own values, so no text is hashed again (building it value by value was 1.4% of the
-    /// transformer's instructions). A null code is null, or `""` where `empty_for_null`.
-    fn column(&self, codes: impl Iterator<Item = i32>, empty_for_null: bool) -> ArrayRef {
+    /// transformer's instructions). A null code is null.
+    fn column(&self, codes: impl Iterator<Item = i32>) -> ArrayRef {
         let keys: Int32Array = codes.map(|code| (code >= 0).then_some(code)).collect();
-        if empty_for_null && keys.null_count() > 0 {
-            // Not in the flattener's batches (the columns that ask for it are required);
-            // kept for a batch that has one.
-            return dictionary(
-                keys.iter()
-                    .map(|code| Some(code.and_then(|c| self.text(c)).unwrap_or(""))),
-            );
-        }
         Arc::new(DictionaryArray::new(keys, Arc::new(self.values.clone())))
     }
 }
@@ -407,9 +395,9 @@ fn policies_daily(
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
         Arc::new(StringArray::from_iter(keys().map(|k| k.1))),
-        org.column(keys().map(|k| k.2), true),
-        policy_type.column(keys().map(|k| k.3), false),
-        mode.column(keys().map(|k| k.4), false),
+        org.column(keys().map(|k| k.2)),
+        policy_type.column(keys().map(|k| k.3)),
+        mode.column(keys().map(|k| k.4)),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.policies))),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.reports))),
         Arc::new(Int64Array::from_iter(values().map(|m| m.successful.0))),
@@ -440,7 +428,7 @@ fn failures_daily(failures: &RecordBatch) -> Result<RecordBatch, ArrowError> {
         Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
         Arc::new(StringArray::from_iter(keys().map(|k| k.1))),
         Arc::new(StringArray::from_iter(keys().map(|k| k.2))),
-        result.column(keys().map(|k| k.3), true),
+        result.column(keys().map(|k| k.3)),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.0))),
         Arc::new(Int64Array::from_iter(values().map(|m| m.1.0))),
     ];
@@ -499,7 +487,7 @@ fn reports_daily(
     let values = || groups.values();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
-        org.column(keys().map(|k| k.1), true),
+        org.column(keys().map(|k| k.1)),
         Arc::new(StringArray::from_iter(keys().map(|k| k.2))),
         Arc::new(Int64Array::from_iter_values(values().map(|m| m.0))),
         Arc::new(

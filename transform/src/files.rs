@@ -368,13 +368,12 @@ fn writer_properties(table: Table, row_group_rows: usize, rows: usize) -> Result
     // columns readers filter on (the sort columns, dates, reporter, result type, addresses)
     // keep theirs.
     for column in table.unfiltered_text_columns() {
-        let path = ColumnPath::new(column.split('.').map(str::to_owned).collect());
-        builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
+        builder = builder.set_column_statistics_enabled(leaf_path(column), EnabledStatistics::None);
     }
     // The instant a receiver accepted a report: microseconds, all but one per row distinct,
     // so a dictionary would hold every value and add an index per row to it.
     for column in table.arrival_columns() {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        builder = builder.set_column_dictionary_enabled(leaf_path(column), false);
     }
     if table == Table::Reports {
         // One distinct value per row: a dictionary would only be built to be abandoned, and
@@ -395,6 +394,12 @@ fn writer_properties(table: Table, row_group_rows: usize, rows: usize) -> Result
             .set_column_statistics_enabled(ColumnPath::from("raw_json"), EnabledStatistics::None);
     }
     Ok(builder.build())
+}
+
+/// A Parquet leaf column by its dotted path (`mx_host.list.item`): `ColumnPath::from` would
+/// take the dots as part of one name, and the setting would silently match no column.
+fn leaf_path(dotted: &str) -> ColumnPath {
+    ColumnPath::new(dotted.split('.').map(str::to_owned).collect())
 }
 
 /// Makes the contents of `paths` (files or directories) durable, several at a time: a flush

@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             &tables,
             &dead_letters,
             expected,
-            batching(&args)?,
+            transform_options(&args)?,
         )?
     } else {
         anyhow::ensure!(
@@ -148,7 +148,7 @@ fn main() -> anyhow::Result<()> {
             &tables,
             &dead_letters,
             expected,
-            batching(&args)?,
+            transform_options(&args)?,
         )?;
         log.shutdown();
         measured
@@ -175,12 +175,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one transformer per consumer (the members of one group on Kafka) until together
-/// they have consumed `expected` messages; the wall time, the process's CPU time, and the
-/// messages consumed (reports written, duplicates skipped).
 /// The transformers' options: `tlsrpt up`'s, with the batch bounds of the flags, and a flush
 /// as soon as the log is read to its end (else the last batch would wait for its interval).
-fn batching(args: &Args) -> anyhow::Result<TransformOptions> {
+fn transform_options(args: &Args) -> anyhow::Result<TransformOptions> {
     let flush_interval = Duration::try_from_secs_f64(args.flush_interval)
         .map_err(|e| anyhow::anyhow!("--flush-interval {}: {e}", args.flush_interval))?;
     Ok(TransformOptions {
@@ -191,13 +188,16 @@ fn batching(args: &Args) -> anyhow::Result<TransformOptions> {
     })
 }
 
+/// Runs one transformer per consumer (the members of one group on Kafka) until together
+/// they have consumed `expected` messages; the wall time, the process's CPU time, and the
+/// messages consumed (reports written, duplicates skipped).
 fn time_transformers<C: Consumer>(
     runtime: &tokio::runtime::Runtime,
     consumers: Vec<C>,
     tables: &std::path::Path,
     dead_letters: &Arc<DeadLetters>,
     expected: u64,
-    batching: TransformOptions,
+    options: TransformOptions,
 ) -> anyhow::Result<(Duration, Duration, u64)> {
     eprintln!("tlsrpt-transform-bench: the bus is full; timing the transformer");
     let usage_before = cpu_time();
@@ -208,7 +208,7 @@ fn time_transformers<C: Consumer>(
             consumer,
             tables.to_path_buf(),
             dead_letters.clone(),
-            batching.clone(),
+            options.clone(),
         )?);
     }
     let stats: Vec<_> = transformers.iter().map(Transformer::stats).collect();
