@@ -836,7 +836,7 @@ impl Importer {
                 dkim: None,
             },
             report,
-            raw_json: decoded.decoded.raw_json,
+            raw_json: decoded.decoded.raw_json.into(),
         };
         publish.push(message_for(&received, None, &sha256_hex(&bytes)).0)
     }

@@ -265,7 +265,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                                 dkim: None,
                             },
                             report: decoded.decoded.report,
-                            raw_json: decoded.decoded.raw_json,
+                            raw_json: decoded.decoded.raw_json.into(),
                         };
                         let remote = rejection
                             .remote_addr

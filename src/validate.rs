@@ -84,8 +84,8 @@ fn check(decoder: &mut Decoder, path: &str) -> Outcome {
             let report = input.decoded.report;
             outcome.ok = true;
             outcome.report_uid = Some(report.report_uid());
-            outcome.report_id = Some(report.report_id);
-            outcome.organization_name = Some(report.organization_name);
+            outcome.report_id = Some(report.report_id.into_owned());
+            outcome.organization_name = Some(report.organization_name.into_owned());
             outcome.warnings = report.warnings;
         }
         Err(err) => {

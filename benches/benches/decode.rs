@@ -74,7 +74,7 @@ fn bench_generated(c: &mut Criterion) {
         })
     });
 
-    let received: Vec<ReceivedReport> = data
+    let received: Vec<ReceivedReport<'_>> = data
         .gz
         .iter()
         .map(|gz| {
@@ -82,7 +82,7 @@ fn bench_generated(c: &mut Criterion) {
             ReceivedReport {
                 report: decoded.report,
                 envelope: envelope(),
-                raw_json: decoded.raw_json,
+                raw_json: decoded.raw_json.into(),
             }
         })
         .collect();
@@ -132,7 +132,7 @@ fn bench_generated(c: &mut Criterion) {
                     let received = ReceivedReport {
                         report: decoded.report,
                         envelope: envelope(),
-                        raw_json: decoded.raw_json,
+                        raw_json: decoded.raw_json.into(),
                     };
                     tables.append(&received).unwrap();
                     if tables.len() >= BATCH {
@@ -170,14 +170,14 @@ fn bench_corpus(c: &mut Criterion) {
         |b| {
             let mut decoder = Decoder::default();
             b.iter(|| {
-                let received: Vec<ReceivedReport> = files
+                let received: Vec<ReceivedReport<'_>> = files
                     .iter()
                     .map(|gz| {
                         let decoded = decoder.decode(gz).unwrap();
                         ReceivedReport {
                             report: decoded.report,
                             envelope: envelope(),
-                            raw_json: decoded.raw_json,
+                            raw_json: decoded.raw_json.into(),
                         }
                     })
                     .collect();

@@ -77,13 +77,13 @@ fn main() {
             .filter(|g| black_box(decoder.decode(g)).is_err())
             .count()
     });
-    let received: Vec<ReceivedReport> = gzipped
+    let received: Vec<ReceivedReport<'_>> = gzipped
         .iter()
         .filter_map(|g| decoder.decode(g).ok())
         .map(|decoded| ReceivedReport {
             report: decoded.report,
             envelope: envelope.clone(),
-            raw_json: decoded.raw_json,
+            raw_json: decoded.raw_json.into(),
         })
         .collect();
     let mut tables = TablesBuilder::new();
@@ -104,7 +104,7 @@ fn main() {
                     let received = ReceivedReport {
                         report: decoded.report,
                         envelope: envelope.clone(),
-                        raw_json: decoded.raw_json,
+                        raw_json: decoded.raw_json.into(),
                     };
                     tables.append(&received).expect("flatten");
                     if tables.len() >= 4096 {

@@ -12,6 +12,8 @@
 //! Everything is derived from the seed (ChaCha8): the same seed and configuration give the
 //! same bytes, on any machine.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -123,7 +125,7 @@ pub struct Incident {
 #[derive(Debug, Clone)]
 pub struct GeneratedReport {
     /// The report as generated, before any quirk was applied to its JSON.
-    pub report: Report,
+    pub report: Report<'static>,
     /// The JSON as a sender would send it (compact; quirks applied).
     pub json: String,
     /// Simulated arrival: 0 to 2 days after the report's day, as real senders retry.
@@ -473,9 +475,17 @@ impl Generator {
                 let mut lines = vec!["version: STSv1".to_owned(), format!("mode: {mode}")];
                 lines.extend(domain.mx.iter().map(|mx| format!("mx: {mx}")));
                 lines.push(format!("max_age: {}", domain.max_age));
-                (PolicyType::Sts, lines, domain.mx.clone())
+                (
+                    PolicyType::Sts,
+                    owned_texts(lines),
+                    owned_texts(domain.mx.clone()),
+                )
             }
-            (None, DomainPolicy::Tlsa) => (PolicyType::Tlsa, domain.dane.clone(), Vec::new()),
+            (None, DomainPolicy::Tlsa) => (
+                PolicyType::Tlsa,
+                owned_texts(domain.dane.clone()),
+                Vec::new(),
+            ),
             _ => (PolicyType::NoPolicyFound, Vec::new(), Vec::new()),
         };
         let sessions: u64 =
@@ -514,13 +524,13 @@ impl Generator {
         }
         let failed: u64 = failures
             .iter()
-            .filter_map(|f: &FailureDetails| f.failed_session_count)
+            .filter_map(|f: &FailureDetails<'_>| f.failed_session_count)
             .sum();
         policies.push(PolicyResult {
             policy: Policy {
                 policy_type: Some(policy_type.clone()),
                 policy_string,
-                policy_domain: Some(domain.name.clone()),
+                policy_domain: Some(domain.name.clone().into()),
                 mx_host,
             },
             summary: Summary {
@@ -537,8 +547,8 @@ impl Generator {
             policies.push(PolicyResult {
                 policy: Policy {
                     policy_type: Some(PolicyType::Tlsa),
-                    policy_string: domain.dane.clone(),
-                    policy_domain: Some(domain.name.clone()),
+                    policy_string: owned_texts(domain.dane.clone()),
+                    policy_domain: Some(domain.name.clone().into()),
                     mx_host: Vec::new(),
                 },
                 summary: Summary {
@@ -549,13 +559,13 @@ impl Generator {
             });
         }
         let report = Report {
-            organization_name: reporter.organization.clone(),
+            organization_name: reporter.organization.clone().into(),
             date_range: DateRange {
                 start_datetime: start,
                 end_datetime: end,
             },
-            contact_info: Some(reporter.contact.clone()),
-            report_id,
+            contact_info: Some(reporter.contact.clone().into()),
+            report_id: report_id.into(),
             policies,
             warnings: Vec::new(),
         };
@@ -616,7 +626,7 @@ fn self_failure(
     result_type: ResultType,
     k: usize,
     count: u64,
-) -> FailureDetails {
+) -> FailureDetails<'static> {
     let policy_level = matches!(
         result_type,
         ResultType::StsPolicyFetchError
@@ -625,12 +635,18 @@ fn self_failure(
     );
     let m = (k + rng.random_range(0..domain.mx.len())) % domain.mx.len();
     FailureDetails {
-        sending_mta_ip: (!policy_level)
-            .then(|| reporter.sending_ips.choose(rng).expect("non-empty").clone()),
-        receiving_mx_hostname: (!policy_level).then(|| domain.mx[m].clone()),
+        sending_mta_ip: (!policy_level).then(|| {
+            reporter
+                .sending_ips
+                .choose(rng)
+                .expect("non-empty")
+                .clone()
+                .into()
+        }),
+        receiving_mx_hostname: (!policy_level).then(|| domain.mx[m].clone().into()),
         receiving_mx_helo: (!policy_level && rng.random_bool(0.3))
-            .then(|| format!("{}.outbound.example", domain.mx[m])),
-        receiving_ip: (!policy_level).then(|| domain.mx_ips[m].clone()),
+            .then(|| format!("{}.outbound.example", domain.mx[m]).into()),
+        receiving_ip: (!policy_level).then(|| domain.mx_ips[m].clone().into()),
         failed_session_count: Some(count),
         additional_information: rng.random_bool(0.2).then(|| {
             format!(
@@ -638,10 +654,16 @@ fn self_failure(
                 reporter.submitter,
                 result_type.as_str()
             )
+            .into()
         }),
-        failure_reason_code: reason_code(&result_type).map(str::to_owned),
+        failure_reason_code: reason_code(&result_type).map(Cow::Borrowed),
         result_type,
     }
+}
+
+/// Texts of the generated model, owned (a generated report outlives the generator's call).
+fn owned_texts(texts: Vec<String>) -> Vec<Cow<'static, str>> {
+    texts.into_iter().map(Cow::Owned).collect()
 }
 
 /// Bends the JSON the way a real sender does.

@@ -116,6 +116,7 @@
 //! truth by generating the incident domains' reports alone, and [`History::reports`] gives
 //! exactly those reports again among all the others.
 
+use std::borrow::Cow;
 use std::f64::consts::TAU;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
@@ -210,7 +211,7 @@ pub struct TruthIncident {
 /// One report of the history.
 #[derive(Debug, Clone)]
 pub struct HistoryReport {
-    pub report: Report,
+    pub report: Report<'static>,
     /// `report.to_json()`.
     pub json: String,
     /// When the report arrives: within 48 h after the end of its day.
@@ -481,7 +482,7 @@ enum Effect {
 /// A report before serialisation, with what the ground truth needs to know about it.
 #[derive(Debug)]
 struct Draft {
-    report: Report,
+    report: Report<'static>,
     received_at: DateTime<Utc>,
     domain: usize,
     reporter: usize,
@@ -907,13 +908,13 @@ impl History {
         }
 
         let report = Report {
-            organization_name: reporter.organization.clone(),
+            organization_name: reporter.organization.clone().into(),
             date_range: DateRange {
                 start_datetime: day_start,
                 end_datetime: day_end - Duration::seconds(1),
             },
-            contact_info: Some(reporter.contact.clone()),
-            report_id,
+            contact_info: Some(reporter.contact.clone().into()),
+            report_id: report_id.into(),
             policies,
             warnings: Vec::new(),
         };
@@ -936,7 +937,7 @@ impl History {
         sessions: u64,
         incident: Option<(&Effect, f64)>,
         sporadic: bool,
-    ) -> (Vec<FailureDetails>, bool) {
+    ) -> (Vec<FailureDetails<'static>>, bool) {
         let mut details = Vec::new();
         let mut shows_incident = false;
         // Policy-level first: a session that cannot fetch the policy never reaches an MX.
@@ -1176,25 +1177,30 @@ fn make_domain(seed: u64, i: usize) -> Domain {
 }
 
 /// The `policy` object of a report for the domain under this policy.
-fn policy_of(domain: &Domain, policy: DomainPolicy) -> Policy {
+fn policy_of(domain: &Domain, policy: DomainPolicy) -> Policy<'static> {
     let (policy_type, policy_string, mx_host) = match policy {
         DomainPolicy::Sts(mode) => {
             let mut lines = Vec::with_capacity(domain.mx.len() + 3);
-            lines.push("version: STSv1".to_owned());
-            lines.push(format!("mode: {}", mode.as_str()));
-            lines.extend(domain.mx.iter().map(|mx| format!("mx: {mx}")));
-            lines.push(format!("max_age: {}", domain.max_age));
-            (PolicyType::Sts, lines, domain.mx.clone())
+            lines.push(Cow::Borrowed("version: STSv1"));
+            lines.push(format!("mode: {}", mode.as_str()).into());
+            lines.extend(domain.mx.iter().map(|mx| format!("mx: {mx}").into()));
+            lines.push(format!("max_age: {}", domain.max_age).into());
+            (PolicyType::Sts, lines, owned_texts(&domain.mx))
         }
-        DomainPolicy::Tlsa => (PolicyType::Tlsa, domain.dane.clone(), Vec::new()),
+        DomainPolicy::Tlsa => (PolicyType::Tlsa, owned_texts(&domain.dane), Vec::new()),
         DomainPolicy::None => (PolicyType::NoPolicyFound, Vec::new(), Vec::new()),
     };
     Policy {
         policy_type: Some(policy_type),
         policy_string,
-        policy_domain: Some(domain.name.clone()),
+        policy_domain: Some(domain.name.clone().into()),
         mx_host,
     }
+}
+
+/// Texts of the model, owned: a history's reports outlive the domains they are drawn for.
+fn owned_texts(texts: &[String]) -> Vec<Cow<'static, str>> {
+    texts.iter().map(|text| Cow::Owned(text.clone())).collect()
 }
 
 /// One failure-details entry: on MX `mx`, or policy-level (no MX, no sending IP) for the
@@ -1206,7 +1212,7 @@ fn failure(
     result_type: ResultType,
     mx: Option<usize>,
     count: u64,
-) -> FailureDetails {
+) -> FailureDetails<'static> {
     let policy_level = matches!(
         result_type,
         ResultType::StsPolicyFetchError
@@ -1221,13 +1227,14 @@ fn failure(
                 .choose(rng)
                 .expect("every reporter has sending IPs")
                 .clone()
+                .into()
         }),
-        receiving_mx_hostname: mx.map(|m| domain.mx[m].clone()),
+        receiving_mx_hostname: mx.map(|m| domain.mx[m].clone().into()),
         receiving_mx_helo: None,
-        receiving_ip: mx.map(|m| domain.mx_ips[m].clone()),
+        receiving_ip: mx.map(|m| domain.mx_ips[m].clone().into()),
         failed_session_count: Some(count),
         additional_information: None,
-        failure_reason_code: reason_code(&result_type).map(str::to_owned),
+        failure_reason_code: reason_code(&result_type).map(Cow::Borrowed),
         result_type,
     }
 }
@@ -1418,7 +1425,7 @@ mod tests {
         let mut count = 0;
         for generated in history.reports() {
             count += 1;
-            let parsed = parse_report(&generated.json).expect("parses");
+            let parsed = parse_report(&generated.json).expect("parses").into_owned();
             assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
             assert_eq!(parsed, generated.report);
             for policy in &parsed.policies {
@@ -1512,8 +1519,8 @@ mod tests {
                         day >= incident.starts_at && incident.ends_at.is_none_or(|end| day < end);
                     if quiet {
                         assert_ne!(
-                            Some(&report.organization_name),
-                            incident.reporter.as_ref(),
+                            Some(&*report.organization_name),
+                            incident.reporter.as_deref(),
                             "{incident:#?}"
                         );
                     }
@@ -1525,7 +1532,7 @@ mod tests {
                         .flat_map(|p| &p.failure_details)
                         .any(|f| {
                             Some(f.result_type.as_str()) == incident.result_type.as_deref()
-                                && f.receiving_mx_hostname == incident.mx
+                                && f.receiving_mx_hostname.as_deref() == incident.mx.as_deref()
                         });
                     if shows && Some(generated.received_at) == incident.first_evidence_at {
                         evidence_seen.insert(incident.id);

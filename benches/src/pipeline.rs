@@ -113,7 +113,7 @@ async fn write<R: Into<Arrival>>(
                 submitter_header: Some(submitter),
                 dkim: None,
             },
-            raw_json: decoded.raw_json,
+            raw_json: decoded.raw_json.into(),
         };
         let parts = to_parts(&received, None, None);
         batch.push(Message {
@@ -196,7 +196,7 @@ mod tests {
             .reports()
             .map(|r| {
                 (
-                    r.report.report_id.clone(),
+                    r.report.report_id.to_string(),
                     r.received_at.timestamp_micros(),
                     r.submitter,
                     "https".to_owned(),

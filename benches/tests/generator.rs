@@ -163,21 +163,21 @@ proptest! {
     #[test]
     fn generated_reports_survive_arrow_round_trips(seed in any::<u64>()) {
         let config = GeneratorConfig { quirk_rate: 0.1, ..GeneratorConfig::default() };
-        let received: Vec<ReceivedReport> = Generator::new(config, seed)
+        let received: Vec<ReceivedReport<'static>> = Generator::new(config, seed)
             .take(100)
             .map(|g| {
-                let report = parse_report(&g.json).unwrap();
+                let report = parse_report(&g.json).unwrap().into_owned();
                 ReceivedReport {
                     report,
                     envelope: Envelope { transport: Transport::Import, received_at: g.received_at, submitter_header: Some(g.submitter), dkim: None },
-                    raw_json: g.json,
+                    raw_json: g.json.into(),
                 }
             })
             .collect();
         let back = unflatten(&flatten(&received).unwrap()).unwrap();
         prop_assert_eq!(back.len(), received.len());
         for (original, back) in received.iter().zip(&back) {
-            let codes = |r: &ReceivedReport| r.report.warnings.iter().map(|w| w.code).fold(Vec::new(), |mut v, c| { if !v.contains(&c) { v.push(c) } v });
+            let codes = |r: &ReceivedReport<'_>| r.report.warnings.iter().map(|w| w.code).fold(Vec::new(), |mut v, c| { if !v.contains(&c) { v.push(c) } v });
             prop_assert_eq!(&back.report.policies, &original.report.policies);
             prop_assert_eq!(&back.report.report_id, &original.report.report_id);
             prop_assert_eq!(&back.report.date_range, &original.report.date_range);

@@ -245,7 +245,7 @@ async fn post_report<P: Producer>(
             dkim: None,
         },
         report: decoded.decoded.report,
-        raw_json: decoded.decoded.raw_json,
+        raw_json: decoded.decoded.raw_json.into(),
     };
     let (message, report_uid) = message_for(&received, Some(remote), &sha256_hex(&body));
     let sent_at = std::time::Instant::now();

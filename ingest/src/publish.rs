@@ -44,7 +44,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// message; receivers also quote it to the sender). `content_sha256` is of the bytes as
 /// received.
 pub fn message_for(
-    received: &ReceivedReport,
+    received: &ReceivedReport<'_>,
     remote: Option<SocketAddr>,
     content_sha256: &str,
 ) -> (Message, String) {

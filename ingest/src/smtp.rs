@@ -706,7 +706,7 @@ impl<P: Producer> SmtpReceiver<P> {
                 dkim: Some(verdict.outcome),
             },
             report: decoded.decoded.report,
-            raw_json: decoded.decoded.raw_json,
+            raw_json: decoded.decoded.raw_json.into(),
         };
         let (bus_message, report_uid) = message_for(&received, Some(remote), &sha256_hex(&bytes));
         let sent_at = Instant::now();

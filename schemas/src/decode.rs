@@ -39,7 +39,7 @@ impl Default for DecodeOptions {
 pub struct Decoded {
     /// The report; its `warnings` include those about the container (trailing bytes after
     /// gzip, base64 wrapping, ...).
-    pub report: Report,
+    pub report: Report<'static>,
     /// The decompressed JSON text, as received.
     pub raw_json: String,
 }
@@ -101,7 +101,7 @@ impl Decoder {
         let mut container_warnings = Vec::new();
         let json = self.unwrap_to_json(input, &mut container_warnings, 0)?;
         let raw_json = into_utf8(json)?;
-        let mut report = parse_report(&raw_json)?;
+        let mut report = parse_report(&raw_json)?.into_owned();
         if !container_warnings.is_empty() {
             container_warnings.append(&mut report.warnings);
             report.warnings = container_warnings;

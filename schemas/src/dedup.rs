@@ -18,7 +18,7 @@ use crate::model::{Report, format_datetime};
 /// without being visible, so that `("a|b", "c")` and `("a", "b|c")` never collide.
 const SEPARATOR: char = '\u{1f}';
 
-impl Report {
+impl Report<'_> {
     /// The sender part of the dedup key: contact-info domain, else organisation, lower-cased.
     pub fn dedup_sender(&self) -> String {
         self.dedup_sender_text().into_owned()
@@ -33,8 +33,10 @@ impl Report {
     /// The dedup key, also the bus message key (so a duplicate lands on the same partition
     /// as its first copy): `sender US report-id US start US end`, datetimes in UTC RFC 3339.
     pub fn dedup_key(&self) -> String {
-        let mut key = self.dedup_sender_text().into_owned();
-        key.reserve(self.report_id.len() + 64);
+        let sender = self.dedup_sender_text();
+        // Sized once: the sender alone would be grown (copied) to fit the rest.
+        let mut key = String::with_capacity(sender.len() + self.report_id.len() + 64);
+        key.push_str(&sender);
         key.push(SEPARATOR);
         key.push_str(&self.report_id);
         key.push(SEPARATOR);

@@ -106,15 +106,26 @@ impl Envelope {
 }
 
 /// A validated report with its envelope and the JSON exactly as decoded, which is kept so
-/// that nothing is lost and any report can be reprocessed.
+/// that nothing is lost and any report can be reprocessed. The report may borrow from the
+/// JSON, and the JSON from a bus message (the transformer's path); `ReceivedReport<'static>`
+/// owns both.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedReport {
-    pub report: Report,
+pub struct ReceivedReport<'a> {
+    pub report: Report<'a>,
     pub envelope: Envelope,
-    pub raw_json: String,
+    pub raw_json: Cow<'a, str>,
 }
 
-impl ReceivedReport {
+impl ReceivedReport<'_> {
+    /// The received report free of the buffers it borrows from.
+    pub fn into_owned(self) -> ReceivedReport<'static> {
+        ReceivedReport {
+            report: self.report.into_owned(),
+            envelope: self.envelope,
+            raw_json: Cow::Owned(self.raw_json.into_owned()),
+        }
+    }
+
     /// The `submitter` column: the `TLS-Report-Submitter` header, or else the domain of an
     /// email `contact-info`, or else `None`.
     pub fn submitter(&self) -> Option<Cow<'_, str>> {
@@ -125,7 +136,7 @@ impl ReceivedReport {
     }
 }
 
-impl Report {
+impl Report<'_> {
     /// The domain part of an email `contact-info` (after `mailto:` if present), lower-cased.
     pub fn contact_domain(&self) -> Option<Cow<'_, str>> {
         let contact = self.contact_info.as_deref()?.trim();

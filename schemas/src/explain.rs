@@ -146,15 +146,15 @@ pub struct Note {
 
 impl Explanation {
     /// Explains `report`; `submitter` is the `TLS-Report-Submitter` header when there is one.
-    pub fn of(report: &Report, submitter: Option<&str>) -> Self {
+    pub fn of(report: &Report<'_>, submitter: Option<&str>) -> Self {
         let policies: Vec<PolicyExplanation> = report.policies.iter().map(explain_policy).collect();
         Self {
             verdict: verdict(&policies),
             reporter: Reporter {
-                organization_name: report.organization_name.clone(),
-                contact_info: report.contact_info.clone(),
+                organization_name: report.organization_name.to_string(),
+                contact_info: report.contact_info.as_deref().map(str::to_owned),
                 submitter: submitter.map(str::to_owned),
-                report_id: report.report_id.clone(),
+                report_id: report.report_id.to_string(),
             },
             period: period(
                 report.date_range.start_datetime,
@@ -392,7 +392,7 @@ impl Explanation {
     }
 }
 
-fn explain_policy(result: &PolicyResult) -> PolicyExplanation {
+fn explain_policy(result: &PolicyResult<'_>) -> PolicyExplanation {
     let policy = &result.policy;
     let entry = policy_type_entry(policy.policy_type.as_ref());
     let successful = result.summary.total_successful_session_count;
@@ -437,10 +437,10 @@ fn explain_policy(result: &PolicyResult) -> PolicyExplanation {
             "Unregistered policy type"
         },
         meaning: entry.meaning,
-        policy_domain: policy.policy_domain.clone(),
+        policy_domain: policy.policy_domain.as_deref().map(str::to_owned),
         mode,
         max_age: policy.sts_max_age(),
-        mx_host: policy.mx_host.clone(),
+        mx_host: policy.mx_host.iter().map(|host| host.to_string()).collect(),
         policy_string_lines: policy.policy_string.len(),
         successful_sessions: successful,
         failed_sessions: failed,
@@ -472,13 +472,13 @@ fn advice(policy_type: Option<&PolicyType>, mode: Option<&str>, clean: bool) -> 
 }
 
 fn group_failures(
-    details: &[FailureDetails],
+    details: &[FailureDetails<'_>],
     policy_type: Option<&PolicyType>,
     mode: Option<&str>,
     policy_domain: Option<&str>,
 ) -> Vec<FailureGroup> {
     let mut order: Vec<&str> = Vec::new();
-    let mut by_type: HashMap<&str, Vec<&FailureDetails>> = HashMap::new();
+    let mut by_type: HashMap<&str, Vec<&FailureDetails<'_>>> = HashMap::new();
     for detail in details {
         let key = detail.result_type.as_str();
         by_type
@@ -558,9 +558,9 @@ fn is_host_name(name: &str) -> bool {
 }
 
 /// Distinct values of one field with the failed sessions they took part in, most first.
-fn tally(
-    members: &[&FailureDetails],
-    field: impl Fn(&FailureDetails) -> Option<&str>,
+fn tally<'d>(
+    members: &[&'d FailureDetails<'d>],
+    field: impl Fn(&'d FailureDetails<'d>) -> Option<&'d str>,
 ) -> Vec<Counted> {
     let mut counted: Vec<Counted> = Vec::new();
     for detail in members {

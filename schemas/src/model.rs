@@ -5,7 +5,14 @@
 //! zone-less datetime read as UTC) and each repair recorded in [`Report::warnings`]. They
 //! are built by [`crate::parse_report`], never deserialised directly, so that every report
 //! in the system has gone through validation; they serialise back to RFC 8460 JSON.
+//!
+//! Text is `Cow<'a, str>`: a report parsed from JSON borrows every string that had no
+//! escape from the JSON text instead of copying it. The transformer and the receivers parse
+//! each report only to flatten or check it and then drop it; the forty-odd strings a report
+//! holds were forty-odd allocations, copies and frees per report on their hot paths. Code
+//! that keeps a report beyond its JSON takes [`Report::into_owned`] (`Report<'static>`).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -16,25 +23,28 @@ use crate::warning::Warning;
 /// One TLS-RPT report (RFC 8460 §4.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Report {
+pub struct Report<'a> {
     /// The name of the organisation that sent the report (`organization-name`).
-    pub organization_name: String,
+    pub organization_name: Cow<'a, str>,
     /// The period the report covers, in UTC.
     pub date_range: DateRange,
     /// Where to reach the sender about the report: an email address or a URI. `None` when
     /// the sender wrote `null` or left it out (both recorded as warnings).
     #[serde(serialize_with = "serialize_contact_info")]
-    pub contact_info: Option<String>,
+    pub contact_info: Option<Cow<'a, str>>,
     /// The sender's identifier for this report (`report-id`).
-    pub report_id: String,
+    pub report_id: Cow<'a, str>,
     /// One entry per policy the sender evaluated.
-    pub policies: Vec<PolicyResult>,
+    pub policies: Vec<PolicyResult<'a>>,
     /// What normalisation repaired or noticed, in the order seen. Not part of RFC 8460.
     #[serde(skip)]
     pub warnings: Vec<Warning>,
 }
 
-fn serialize_contact_info<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_contact_info<S: Serializer>(
+    v: &Option<Cow<'_, str>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     // RFC 8460 makes contact-info required; a missing one is written as null so the output
     // stays a well-formed report.
     match v {
@@ -70,34 +80,34 @@ pub fn format_datetime(v: &DateTime<Utc>) -> impl fmt::Display + '_ {
 /// One element of `policies`: a policy, its session counts, and the failures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct PolicyResult {
-    pub policy: Policy,
+pub struct PolicyResult<'a> {
+    pub policy: Policy<'a>,
     pub summary: Summary,
     /// Absent and `[]` both become an empty list; serialised only when non-empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failure_details: Vec<FailureDetails>,
+    pub failure_details: Vec<FailureDetails<'a>>,
 }
 
 /// `policy`: what the sender applied when delivering to the policy domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Policy {
+pub struct Policy<'a> {
     /// `None` only when the sender left `policy-type` out (recorded as a warning).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_type: Option<PolicyType>,
     /// The policy as the sender saw it: MTA-STS policy lines, or TLSA records in
     /// presentation form. Empty when absent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub policy_string: Vec<String>,
+    pub policy_string: Vec<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_domain: Option<String>,
+    pub policy_domain: Option<Cow<'a, str>>,
     /// The MX patterns of an MTA-STS policy, always a list here (the RFC example and some
     /// senders write one string).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub mx_host: Vec<String>,
+    pub mx_host: Vec<Cow<'a, str>>,
 }
 
-impl Policy {
+impl Policy<'_> {
     /// `mode` of an MTA-STS policy string (`enforce`, `testing`, `none`), if present.
     pub fn sts_mode(&self) -> Option<&str> {
         self.sts_mode_and_max_age().0
@@ -161,24 +171,24 @@ pub struct Summary {
 /// One element of `failure-details`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct FailureDetails {
+pub struct FailureDetails<'a> {
     pub result_type: ResultType,
     /// Kept as written, even when it is not an IP address (recorded as a warning).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sending_mta_ip: Option<String>,
+    pub sending_mta_ip: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiving_mx_hostname: Option<String>,
+    pub receiving_mx_hostname: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiving_mx_helo: Option<String>,
+    pub receiving_mx_helo: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiving_ip: Option<String>,
+    pub receiving_ip: Option<Cow<'a, str>>,
     /// `None` when the sender left it out (recorded as a warning).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_session_count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub additional_information: Option<String>,
+    pub additional_information: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_reason_code: Option<String>,
+    pub failure_reason_code: Option<Cow<'a, str>>,
 }
 
 macro_rules! string_enum {
@@ -263,7 +273,7 @@ string_enum! {
     }
 }
 
-impl Report {
+impl Report<'_> {
     /// Sessions that succeeded across all policies, counting a missing count as zero.
     pub fn total_successful_session_count(&self) -> u64 {
         self.policies
@@ -285,6 +295,67 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a report always serialises")
     }
+
+    /// The report with every string its own, free of the JSON it was parsed from.
+    pub fn into_owned(self) -> Report<'static> {
+        Report {
+            organization_name: owned(self.organization_name),
+            date_range: self.date_range,
+            contact_info: self.contact_info.map(owned),
+            report_id: owned(self.report_id),
+            policies: self
+                .policies
+                .into_iter()
+                .map(PolicyResult::into_owned)
+                .collect(),
+            warnings: self.warnings,
+        }
+    }
+}
+
+impl PolicyResult<'_> {
+    pub fn into_owned(self) -> PolicyResult<'static> {
+        PolicyResult {
+            policy: self.policy.into_owned(),
+            summary: self.summary,
+            failure_details: self
+                .failure_details
+                .into_iter()
+                .map(FailureDetails::into_owned)
+                .collect(),
+        }
+    }
+}
+
+impl Policy<'_> {
+    pub fn into_owned(self) -> Policy<'static> {
+        Policy {
+            policy_type: self.policy_type,
+            policy_string: self.policy_string.into_iter().map(owned).collect(),
+            policy_domain: self.policy_domain.map(owned),
+            mx_host: self.mx_host.into_iter().map(owned).collect(),
+        }
+    }
+}
+
+impl FailureDetails<'_> {
+    pub fn into_owned(self) -> FailureDetails<'static> {
+        FailureDetails {
+            result_type: self.result_type,
+            sending_mta_ip: self.sending_mta_ip.map(owned),
+            receiving_mx_hostname: self.receiving_mx_hostname.map(owned),
+            receiving_mx_helo: self.receiving_mx_helo.map(owned),
+            receiving_ip: self.receiving_ip.map(owned),
+            failed_session_count: self.failed_session_count,
+            additional_information: self.additional_information.map(owned),
+            failure_reason_code: self.failure_reason_code.map(owned),
+        }
+    }
+}
+
+/// A text of the model, copied out of the JSON it borrows from (if it does).
+fn owned(text: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(text.into_owned())
 }
 
 #[cfg(test)]
@@ -316,8 +387,8 @@ mod tests {
     fn sts_mode_and_max_age_read_the_first_line_of_each_name() {
         let policy = |lines: &[&str]| Policy {
             policy_type: Some(PolicyType::Sts),
-            policy_string: lines.iter().map(|l| (*l).to_owned()).collect(),
-            policy_domain: Some("example.com".to_owned()),
+            policy_string: lines.iter().map(|l| Cow::Owned(l.to_string())).collect(),
+            policy_domain: Some("example.com".into()),
             mx_host: Vec::new(),
         };
         let usual = policy(&[

@@ -26,7 +26,8 @@ use crate::model::{
 use crate::warning::{Warning, WarningCode};
 
 /// Parses and normalises report JSON. `json` must already be decompressed.
-pub fn parse_report(json: &str) -> Result<Report, DecodeError> {
+/// The report borrows every string that had no escape from `json`.
+pub fn parse_report(json: &str) -> Result<Report<'_>, DecodeError> {
     match serde_json::from_str::<WireReport<'_>>(json) {
         Ok(wire) => normalise(wire),
         Err(first) => Err(explain_failure(json, first)),
@@ -124,9 +125,9 @@ struct Text<'a> {
     coerced: bool,
 }
 
-impl Text<'_> {
-    fn into_string(self) -> String {
-        self.value.into_owned()
+impl<'a> Text<'a> {
+    fn into_text(self) -> Cow<'a, str> {
+        self.value
     }
 }
 
@@ -475,33 +476,33 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> DecodeError {
     }
 }
 
-fn required_text(
-    field: Field<Text<'_>>,
+fn required_text<'a>(
+    field: Field<Text<'a>>,
     path: &str,
     notes: &mut Notes,
-) -> Result<String, DecodeError> {
+) -> Result<Cow<'a, str>, DecodeError> {
     match field {
         Field::Present(text) => {
             if text.coerced {
                 notes.add(WarningCode::TextFieldNotString, path);
             }
-            Ok(text.into_string())
+            Ok(text.into_text())
         }
         Field::Null => Err(invalid(path, "required, found null")),
         Field::Missing => Err(invalid(path, "required field is missing")),
     }
 }
 
-fn optional_text(
-    field: Field<Text<'_>>,
+fn optional_text<'a>(
+    field: Field<Text<'a>>,
     notes: &mut Notes,
     path: impl FnOnce() -> String,
-) -> Option<String> {
+) -> Option<Cow<'a, str>> {
     let text = field.into_option()?;
     if text.coerced {
         notes.add(WarningCode::TextFieldNotString, path());
     }
-    Some(text.into_string())
+    Some(text.into_text())
 }
 
 fn optional_count(
@@ -524,7 +525,7 @@ fn optional_count(
     }
 }
 
-fn normalise(wire: WireReport<'_>) -> Result<Report, DecodeError> {
+fn normalise(wire: WireReport<'_>) -> Result<Report<'_>, DecodeError> {
     let known = !matches!(wire.organization_name, Field::Missing)
         || !matches!(wire.date_range, Field::Missing)
         || !matches!(wire.report_id, Field::Missing)
@@ -552,7 +553,7 @@ fn normalise(wire: WireReport<'_>) -> Result<Report, DecodeError> {
             if text.coerced {
                 notes.add(WarningCode::TextFieldNotString, "contact-info");
             }
-            Some(text.into_string())
+            Some(text.into_text())
         }
         Field::Null => {
             notes.add(WarningCode::ContactInfoNull, "contact-info");
@@ -703,11 +704,11 @@ fn parse_common_utc(text: &str) -> Option<DateTime<Utc>> {
     )
 }
 
-fn normalise_policy_result(
+fn normalise_policy_result<'a>(
     index: usize,
-    wire: WirePolicyResult<'_>,
+    wire: WirePolicyResult<'a>,
     notes: &mut Notes,
-) -> PolicyResult {
+) -> PolicyResult<'a> {
     let policy = match wire.policy {
         Field::Present(policy) => normalise_policy(index, policy, notes),
         Field::Missing | Field::Null => {
@@ -788,7 +789,7 @@ fn normalise_policy_result(
     }
 }
 
-fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Policy {
+fn normalise_policy<'a>(index: usize, wire: WirePolicy<'a>, notes: &mut Notes) -> Policy<'a> {
     let policy_type = match wire.policy_type {
         Field::Present(text) => {
             let policy_type = PolicyType::parse(&text.value);
@@ -833,9 +834,9 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
                 WarningCode::PolicyStringNotArray,
                 format_args!("policies[{index}].policy.policy-string"),
             );
-            vec![text.into_string()]
+            vec![text.into_text()]
         }
-        Some(TextList::Many(items)) => items.into_iter().map(Text::into_string).collect(),
+        Some(TextList::Many(items)) => items.into_iter().map(Text::into_text).collect(),
     };
     // Microsoft sends TLSA records as one string holding a JSON array of strings.
     if policy_type == Some(PolicyType::Tlsa)
@@ -855,9 +856,9 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
                 WarningCode::MxHostString,
                 format_args!("policies[{index}].policy.mx-host"),
             );
-            vec![text.into_string()]
+            vec![text.into_text()]
         }
-        Some(TextList::Many(items)) => items.into_iter().map(Text::into_string).collect(),
+        Some(TextList::Many(items)) => items.into_iter().map(Text::into_text).collect(),
     };
     let mx_host = mx_host
         .into_iter()
@@ -868,7 +869,10 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
                     WarningCode::MxHostPrefixed,
                     format_args!("policies[{index}].policy.mx-host[{m}]"),
                 );
-                stripped.to_owned()
+                // `stripped` lies inside `host`; keep the same bytes, borrowed if `host` is.
+                let start = stripped.as_ptr() as usize - host.as_ptr() as usize;
+                let range = start..start + stripped.len();
+                sub_text(host, range)
             }
             None => host,
         })
@@ -884,14 +888,22 @@ fn normalise_policy(index: usize, wire: WirePolicy<'_>, notes: &mut Notes) -> Po
 
 /// `["[\"3 1 1 AB..\",\"3 1 1 CD..\"]"]` → the records inside. Records that would
 /// themselves look encoded are left alone, so that normalising twice changes nothing.
-fn unpack_json_encoded(strings: &[String]) -> Option<Vec<String>> {
+fn unpack_json_encoded<'a>(strings: &[Cow<'a, str>]) -> Option<Vec<Cow<'a, str>>> {
     let [only] = strings else { return None };
     if !only.trim_start().starts_with('[') {
         return None;
     }
     let records: Vec<String> = serde_json::from_str(only).ok()?;
     let nested = records.iter().any(|r| r.trim_start().starts_with('['));
-    (!nested).then_some(records)
+    (!nested).then(|| records.into_iter().map(Cow::Owned).collect())
+}
+
+/// `text[range]`, still borrowed when `text` was.
+fn sub_text(text: Cow<'_, str>, range: std::ops::Range<usize>) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[range]),
+        Cow::Owned(text) => Cow::Owned(text[range].to_owned()),
+    }
 }
 
 /// `"mx: mx.example.com"` → `Some("mx.example.com")`: a policy-string line copied into
@@ -939,12 +951,12 @@ fn dotted_quad(text: &[u8]) -> Option<bool> {
     (octets == 4).then_some(true)
 }
 
-fn normalise_failure(
+fn normalise_failure<'a>(
     p: usize,
     f: usize,
-    wire: WireFailure<'_>,
+    wire: WireFailure<'a>,
     notes: &mut Notes,
-) -> FailureDetails {
+) -> FailureDetails<'a> {
     let at = |member: &str| format!("policies[{p}].failure-details[{f}].{member}");
     let result_type = match wire.result_type.into_option() {
         Some(text) => {
@@ -996,6 +1008,33 @@ fn normalise_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Text without escapes is borrowed from the JSON (the point of the `Cow` model); text
+    /// with escapes, and what normalisation rewrites, is owned; both read the same.
+    #[test]
+    fn text_is_borrowed_from_the_json_unless_it_had_to_change() {
+        let json = r#"{"organization-name":"Example Inc.","date-range":{"start-datetime":"2026-01-01T00:00:00Z","end-datetime":"2026-01-01T23:59:59Z"},"contact-info":"tls\u002drpt@example.com","report-id":"r1","policies":[{"policy":{"policy-type":"sts","policy-string":["version: STSv1","mode: enforce"],"policy-domain":"example.com","mx-host":["mx: mx1.example.com","*.example.net"]},"summary":{"total-successful-session-count":1,"total-failure-session-count":2},"failure-details":[{"result-type":"certificate-expired","sending-mta-ip":"192.0.2.1","receiving-mx-hostname":"mx1.example.com","failed-session-count":2}]}]}"#;
+        let report = parse_report(json).unwrap();
+        let borrowed = |text: &Cow<'_, str>| matches!(text, Cow::Borrowed(_));
+        assert!(borrowed(&report.organization_name));
+        assert!(borrowed(&report.report_id));
+        let contact = report.contact_info.as_ref().unwrap();
+        assert_eq!(contact, "tls-rpt@example.com");
+        assert!(!borrowed(contact), "an escaped string cannot be borrowed");
+        let policy = &report.policies[0].policy;
+        assert!(policy.policy_string.iter().all(borrowed));
+        assert!(borrowed(policy.policy_domain.as_ref().unwrap()));
+        // The `mx:` prefix is cut off the borrowed text, not copied.
+        assert_eq!(policy.mx_host, ["mx1.example.com", "*.example.net"]);
+        assert!(policy.mx_host.iter().all(borrowed));
+        let failure = &report.policies[0].failure_details[0];
+        assert!(borrowed(failure.sending_mta_ip.as_ref().unwrap()));
+        assert!(borrowed(failure.receiving_mx_hostname.as_ref().unwrap()));
+
+        let owned: Report<'static> = report.clone().into_owned();
+        assert_eq!(owned, report);
+        assert!(!borrowed(&owned.organization_name));
+    }
 
     #[test]
     fn the_ip_fast_path_agrees_with_the_standard_parser() {

@@ -625,7 +625,7 @@ mod tests {
     use super::*;
     use crate::tables::flatten;
 
-    fn reports() -> Vec<crate::ReceivedReport> {
+    fn reports() -> Vec<crate::ReceivedReport<'static>> {
         let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
         let mut out = Vec::new();
         for (n, name) in [
@@ -637,7 +637,7 @@ mod tests {
         .enumerate()
         {
             let json = std::fs::read_to_string(corpus.join(name)).unwrap();
-            let mut report = crate::parse_report(&json).unwrap();
+            let mut report = crate::parse_report(&json).unwrap().into_owned();
             // Two policies for one domain in one report: counted once in `reports`.
             if n == 0 {
                 let twin = report.policies[0].clone();
@@ -652,7 +652,7 @@ mod tests {
                     submitter_header: None,
                     dkim: None,
                 },
-                raw_json: json,
+                raw_json: json.into(),
             });
         }
         out

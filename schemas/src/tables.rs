@@ -50,6 +50,7 @@
 //! | failed_session_count | Int64 | `failed-session-count` | sender gave none |
 //! | additional_information, failure_reason_code | Utf8 | as written | sender gave none |
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -571,7 +572,7 @@ impl TablesBuilder {
     }
 
     /// Adds one report's rows to all three tables. On error nothing is added.
-    pub fn append(&mut self, received: &ReceivedReport) -> Result<(), TablesError> {
+    pub fn append(&mut self, received: &ReceivedReport<'_>) -> Result<(), TablesError> {
         self.append_with_uid(received, &received.report.report_uid())
     }
 
@@ -580,7 +581,7 @@ impl TablesBuilder {
     /// again.
     pub fn append_with_uid(
         &mut self,
-        received: &ReceivedReport,
+        received: &ReceivedReport<'_>,
         uid: &str,
     ) -> Result<(), TablesError> {
         let report = &received.report;
@@ -612,7 +613,7 @@ impl TablesBuilder {
         let start = report.date_range.start_datetime;
         let start_micros = start.timestamp_micros();
         let date = date32(&start);
-        let organization = report.organization_name.as_str();
+        let organization: &str = &report.organization_name;
 
         // Looked up once per report, repeated on every policy and failure row.
         let policy_organization = self.policies.organization_name.key(organization);
@@ -662,8 +663,8 @@ impl TablesBuilder {
             p.policy_domain
                 .append_option(policy.policy_domain.as_deref());
             p.policy_string
-                .append(policy.policy_string.iter().map(String::as_str));
-            p.mx_host.append(policy.mx_host.iter().map(String::as_str));
+                .append(policy.policy_string.iter().map(|line| &**line));
+            p.mx_host.append(policy.mx_host.iter().map(|host| &**host));
             let (sts_mode, sts_max_age) = policy.sts_mode_and_max_age();
             p.sts_mode.append(sts_mode);
             p.sts_max_age
@@ -765,7 +766,7 @@ impl TablesBuilder {
 }
 
 /// Flattens reports into the three tables.
-pub fn flatten(reports: &[ReceivedReport]) -> Result<Tables, TablesError> {
+pub fn flatten(reports: &[ReceivedReport<'_>]) -> Result<Tables, TablesError> {
     let mut builder = TablesBuilder::new();
     for report in reports {
         builder.append(report)?;
@@ -876,7 +877,7 @@ fn to_count(value: Option<i64>) -> Option<u64> {
 /// each warning's code but not its path (paths are not stored); the envelope's transport and
 /// arrival time; `raw_json`; and the `submitter` column as `submitter_header` (the column
 /// holds the header or the contact-info domain, which cannot be told apart).
-pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
+pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport<'static>>, TablesError> {
     let r = &tables.reports;
     let uids = texts(r, "report_uid")?;
     let organizations = texts(r, "organization_name")?;
@@ -904,13 +905,13 @@ pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
         by_uid.insert(uid, row);
         reports.push(ReceivedReport {
             report: Report {
-                organization_name: organizations[row].clone().unwrap_or_default(),
+                organization_name: organizations[row].clone().unwrap_or_default().into(),
                 date_range: crate::model::DateRange {
                     start_datetime: starts[row],
                     end_datetime: ends[row],
                 },
-                contact_info: contacts[row].clone(),
-                report_id: report_ids[row].clone().unwrap_or_default(),
+                contact_info: contacts[row].clone().map(Cow::Owned),
+                report_id: report_ids[row].clone().unwrap_or_default().into(),
                 policies: Vec::new(),
                 warnings: warnings[row]
                     .iter()
@@ -924,7 +925,7 @@ pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
                 submitter_header: submitters[row].clone(),
                 dkim: dkims[row].as_deref().and_then(DkimOutcome::parse),
             },
-            raw_json: raw[row].clone().unwrap_or_default(),
+            raw_json: raw[row].clone().unwrap_or_default().into(),
         });
     }
 
@@ -951,9 +952,9 @@ pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
         report.policies.push(PolicyResult {
             policy: Policy {
                 policy_type: p_types[row].as_deref().map(PolicyType::parse),
-                policy_string: p_strings[row].clone(),
-                policy_domain: p_domains[row].clone(),
-                mx_host: p_mx[row].clone(),
+                policy_string: p_strings[row].iter().cloned().map(Cow::Owned).collect(),
+                policy_domain: p_domains[row].clone().map(Cow::Owned),
+                mx_host: p_mx[row].iter().cloned().map(Cow::Owned).collect(),
             },
             summary: Summary {
                 total_successful_session_count: to_count(p_ok[row]),
@@ -982,13 +983,13 @@ pub fn unflatten(tables: &Tables) -> Result<Vec<ReceivedReport>, TablesError> {
             .ok_or_else(|| TablesError::Shape("failure row for a missing policy".into()))?;
         policy.failure_details.push(FailureDetails {
             result_type: ResultType::parse(f_types[row].as_deref().unwrap_or_default()),
-            sending_mta_ip: f_sending[row].clone(),
-            receiving_mx_hostname: f_mx[row].clone(),
-            receiving_mx_helo: f_helo[row].clone(),
-            receiving_ip: f_ip[row].clone(),
+            sending_mta_ip: f_sending[row].clone().map(Cow::Owned),
+            receiving_mx_hostname: f_mx[row].clone().map(Cow::Owned),
+            receiving_mx_helo: f_helo[row].clone().map(Cow::Owned),
+            receiving_ip: f_ip[row].clone().map(Cow::Owned),
             failed_session_count: to_count(f_count[row]),
-            additional_information: f_info[row].clone(),
-            failure_reason_code: f_reason[row].clone(),
+            additional_information: f_info[row].clone().map(Cow::Owned),
+            failure_reason_code: f_reason[row].clone().map(Cow::Owned),
         });
     }
     Ok(reports)

@@ -18,12 +18,17 @@ struct Expected {
 }
 
 impl Expected {
-    fn add(&mut self, report: &tlsrpt_schemas::Report) {
+    fn add(&mut self, report: &tlsrpt_schemas::Report<'_>) {
         if !self.uids.insert(report.report_uid()) {
             return;
         }
         for policy in &report.policies {
-            let domain = policy.policy.policy_domain.clone().unwrap_or_default();
+            let domain = policy
+                .policy
+                .policy_domain
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned();
             for failure in &policy.failure_details {
                 *self
                     .failed_by_domain_and_type

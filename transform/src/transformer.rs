@@ -514,7 +514,7 @@ impl<C: Consumer> Core<C> {
     /// Takes one message into its partition's batch: a new report is flattened, a duplicate
     /// skipped, an unreadable message dead-lettered. Each of the three is consumed: the
     /// batch's range covers it.
-    fn accept(&mut self, mut record: Record) -> Result<()> {
+    fn accept(&mut self, record: Record) -> Result<()> {
         let p = record.partition as usize;
         let interval = self.options.flush_interval;
         let batch = self.pending[p].get_or_insert_with(|| Batch {
@@ -531,13 +531,10 @@ impl<C: Consumer> Core<C> {
         });
         batch.range.last = record.offset;
         batch.messages += 1;
-        // The value becomes `raw_json`; an unreadable message gets it back for its dead
-        // letter.
-        let value = std::mem::take(&mut record.message.value);
-        let received = match message::from_parts_or_value(value, &record.message.headers) {
+        // The report borrows its text from the message, which outlives it here.
+        let received = match message::from_message(&record.message.value, &record.message.headers) {
             Ok(received) => received,
-            Err((error, value)) => {
-                record.message.value = value;
+            Err(error) => {
                 let path = match &error {
                     MessageError::Report(decode) => decode.path().map(str::to_owned),
                     _ => None,

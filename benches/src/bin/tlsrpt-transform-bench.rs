@@ -302,7 +302,7 @@ async fn fill(bus: &impl Producer, args: &Args) -> anyhow::Result<()> {
         let received = ReceivedReport {
             envelope: Envelope::now(Transport::Https),
             report: decoded.report,
-            raw_json: decoded.raw_json,
+            raw_json: decoded.raw_json.into(),
         };
         let parts = to_parts(&received, Some("192.0.2.1:4000"), None);
         in_flight.push(bus.send(Message {

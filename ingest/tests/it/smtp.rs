@@ -296,12 +296,12 @@ impl Running {
     }
 
     /// Every report on the bus, all partitions, by report-id.
-    fn reports(&self) -> BTreeMap<String, ReceivedReport> {
+    fn reports(&self) -> BTreeMap<String, ReceivedReport<'static>> {
         (0..self.log.partitions())
             .flat_map(|p| self.log.fetch(p, 0, usize::MAX).unwrap())
             .map(|record| {
                 let report = from_parts(record.message.value, &record.message.headers).unwrap();
-                (report.report.report_id.clone(), report)
+                (report.report.report_id.to_string(), report)
             })
             .collect()
     }
@@ -468,7 +468,7 @@ async fn mailed_reports_are_on_the_bus_when_250_comes_with_submitter_and_dkim() 
 
     // 250 means durable: everything is already on the bus, with the mail's envelope.
     assert_eq!(running.message_count(), expected.len() + 1);
-    let on_bus: BTreeMap<String, ReceivedReport> = running
+    let on_bus: BTreeMap<String, ReceivedReport<'static>> = running
         .reports()
         .into_values()
         .map(|r| (r.report.report_uid(), r))

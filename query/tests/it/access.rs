@@ -15,8 +15,8 @@ use crate::support::{RFC, Root, Running, range, report, rows, rows_in, write};
 use crate::views::generated;
 
 /// Writes `reports` into `root`, one file per day, as the transformer would.
-fn write_by_day(root: &Path, reports: &[ReceivedReport]) {
-    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> = BTreeMap::new();
+fn write_by_day(root: &Path, reports: &[ReceivedReport<'static>]) {
+    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> = BTreeMap::new();
     for report in reports {
         by_day
             .entry(report.report.date_range.start_datetime.date_naive())
@@ -42,7 +42,7 @@ async fn a_domain_limited_client_sees_only_its_domains_everywhere() {
     for received in &reports {
         for policy in &received.report.policies {
             if let Some(domain) = &policy.policy.policy_domain {
-                seen_domains.insert(domain.clone());
+                seen_domains.insert(domain.to_string());
             }
         }
     }
@@ -52,7 +52,7 @@ async fn a_domain_limited_client_sees_only_its_domains_everywhere() {
 
     let everything = Root::new();
     write_by_day(&everything.path, &reports);
-    let theirs: Vec<ReceivedReport> = reports
+    let theirs: Vec<ReceivedReport<'static>> = reports
         .iter()
         .filter(|received| {
             !received.report.policies.is_empty()
@@ -139,7 +139,7 @@ async fn a_report_covering_another_domain_is_not_shown_whole() {
     let root = Root::new();
     let mut mixed = report(RFC, Some("mixed"));
     let mut other = mixed.report.policies[0].clone();
-    other.policy.policy_domain = Some("other.example".to_owned());
+    other.policy.policy_domain = Some("other.example".into());
     mixed.report.policies.push(other);
     write(&root.path, range(0, 0, 0), &[mixed]);
     let engine = root.engine();

@@ -33,21 +33,21 @@ pub(crate) fn fixture(name: &str) -> String {
 
 /// A report from the corpus, received over HTTPS; `report_id` replaces the sender's, so one
 /// fixture can stand for several distinct reports.
-pub(crate) fn report(name: &str, report_id: Option<&str>) -> ReceivedReport {
+pub(crate) fn report(name: &str, report_id: Option<&str>) -> ReceivedReport<'static> {
     let mut json: serde_json::Value = serde_json::from_str(&fixture(name)).unwrap();
     if let Some(id) = report_id {
         json["report-id"] = id.into();
     }
     let raw_json = json.to_string();
     ReceivedReport {
-        report: parse_report(&raw_json).unwrap(),
+        report: parse_report(&raw_json).unwrap().into_owned(),
         envelope: Envelope {
             transport: Transport::Https,
             received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
             submitter_header: None,
             dkim: None,
         },
-        raw_json,
+        raw_json: raw_json.into(),
     }
 }
 
@@ -62,7 +62,11 @@ pub(crate) fn range(partition: u32, first: u64, last: u64) -> FileRange {
 /// Writes the reports (all of one date) as the files `name` of the three tables and the
 /// three rollups, as a transformer's flush of `range` would; tables without rows get no
 /// file. Returns the date.
-pub(crate) fn write_named(root: &Path, name: &str, reports: &[ReceivedReport]) -> NaiveDate {
+pub(crate) fn write_named(
+    root: &Path,
+    name: &str,
+    reports: &[ReceivedReport<'static>],
+) -> NaiveDate {
     let date = reports[0].report.date_range.start_datetime.date_naive();
     assert!(
         reports
@@ -87,7 +91,11 @@ pub(crate) fn write_named(root: &Path, name: &str, reports: &[ReceivedReport]) -
     date
 }
 
-pub(crate) fn write(root: &Path, range: FileRange, reports: &[ReceivedReport]) -> NaiveDate {
+pub(crate) fn write(
+    root: &Path,
+    range: FileRange,
+    reports: &[ReceivedReport<'static>],
+) -> NaiveDate {
     write_named(root, &range.file_name(), reports)
 }
 

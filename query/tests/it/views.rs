@@ -11,7 +11,7 @@ use tlsrpt_schemas::{Envelope, ReceivedReport, Transport, parse_report};
 use crate::support::{Root, range, rows, write};
 
 /// Generated reports as received: a provider of 40 domains over several days.
-pub(crate) fn generated() -> Vec<ReceivedReport> {
+pub(crate) fn generated() -> Vec<ReceivedReport<'static>> {
     let config = GeneratorConfig {
         domains: 40,
         failure_rate: 0.4,
@@ -21,14 +21,14 @@ pub(crate) fn generated() -> Vec<ReceivedReport> {
     Generator::new(config, 15)
         .take(1_200)
         .map(|generated| ReceivedReport {
-            report: parse_report(&generated.json).unwrap(),
+            report: parse_report(&generated.json).unwrap().into_owned(),
             envelope: Envelope {
                 transport: Transport::Https,
                 received_at: generated.received_at,
                 submitter_header: None,
                 dkim: None,
             },
-            raw_json: generated.json,
+            raw_json: generated.json.into(),
         })
         .collect()
 }
@@ -76,7 +76,7 @@ fn set_text(set: &BTreeSet<String>) -> String {
 async fn every_view_agrees_with_counts_made_from_the_reports() {
     let reports = generated();
     let root = Root::new();
-    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> = BTreeMap::new();
+    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> = BTreeMap::new();
     for report in &reports {
         by_day
             .entry(report.report.date_range.start_datetime.date_naive())
@@ -100,7 +100,7 @@ async fn every_view_agrees_with_counts_made_from_the_reports() {
     for received in &reports {
         let report = &received.report;
         let date = report.date_range.start_datetime.date_naive().to_string();
-        let org = report.organization_name.clone();
+        let org = report.organization_name.to_string();
         let uid = report.report_uid();
         let (group, last) = delivery.entry((date.clone(), org.clone())).or_default();
         group.reports.insert(uid.clone());
@@ -114,9 +114,18 @@ async fn every_view_agrees_with_counts_made_from_the_reports() {
         }
         for policy in &report.policies {
             // `count(DISTINCT …)` skips nulls: a policy without a domain adds no domain.
-            let named_domain: BTreeSet<String> =
-                policy.policy.policy_domain.iter().cloned().collect();
-            let domain = policy.policy.policy_domain.clone().unwrap_or_default();
+            let named_domain: BTreeSet<String> = policy
+                .policy
+                .policy_domain
+                .iter()
+                .map(|d| d.to_string())
+                .collect();
+            let domain = policy
+                .policy
+                .policy_domain
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned();
             let summary = &policy.summary;
             delivery
                 .get_mut(&(date.clone(), org.clone()))
@@ -153,7 +162,11 @@ async fn every_view_agrees_with_counts_made_from_the_reports() {
             }
             for failure in &policy.failure_details {
                 failure_rows += 1;
-                let mx = failure.receiving_mx_hostname.clone().unwrap_or_default();
+                let mx = failure
+                    .receiving_mx_hostname
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned();
                 let result = failure.result_type.as_str().to_owned();
                 let g = by_mx.entry((date.clone(), mx.clone())).or_default();
                 g.failed.add(failure.failed_session_count);
@@ -163,14 +176,14 @@ async fn every_view_agrees_with_counts_made_from_the_reports() {
                 g.failed.add(failure.failed_session_count);
                 g.names[0].extend(named_domain.iter().cloned());
                 if let Some(mx) = &failure.receiving_mx_hostname {
-                    g.names[1].insert(mx.clone());
+                    g.names[1].insert(mx.to_string());
                 }
                 if let Some(ip) = &failure.sending_mta_ip {
-                    let g = by_ip.entry((date.clone(), ip.clone())).or_default();
+                    let g = by_ip.entry((date.clone(), ip.to_string())).or_default();
                     g.failed.add(failure.failed_session_count);
                     g.names[0].extend(named_domain.iter().cloned());
                     if let Some(mx) = &failure.receiving_mx_hostname {
-                        g.names[1].insert(mx.clone());
+                        g.names[1].insert(mx.to_string());
                     }
                     g.names[2].insert(org.clone());
                 }
@@ -350,8 +363,8 @@ async fn every_view_from_the_rollups_equals_its_sql_over_the_raw_tables() {
 }
 
 /// [`generated`] by the date the reports cover.
-fn generated_by_day() -> BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> {
-    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport>> = BTreeMap::new();
+fn generated_by_day() -> BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> {
+    let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> = BTreeMap::new();
     for report in generated() {
         by_day
             .entry(report.report.date_range.start_datetime.date_naive())
@@ -383,7 +396,7 @@ async fn views_and_raw(
 #[tokio::test]
 async fn cached_views_follow_new_files_new_dates_and_compactions() {
     let by_day = generated_by_day();
-    let days: Vec<&Vec<ReceivedReport>> = by_day.values().collect();
+    let days: Vec<&Vec<ReceivedReport<'static>>> = by_day.values().collect();
     assert!(days.len() >= 4, "the generator spans several days");
     let (last_day, earlier) = days.split_last().unwrap();
     let root = Root::new();

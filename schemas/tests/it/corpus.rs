@@ -6,7 +6,7 @@ use tlsrpt_schemas::{Decoder, Report, WarningCode};
 
 use crate::support::{report_files, shared_corpus_checked, vendored_corpus};
 
-fn decode_file(path: &Path) -> Result<Report, String> {
+fn decode_file(path: &Path) -> Result<Report<'static>, String> {
     let bytes = std::fs::read(path).unwrap();
     let mut decoder = Decoder::default();
     let result = if path.extension().is_some_and(|e| e == "eml") {
@@ -19,7 +19,7 @@ fn decode_file(path: &Path) -> Result<Report, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn codes(report: &Report) -> Vec<&'static str> {
+fn codes(report: &Report<'_>) -> Vec<&'static str> {
     report.warnings.iter().map(|w| w.code.as_str()).collect()
 }
 
@@ -49,7 +49,7 @@ fn every_shared_corpus_file_is_accepted() {
     assert!(failures.is_empty(), "refused: {failures:#?}");
 }
 
-fn vendored(name: &str) -> Report {
+fn vendored(name: &str) -> Report<'static> {
     decode_file(&vendored_corpus().join(name)).unwrap()
 }
 

@@ -22,7 +22,8 @@ fn fuzz_findings_stay_fixed() {
         match decoder.decode_any(&bytes) {
             Ok(input) => {
                 let report = input.decoded.report;
-                let again = parse_report(&report.to_json()).unwrap();
+                let json = report.to_json();
+                let again = parse_report(&json).unwrap();
                 assert_eq!(again.policies, report.policies, "{}", path.display());
             }
             Err(err) => {

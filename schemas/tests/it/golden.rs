@@ -34,7 +34,7 @@ fn flattened_fixtures_match_their_golden_files() {
                 dkim: None,
             },
             report: input.decoded.report,
-            raw_json: input.decoded.raw_json,
+            raw_json: input.decoded.raw_json.into(),
         };
         let actual = pretty(&flatten(std::slice::from_ref(&received)).unwrap());
         let relative = path

@@ -1,5 +1,7 @@
 //! The Arrow tables: column contract, field fidelity, and model → Arrow → model round trips.
 
+use std::borrow::Cow;
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use chrono::{DateTime, TimeZone, Utc};
@@ -83,7 +85,7 @@ fn columns_are_the_contract() {
     );
 }
 
-fn received(report: Report, raw_json: String) -> ReceivedReport {
+fn received(report: Report<'static>, raw_json: String) -> ReceivedReport<'static> {
     ReceivedReport {
         report,
         envelope: Envelope {
@@ -92,7 +94,7 @@ fn received(report: Report, raw_json: String) -> ReceivedReport {
             submitter_header: None,
             dkim: None,
         },
-        raw_json,
+        raw_json: raw_json.into(),
     }
 }
 
@@ -186,8 +188,8 @@ fn warnings_are_stored_once_each() {
 
 // ---- model → Arrow → model ----------------------------------------------------------
 
-fn any_text() -> impl Strategy<Value = String> {
-    prop_oneof!["[a-z0-9.-]{0,12}", "\\PC{0,8}", Just(String::new())]
+fn any_text() -> impl Strategy<Value = Cow<'static, str>> {
+    prop_oneof!["[a-z0-9.-]{0,12}", "\\PC{0,8}", Just(String::new())].prop_map(Cow::Owned)
 }
 
 fn any_instant() -> impl Strategy<Value = DateTime<Utc>> {
@@ -215,7 +217,7 @@ fn any_policy_type() -> impl Strategy<Value = Option<PolicyType>> {
     ]
 }
 
-fn any_failure() -> impl Strategy<Value = FailureDetails> {
+fn any_failure() -> impl Strategy<Value = FailureDetails<'static>> {
     (
         any_result_type(),
         proptest::option::of(any_text()),
@@ -240,7 +242,7 @@ fn any_failure() -> impl Strategy<Value = FailureDetails> {
         )
 }
 
-fn any_policy() -> impl Strategy<Value = PolicyResult> {
+fn any_policy() -> impl Strategy<Value = PolicyResult<'static>> {
     (
         any_policy_type(),
         proptest::collection::vec(any_text(), 0..4),
@@ -269,7 +271,7 @@ fn any_policy() -> impl Strategy<Value = PolicyResult> {
         )
 }
 
-fn any_received() -> impl Strategy<Value = ReceivedReport> {
+fn any_received() -> impl Strategy<Value = ReceivedReport<'static>> {
     (
         any_text(),
         any_instant(),
@@ -319,7 +321,7 @@ proptest! {
     #[test]
     fn reports_survive_arrow_and_back(batch in proptest::collection::vec(any_received(), 1..5)) {
         // One report per uid: a batch holds each report once (duplicates are removed upstream).
-        let mut unique: Vec<ReceivedReport> = Vec::new();
+        let mut unique: Vec<ReceivedReport<'static>> = Vec::new();
         for r in batch {
             if !unique.iter().any(|u| u.report.report_uid() == r.report.report_uid()) {
                 unique.push(r);
@@ -349,7 +351,7 @@ proptest! {
         }
         let tables = builder.finish().unwrap();
         builder.recycle(tables);
-        let mut unique: Vec<ReceivedReport> = Vec::new();
+        let mut unique: Vec<ReceivedReport<'static>> = Vec::new();
         for r in second {
             if !unique.iter().any(|u| u.report.report_uid() == r.report.report_uid()) {
                 unique.push(r);

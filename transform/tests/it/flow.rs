@@ -589,7 +589,7 @@ async fn corpus_reports_come_back_from_the_files_row_for_row() {
         let received = ReceivedReport {
             report: input.decoded.report,
             envelope,
-            raw_json: input.decoded.raw_json,
+            raw_json: input.decoded.raw_json.into(),
         };
         let parts = to_parts(&received, None, None);
         // What the transformer will see: the report as the bus carries it.

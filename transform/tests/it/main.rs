@@ -145,7 +145,7 @@ pub(crate) fn message(json: &str) -> Message {
     let received = ReceivedReport {
         report: parse_report(json).unwrap(),
         envelope: Envelope::now(Transport::Https),
-        raw_json: json.to_owned(),
+        raw_json: json.into(),
     };
     let parts = to_parts(&received, Some("192.0.2.9:4000"), None);
     Message {
