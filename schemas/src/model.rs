@@ -7,10 +7,11 @@
 //! in the system has gone through validation; they serialise back to RFC 8460 JSON.
 //!
 //! Text is `Cow<'a, str>`: a report parsed from JSON borrows every string that had no
-//! escape from the JSON text instead of copying it. The transformer and the receivers parse
-//! each report only to flatten or check it and then drop it; the forty-odd strings a report
-//! holds were forty-odd allocations, copies and frees per report on their hot paths. Code
-//! that keeps a report beyond its JSON takes [`Report::into_owned`] (`Report<'static>`).
+//! escape from the JSON text instead of copying it. The transformer parses each report only
+//! to flatten it and then drops it, and every string a report holds (a dozen to several
+//! dozen) was an allocation, a copy and a free on that path. Code that keeps a report beyond
+//! its JSON takes [`Report::into_owned`] (`Report<'static>`); the receivers' [`crate::Decoder`]
+//! still hands out owned reports.
 
 use std::borrow::Cow;
 use std::fmt;

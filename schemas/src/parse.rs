@@ -308,7 +308,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
 #[derive(Debug)]
 enum TextList<'a> {
     One(Text<'a>),
-    Many(Vec<Text<'a>>),
+    /// The items as text (numbers kept as written, like [`Text`]), collected straight into
+    /// the model's type: a `Vec<Text>` turned into a `Vec<Cow>` afterwards was reallocated.
+    Many(Vec<Cow<'a, str>>),
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for TextList<'a> {
@@ -339,8 +341,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextList<'a> {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
+                while let Some(item) = seq.next_element::<Text<'de>>()? {
+                    items.push(item.value);
                 }
                 Ok(TextList::Many(items))
             }
@@ -836,7 +838,7 @@ fn normalise_policy<'a>(index: usize, wire: WirePolicy<'a>, notes: &mut Notes) -
             );
             vec![text.into_text()]
         }
-        Some(TextList::Many(items)) => items.into_iter().map(Text::into_text).collect(),
+        Some(TextList::Many(items)) => items,
     };
     // Microsoft sends TLSA records as one string holding a JSON array of strings.
     if policy_type == Some(PolicyType::Tlsa)
@@ -858,7 +860,7 @@ fn normalise_policy<'a>(index: usize, wire: WirePolicy<'a>, notes: &mut Notes) -
             );
             vec![text.into_text()]
         }
-        Some(TextList::Many(items)) => items.into_iter().map(Text::into_text).collect(),
+        Some(TextList::Many(items)) => items,
     };
     let mx_host = mx_host
         .into_iter()
