@@ -23,16 +23,11 @@ impl Expected {
             return;
         }
         for policy in &report.policies {
-            let domain = policy
-                .policy
-                .policy_domain
-                .as_deref()
-                .unwrap_or_default()
-                .to_owned();
+            let domain = policy.policy.policy_domain.as_deref().unwrap_or_default();
             for failure in &policy.failure_details {
                 *self
                     .failed_by_domain_and_type
-                    .entry((domain.clone(), failure.result_type.as_str().to_owned()))
+                    .entry((domain.to_owned(), failure.result_type.as_str().to_owned()))
                     .or_default() += failure.failed_session_count.unwrap_or(0) as i64;
                 self.additional_information +=
                     usize::from(failure.additional_information.is_some());
