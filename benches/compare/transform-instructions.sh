@@ -22,6 +22,10 @@
 # leaves the flag out, and their batches are then cut by the 1 s interval under valgrind's
 # slowdown, so two runs differ by about 1%; compare such builds in the same mode
 # (REPORTS=30000 FLUSH_INTERVAL= ... is how session 22 compared a1f355a).
+#
+# It also prints the calls to the allocator per report (alloc, alloc_zeroed and realloc, as
+# their callers made them). KEEP=DIR keeps each callgrind file there, for the breakdown by
+# function: `callgrind_annotate --inclusive=yes DIR/FILE | head -60`.
 set -euo pipefail
 reports=${REPORTS:-50000}
 flush_interval=${FLUSH_INTERVAL-3600}
@@ -38,6 +42,18 @@ for build in "$@"; do
     exit 1
   fi
   total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  # Blocks of the caller tree list a function's callers with their call counts, then the
+  # function (`*`): sum the callers of Rust's allocation entry points.
+  allocations=$(callgrind_annotate --tree=caller --inclusive=yes --threshold=100 "$out" 2>/dev/null | awk '
+    /^[[:space:]]*$/ { block = 0; next }
+    /\*  .*:__rustc::__rust_(alloc|alloc_zeroed|realloc)( \[|$)/ { total += block; block = 0; next }
+    /  < / { if (match($0, /\([0-9,]+x\)/)) { n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); block += n } }
+    END { print total + 0 }')
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    mv "$out" "$KEEP/$(basename "$build").callgrind"
+  fi
   rm -f "$out" "$out.log"
-  echo "$build: $((total / reports)) instructions per report ($total for $reports reports)"
+  echo "$build: $((total / reports)) instructions per report ($total for $reports reports)," \
+    "$(awk -v a="$allocations" -v r="$reports" 'BEGIN { printf "%.1f", a / r }') allocator calls per report"
 done

@@ -478,12 +478,12 @@ impl Generator {
                 (
                     PolicyType::Sts,
                     owned_texts(lines),
-                    owned_texts(domain.mx.clone()),
+                    owned_texts(domain.mx.iter().cloned()),
                 )
             }
             (None, DomainPolicy::Tlsa) => (
                 PolicyType::Tlsa,
-                owned_texts(domain.dane.clone()),
+                owned_texts(domain.dane.iter().cloned()),
                 Vec::new(),
             ),
             _ => (PolicyType::NoPolicyFound, Vec::new(), Vec::new()),
@@ -547,7 +547,7 @@ impl Generator {
             policies.push(PolicyResult {
                 policy: Policy {
                     policy_type: Some(PolicyType::Tlsa),
-                    policy_string: owned_texts(domain.dane.clone()),
+                    policy_string: owned_texts(domain.dane.iter().cloned()),
                     policy_domain: Some(domain.name.clone().into()),
                     mx_host: Vec::new(),
                 },
@@ -661,8 +661,9 @@ fn self_failure(
     }
 }
 
-/// Texts of the generated model, owned (a generated report outlives the generator's call).
-fn owned_texts(texts: Vec<String>) -> Vec<Cow<'static, str>> {
+/// Texts of a generated model, owned: a generated report outlives the generator's call
+/// (and a history's the domains it is drawn for).
+pub(crate) fn owned_texts(texts: impl IntoIterator<Item = String>) -> Vec<Cow<'static, str>> {
     texts.into_iter().map(Cow::Owned).collect()
 }
 

@@ -128,6 +128,8 @@ use tlsrpt_schemas::{
     DateRange, FailureDetails, Policy, PolicyResult, PolicyType, Report, ResultType, Summary,
 };
 
+use crate::generator::owned_texts;
+
 /// The shape of a history. [`HistoryConfig::default`] is the scoring setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryConfig {
@@ -1185,9 +1187,17 @@ fn policy_of(domain: &Domain, policy: DomainPolicy) -> Policy<'static> {
             lines.push(format!("mode: {}", mode.as_str()).into());
             lines.extend(domain.mx.iter().map(|mx| format!("mx: {mx}").into()));
             lines.push(format!("max_age: {}", domain.max_age).into());
-            (PolicyType::Sts, lines, owned_texts(&domain.mx))
+            (
+                PolicyType::Sts,
+                lines,
+                owned_texts(domain.mx.iter().cloned()),
+            )
         }
-        DomainPolicy::Tlsa => (PolicyType::Tlsa, owned_texts(&domain.dane), Vec::new()),
+        DomainPolicy::Tlsa => (
+            PolicyType::Tlsa,
+            owned_texts(domain.dane.iter().cloned()),
+            Vec::new(),
+        ),
         DomainPolicy::None => (PolicyType::NoPolicyFound, Vec::new(), Vec::new()),
     };
     Policy {
@@ -1196,11 +1206,6 @@ fn policy_of(domain: &Domain, policy: DomainPolicy) -> Policy<'static> {
         policy_domain: Some(domain.name.clone().into()),
         mx_host,
     }
-}
-
-/// Texts of the model, owned: a history's reports outlive the domains they are drawn for.
-fn owned_texts(texts: &[String]) -> Vec<Cow<'static, str>> {
-    texts.iter().map(|text| Cow::Owned(text.clone())).collect()
 }
 
 /// One failure-details entry: on MX `mx`, or policy-level (no MX, no sending IP) for the

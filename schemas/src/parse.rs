@@ -125,12 +125,6 @@ struct Text<'a> {
     coerced: bool,
 }
 
-impl<'a> Text<'a> {
-    fn into_text(self) -> Cow<'a, str> {
-        self.value
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct TextVisitor;
@@ -488,7 +482,7 @@ fn required_text<'a>(
             if text.coerced {
                 notes.add(WarningCode::TextFieldNotString, path);
             }
-            Ok(text.into_text())
+            Ok(text.value)
         }
         Field::Null => Err(invalid(path, "required, found null")),
         Field::Missing => Err(invalid(path, "required field is missing")),
@@ -504,7 +498,7 @@ fn optional_text<'a>(
     if text.coerced {
         notes.add(WarningCode::TextFieldNotString, path());
     }
-    Some(text.into_text())
+    Some(text.value)
 }
 
 fn optional_count(
@@ -555,7 +549,7 @@ fn normalise(wire: WireReport<'_>) -> Result<Report<'_>, DecodeError> {
             if text.coerced {
                 notes.add(WarningCode::TextFieldNotString, "contact-info");
             }
-            Some(text.into_text())
+            Some(text.value)
         }
         Field::Null => {
             notes.add(WarningCode::ContactInfoNull, "contact-info");
@@ -836,7 +830,7 @@ fn normalise_policy<'a>(index: usize, wire: WirePolicy<'a>, notes: &mut Notes) -
                 WarningCode::PolicyStringNotArray,
                 format_args!("policies[{index}].policy.policy-string"),
             );
-            vec![text.into_text()]
+            vec![text.value]
         }
         Some(TextList::Many(items)) => items,
     };
@@ -858,25 +852,29 @@ fn normalise_policy<'a>(index: usize, wire: WirePolicy<'a>, notes: &mut Notes) -
                 WarningCode::MxHostString,
                 format_args!("policies[{index}].policy.mx-host"),
             );
-            vec![text.into_text()]
+            vec![text.value]
         }
         Some(TextList::Many(items)) => items,
     };
     let mx_host = mx_host
         .into_iter()
         .enumerate()
-        .map(|(m, host)| match strip_mx_prefix(&host) {
-            Some(stripped) => {
-                notes.add(
-                    WarningCode::MxHostPrefixed,
-                    format_args!("policies[{index}].policy.mx-host[{m}]"),
-                );
-                // `stripped` lies inside `host`; keep the same bytes, borrowed if `host` is.
-                let start = stripped.as_ptr() as usize - host.as_ptr() as usize;
-                let range = start..start + stripped.len();
-                sub_text(host, range)
+        .map(|(m, host)| {
+            // Still borrowed from the JSON when `host` was.
+            let stripped = match &host {
+                Cow::Borrowed(text) => strip_mx_prefix(text).map(Cow::Borrowed),
+                Cow::Owned(text) => strip_mx_prefix(text).map(|s| Cow::Owned(s.to_owned())),
+            };
+            match stripped {
+                Some(stripped) => {
+                    notes.add(
+                        WarningCode::MxHostPrefixed,
+                        format_args!("policies[{index}].policy.mx-host[{m}]"),
+                    );
+                    stripped
+                }
+                None => host,
             }
-            None => host,
         })
         .collect();
 
@@ -898,14 +896,6 @@ fn unpack_json_encoded<'a>(strings: &[Cow<'a, str>]) -> Option<Vec<Cow<'a, str>>
     let records: Vec<String> = serde_json::from_str(only).ok()?;
     let nested = records.iter().any(|r| r.trim_start().starts_with('['));
     (!nested).then(|| records.into_iter().map(Cow::Owned).collect())
-}
-
-/// `text[range]`, still borrowed when `text` was.
-fn sub_text(text: Cow<'_, str>, range: std::ops::Range<usize>) -> Cow<'_, str> {
-    match text {
-        Cow::Borrowed(text) => Cow::Borrowed(&text[range]),
-        Cow::Owned(text) => Cow::Owned(text[range].to_owned()),
-    }
 }
 
 /// `"mx: mx.example.com"` → `Some("mx.example.com")`: a policy-string line copied into
