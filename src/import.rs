@@ -803,8 +803,37 @@ impl Importer {
         bytes: Vec<u8>,
     ) -> Result<(), Stop> {
         self.tally.inputs.fetch_add(1, Ordering::Relaxed);
-        let decoded = match decoder.decode_any(&bytes) {
-            Ok(decoded) => decoded,
+        // The message is made while the report's text is still borrowed from the decoded
+        // JSON: copying it out first would be most of the decode's allocations.
+        let decoded = decoder.decode_any_with(&bytes, |decoded, mail_headers| {
+            let uid = decoded.report.report_uid_value();
+            let first = self
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid);
+            if !first {
+                return None;
+            }
+            let received = ReceivedReport {
+                envelope: Envelope {
+                    transport: Transport::Import,
+                    received_at: Utc::now(),
+                    submitter_header: mail_headers.and_then(|email| email.report_submitter),
+                    // Imported mail is not verified: its signing keys may be long rotated.
+                    dkim: None,
+                },
+                report: decoded.report,
+                raw_json: decoded.raw_json.into(),
+            };
+            Some(message_for(&received, None, &sha256_hex(&bytes)).0)
+        });
+        match decoded {
+            Ok(Some(message)) => publish.push(message),
+            Ok(None) => {
+                self.tally.duplicates.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Err(err) => {
                 let refusal = Refusal {
                     code: err.code(),
@@ -813,32 +842,9 @@ impl Importer {
                     bytes: bytes.len(),
                     complete: true,
                 };
-                return self.refuse(origin, &bytes, refusal);
+                self.refuse(origin, &bytes, refusal)
             }
-        };
-        let report = decoded.decoded.report;
-        let uid = report.report_uid_value();
-        let first = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(uid);
-        if !first {
-            self.tally.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
         }
-        let received = ReceivedReport {
-            envelope: Envelope {
-                transport: Transport::Import,
-                received_at: Utc::now(),
-                submitter_header: decoded.email.and_then(|email| email.report_submitter),
-                // Imported mail is not verified: its signing keys may be long rotated.
-                dkim: None,
-            },
-            report,
-            raw_json: decoded.decoded.raw_json.into(),
-        };
-        publish.push(message_for(&received, None, &sha256_hex(&bytes)).0)
     }
 
     fn unreadable(&self, origin: &Origin<'_>, err: &std::io::Error, size: u64) -> Result<(), Stop> {

@@ -29,7 +29,7 @@ use tlsrpt_bus::{BusError, Producer};
 use tlsrpt_schemas::{DecodeOptions, Envelope, ReceivedReport, StatusClass, Transport};
 
 use crate::metrics::Metrics;
-use crate::publish::{decode, message_for, sha256_hex};
+use crate::publish::{decode_with, message_for, sha256_hex};
 use tlsrpt_bus::dead_letter::{DeadLetters, Rejection};
 use tlsrpt_serve::ServeOptions;
 
@@ -149,6 +149,16 @@ struct Accepted<'a> {
     warnings: Vec<&'a str>,
 }
 
+/// An accepted report made ready for the bus, and what the answer will say of it.
+struct Prepared {
+    message: tlsrpt_bus::Message,
+    report_uid: String,
+    /// Distinct warning codes, in the order first seen.
+    warnings: Vec<&'static str>,
+    /// The decoded JSON's length, for the metrics.
+    json_bytes: usize,
+}
+
 async fn post_report<P: Producer>(
     State(receiver): State<Arc<HttpReceiver<P>>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -215,8 +225,36 @@ async fn post_report<P: Producer>(
     };
 
     receiver.metrics.received(Transport::Https, body.len());
-    let decoded = match decode(options.decode, &body) {
-        Ok(decoded) => decoded,
+    let envelope = Envelope {
+        transport: Transport::Https,
+        received_at,
+        submitter_header: None,
+        dkim: None,
+    };
+    // The report is turned into its bus message while its text is still borrowed from the
+    // decoded JSON; only what the answer needs outlives it.
+    let prepared = decode_with(options.decode, &body, |decoded, _mail_headers| {
+        let received = ReceivedReport {
+            envelope,
+            report: decoded.report,
+            raw_json: decoded.raw_json.into(),
+        };
+        let (message, report_uid) = message_for(&received, Some(remote), &sha256_hex(&body));
+        let mut warnings: Vec<&'static str> = Vec::new();
+        for warning in &received.report.warnings {
+            if !warnings.contains(&warning.code.as_str()) {
+                warnings.push(warning.code.as_str());
+            }
+        }
+        Prepared {
+            message,
+            report_uid,
+            warnings,
+            json_bytes: received.raw_json.len(),
+        }
+    });
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
         Err(err) => {
             receiver.metrics.refused(Transport::Https, err.code());
             let status = match err.status_class() {
@@ -237,35 +275,18 @@ async fn post_report<P: Producer>(
         }
     };
 
-    let received = ReceivedReport {
-        envelope: Envelope {
-            transport: Transport::Https,
-            received_at,
-            submitter_header: None,
-            dkim: None,
-        },
-        report: decoded.decoded.report,
-        raw_json: decoded.decoded.raw_json.into(),
-    };
-    let (message, report_uid) = message_for(&received, Some(remote), &sha256_hex(&body));
     let sent_at = std::time::Instant::now();
-    match receiver.producer.send(message).await {
+    match receiver.producer.send(prepared.message).await {
         Ok(delivered) => {
             receiver
                 .metrics
-                .accepted(Transport::Https, received.raw_json.len(), sent_at.elapsed());
-            let mut warnings: Vec<&str> = Vec::new();
-            for warning in &received.report.warnings {
-                if !warnings.contains(&warning.code.as_str()) {
-                    warnings.push(warning.code.as_str());
-                }
-            }
+                .accepted(Transport::Https, prepared.json_bytes, sent_at.elapsed());
             let answer = Accepted {
                 offset: delivered.offset,
                 partition: delivered.partition,
-                report_uid: &report_uid,
+                report_uid: &prepared.report_uid,
                 status: "accepted",
-                warnings,
+                warnings: prepared.warnings,
             };
             (StatusCode::OK, axum::Json(answer)).into_response()
         }

@@ -9,7 +9,9 @@ use std::cell::RefCell;
 use sha2::{Digest, Sha256};
 use tlsrpt_bus::Message;
 use tlsrpt_schemas::message::to_parts;
-use tlsrpt_schemas::{DecodeError, DecodeOptions, DecodedInput, Decoder, ReceivedReport};
+use tlsrpt_schemas::{
+    DecodeError, DecodeOptions, DecodedInput, DecodedRef, Decoder, EmailHeaders, ReceivedReport,
+};
 
 thread_local! {
     /// One decoder per thread: building one per report halved throughput (DESIGN.md).
@@ -19,13 +21,31 @@ thread_local! {
 /// Decodes what a receiver got (JSON, gzip, zip, base64 or a whole mail) with this thread's
 /// decoder.
 pub fn decode(options: DecodeOptions, bytes: &[u8]) -> Result<DecodedInput, DecodeError> {
+    with_decoder(options, |decoder| decoder.decode_any(bytes))
+}
+
+/// [`decode`] handing the report to `use_report` with its text borrowed from the decoded
+/// JSON, and the mail's headers when it came in a mail: for a receiver that only turns the
+/// report into a bus message, copying its strings out would be most of its allocations.
+pub fn decode_with<R>(
+    options: DecodeOptions,
+    bytes: &[u8],
+    use_report: impl FnOnce(DecodedRef<'_>, Option<EmailHeaders>) -> R,
+) -> Result<R, DecodeError> {
+    with_decoder(options, |decoder| {
+        decoder.decode_any_with(bytes, use_report)
+    })
+}
+
+/// Runs `f` with this thread's decoder for `options`. `f` must not decode again.
+fn with_decoder<R>(options: DecodeOptions, f: impl FnOnce(&mut Decoder) -> R) -> R {
     DECODER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let decoder = match slot.as_mut() {
             Some(decoder) if decoder.options() == options => decoder,
             _ => slot.insert(Decoder::new(options)),
         };
-        decoder.decode_any(bytes)
+        f(decoder)
     })
 }
 

@@ -44,6 +44,27 @@ pub struct Decoded {
     pub raw_json: String,
 }
 
+/// A decoded report whose text is borrowed from the decoded JSON, for code that uses the
+/// report and drops it: the HTTP receiver turns it into a bus message. [`Decoded`] copies
+/// every string of the report out of the JSON, about forty allocations per report.
+#[derive(Debug)]
+pub struct DecodedRef<'a> {
+    /// The report; its `warnings` include those about the container.
+    pub report: Report<'a>,
+    /// The decompressed JSON text, as received.
+    pub raw_json: &'a str,
+}
+
+impl DecodedRef<'_> {
+    /// The same report owning its text.
+    pub fn into_owned(self) -> Decoded {
+        Decoded {
+            report: self.report.into_owned(),
+            raw_json: self.raw_json.to_owned(),
+        }
+    }
+}
+
 /// The form the bytes turned out to be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sniffed {
@@ -98,15 +119,34 @@ impl Decoder {
 
     /// Decodes one report from bytes in any accepted form.
     pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, DecodeError> {
+        let (raw_json, container_warnings) = self.report_json(input)?;
+        let report = parse_in_container(&raw_json, container_warnings)?.into_owned();
+        Ok(Decoded { report, raw_json })
+    }
+
+    /// Decodes one report and hands it to `use_report` with its text borrowed from the JSON,
+    /// which is dropped when `use_report` returns.
+    pub fn decode_with<R>(
+        &mut self,
+        input: &[u8],
+        use_report: impl FnOnce(DecodedRef<'_>) -> R,
+    ) -> Result<R, DecodeError> {
+        let (raw_json, container_warnings) = self.report_json(input)?;
+        let report = parse_in_container(&raw_json, container_warnings)?;
+        Ok(use_report(DecodedRef {
+            report,
+            raw_json: &raw_json,
+        }))
+    }
+
+    /// The JSON text inside whatever containers `input` is in, and the warnings about them.
+    pub(crate) fn report_json(
+        &mut self,
+        input: &[u8],
+    ) -> Result<(String, Vec<Warning>), DecodeError> {
         let mut container_warnings = Vec::new();
         let json = self.unwrap_to_json(input, &mut container_warnings, 0)?;
-        let raw_json = into_utf8(json)?;
-        let mut report = parse_report(&raw_json)?.into_owned();
-        if !container_warnings.is_empty() {
-            container_warnings.append(&mut report.warnings);
-            report.warnings = container_warnings;
-        }
-        Ok(Decoded { report, raw_json })
+        Ok((into_utf8(json)?, container_warnings))
     }
 
     /// Peels containers off until JSON text remains.
@@ -311,6 +351,19 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Parses a report's JSON; the warnings about its containers come first.
+pub(crate) fn parse_in_container(
+    raw_json: &str,
+    mut container_warnings: Vec<Warning>,
+) -> Result<Report<'_>, DecodeError> {
+    let mut report = parse_report(raw_json)?;
+    if !container_warnings.is_empty() {
+        container_warnings.append(&mut report.warnings);
+        report.warnings = container_warnings;
+    }
+    Ok(report)
 }
 
 fn into_utf8(json: Vec<u8>) -> Result<String, DecodeError> {

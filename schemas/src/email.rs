@@ -13,7 +13,7 @@
 
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use crate::decode::{Decoded, Decoder};
+use crate::decode::{Decoded, DecodedRef, Decoder, parse_in_container};
 use crate::error::DecodeError;
 use crate::warning::{Warning, WarningCode};
 
@@ -57,31 +57,46 @@ fn candidate_rank(part: &MessagePart<'_>) -> Option<u8> {
 impl Decoder {
     /// Finds and decodes the report in a raw RFC 5322 message.
     pub fn decode_email(&mut self, raw: &[u8]) -> Result<DecodedEmail, DecodeError> {
+        self.decode_email_with(raw, |decoded, headers| DecodedEmail {
+            decoded: decoded.into_owned(),
+            headers,
+        })
+    }
+
+    /// Finds and decodes the report in a raw RFC 5322 message and hands it to `use_report`
+    /// with the mail's headers, its text borrowed from the JSON (see [`DecodedRef`]).
+    pub fn decode_email_with<R>(
+        &mut self,
+        raw: &[u8],
+        use_report: impl FnOnce(DecodedRef<'_>, EmailHeaders) -> R,
+    ) -> Result<R, DecodeError> {
         let message =
             MessageParser::default()
                 .parse(raw)
                 .ok_or_else(|| DecodeError::NotAReport {
                     reason: "the input is not a mail message".into(),
                 })?;
-        let decoded = self.decode_message_report(&message)?;
         let header = |name: &str| {
             message
                 .header_raw(name)
                 .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
                 .filter(|v| !v.is_empty())
         };
-        Ok(DecodedEmail {
-            decoded,
-            headers: EmailHeaders {
-                report_domain: header("TLS-Report-Domain"),
-                report_submitter: header("TLS-Report-Submitter"),
-                subject: message.subject().map(str::to_owned),
-                message_id: message.message_id().map(str::to_owned),
-            },
-        })
+        let headers = EmailHeaders {
+            report_domain: header("TLS-Report-Domain"),
+            report_submitter: header("TLS-Report-Submitter"),
+            subject: message.subject().map(str::to_owned),
+            message_id: message.message_id().map(str::to_owned),
+        };
+        self.decode_message_report(&message, |decoded| use_report(decoded, headers))
     }
 
-    fn decode_message_report(&mut self, message: &Message<'_>) -> Result<Decoded, DecodeError> {
+    /// Decodes the first candidate part that holds a report.
+    fn decode_message_report<R>(
+        &mut self,
+        message: &Message<'_>,
+        use_report: impl FnOnce(DecodedRef<'_>) -> R,
+    ) -> Result<R, DecodeError> {
         let mut candidates: Vec<(u8, usize)> = message
             .parts
             .iter()
@@ -96,19 +111,28 @@ impl Decoder {
         let mut first_error = None;
         for &(_, index) in &candidates {
             let part = &message.parts[index];
-            match self.decode(part.contents()) {
-                Ok(mut decoded) => {
+            let (raw_json, container_warnings) = match self.report_json(part.contents()) {
+                Ok(found) => found,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    continue;
+                }
+            };
+            match parse_in_container(&raw_json, container_warnings) {
+                Ok(mut report) => {
                     let declared_gzip = part
                         .content_type()
                         .and_then(|ct| ct.subtype())
                         .is_some_and(|s| s.eq_ignore_ascii_case("tlsrpt+gzip"));
                     if declared_gzip && !part.contents().starts_with(&[0x1f, 0x8b]) {
-                        decoded
-                            .report
+                        report
                             .warnings
                             .insert(0, Warning::new(WarningCode::DeclaredGzipWasJson, ""));
                     }
-                    return Ok(decoded);
+                    return Ok(use_report(DecodedRef {
+                        report,
+                        raw_json: &raw_json,
+                    }));
                 }
                 Err(err) => {
                     first_error.get_or_insert(err);
@@ -196,5 +220,19 @@ impl Decoder {
             decoded: self.decode(input)?,
             email: None,
         })
+    }
+
+    /// [`Decoder::decode_any`] handing the report to `use_report` with its text borrowed
+    /// from the JSON (see [`DecodedRef`]), and the mail's headers when it came in a mail.
+    pub fn decode_any_with<R>(
+        &mut self,
+        input: &[u8],
+        use_report: impl FnOnce(DecodedRef<'_>, Option<EmailHeaders>) -> R,
+    ) -> Result<R, DecodeError> {
+        if looks_like_email(input) {
+            return self
+                .decode_email_with(input, |decoded, headers| use_report(decoded, Some(headers)));
+        }
+        self.decode_with(input, |decoded| use_report(decoded, None))
     }
 }

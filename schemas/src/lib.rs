@@ -42,7 +42,7 @@ pub mod rollup;
 pub mod tables;
 pub mod warning;
 
-pub use decode::{DecodeOptions, Decoded, Decoder, decode};
+pub use decode::{DecodeOptions, Decoded, DecodedRef, Decoder, decode};
 pub use email::{DecodedEmail, DecodedInput, EmailHeaders, looks_like_email};
 pub use envelope::{DkimOutcome, Envelope, ReceivedReport, Transport};
 pub use error::{DecodeError, StatusClass};

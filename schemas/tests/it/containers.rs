@@ -150,3 +150,31 @@ fn one_decoder_decodes_many_reports() {
         assert!(decoder.decode(&gz[..gz.len() - 20]).is_err());
     }
 }
+
+#[test]
+fn a_report_decoded_in_place_borrows_its_text_and_equals_the_owned_one() {
+    use std::borrow::Cow;
+    let mut bytes = gzip(RFC_EXAMPLE.as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+    let mut decoder = Decoder::default();
+    let owned = decoder.decode(&bytes).unwrap();
+    let (borrowed_organisation, same) = decoder
+        .decode_with(&bytes, |decoded| {
+            let borrowed = matches!(decoded.report.organization_name, Cow::Borrowed(_));
+            let same = decoded.raw_json == owned.raw_json && decoded.report == owned.report;
+            (borrowed, same)
+        })
+        .unwrap();
+    assert!(borrowed_organisation, "the text is not borrowed");
+    assert!(
+        same,
+        "decoded in place, the report differs from the owned one"
+    );
+    // The container's warning comes first, as in the owned report.
+    assert_eq!(
+        owned.report.warnings[0].code,
+        WarningCode::TrailingBytesAfterGzip
+    );
+    let refused = decoder.decode_with(&bytes[..bytes.len() - 30], |_| ());
+    assert!(refused.is_err(), "a truncated member was decoded");
+}

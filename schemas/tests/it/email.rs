@@ -90,3 +90,26 @@ fn a_message_without_a_report_says_what_it_saw() {
     );
     assert!(err.to_string().contains("text/plain, text/html"), "{err}");
 }
+
+#[test]
+fn a_mailed_report_decoded_in_place_equals_the_owned_one_with_its_headers() {
+    let body = base64_lines(RFC_EXAMPLE.as_bytes());
+    let raw = message("application/tlsrpt+gzip", "base64", &body);
+    let mut decoder = Decoder::default();
+    let owned = decoder.decode_any(&raw).unwrap();
+    let (report, raw_json, headers) = decoder
+        .decode_any_with(&raw, |decoded, headers| {
+            (
+                decoded.report.into_owned(),
+                decoded.raw_json.to_owned(),
+                headers,
+            )
+        })
+        .unwrap();
+    assert_eq!(report, owned.decoded.report);
+    assert_eq!(raw_json, RFC_EXAMPLE);
+    assert_eq!(report.warnings[0].code, WarningCode::DeclaredGzipWasJson);
+    let headers = headers.expect("the mail's headers");
+    assert_eq!(headers.report_domain.as_deref(), Some("example.net"));
+    assert_eq!(Some(headers), owned.email);
+}
