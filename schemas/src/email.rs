@@ -209,16 +209,9 @@ impl Decoder {
     /// Decodes a report from a file's bytes, which may be JSON, gzip, zip, base64 or a whole
     /// mail message (`.eml`): mail is recognised by its header lines.
     pub fn decode_any(&mut self, input: &[u8]) -> Result<DecodedInput, DecodeError> {
-        if looks_like_email(input) {
-            let email = self.decode_email(input)?;
-            return Ok(DecodedInput {
-                decoded: email.decoded,
-                email: Some(email.headers),
-            });
-        }
-        Ok(DecodedInput {
-            decoded: self.decode(input)?,
-            email: None,
+        self.decode_any_with(input, |decoded, email| DecodedInput {
+            decoded: decoded.into_owned(),
+            email,
         })
     }
 
