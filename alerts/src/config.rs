@@ -160,7 +160,8 @@ pub struct Spike {
     /// The reporter spike's `min_failed_sessions`: one sender's failures are one sender's
     /// word, so more of them are needed.
     pub reporter_min_failed_sessions: u64,
-    /// Days with fewer sessions than this are neither judged nor part of a baseline.
+    /// Days with fewer sessions than this are not part of a baseline, and are judged only
+    /// on failures seen in `min_reports` reports (a small domain's first reports of a day).
     pub min_sessions: u64,
     /// A failure rate below this share of sessions never alerts.
     pub min_rate: f64,
@@ -182,6 +183,13 @@ pub struct Spike {
     pub relative_factor: f64,
     pub relative_min_rate: f64,
     pub relative_max_chance: f64,
+    /// Reports that each carry far more failed sessions of an MX and result type than the
+    /// host's usual rate predicts for their sessions count as breadth, however few, when
+    /// the chance that as many of the day's reports would be as heavy is below this, at
+    /// the rate the whole fleet's reports were as heavy in the weeks before (`priors`).
+    /// One report in a provider's million being that heavy by chance is what the default
+    /// asks; a fleet of fewer reports cannot say so of one report. 0 turns this off.
+    pub heavy_report_max_chance: f64,
 }
 
 impl Default for Spike {
@@ -200,6 +208,7 @@ impl Default for Spike {
             relative_factor: 10.0,
             relative_min_rate: 0.005,
             relative_max_chance: 1e-12,
+            heavy_report_max_chance: 2e-6,
         }
     }
 }

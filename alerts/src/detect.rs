@@ -8,9 +8,9 @@
 //! are left out of the baseline, not counted as zeros.
 
 use crate::config::AlertConfig;
-use crate::ledger::{DomainDay, Ledger};
+use crate::ledger::{DomainDay, FailureCell, Ledger};
 use crate::observations::{Day, Sym};
-use crate::priors::{FleetPriors, chance_in_reports};
+use crate::priors::{self, FleetPriors, chance_in_reports};
 
 /// What a detector saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub enum Finding {
         /// The share of the whole fleet's reports that showed the type new in the weeks
         /// before ([`FleetPriors::new_cell_rate`]).
         fleet_new_rate: f64,
+        /// When the weight of its reports made it count.
+        heavy: Option<HeavyReport>,
     },
     /// The failure rate of one (MX, result type) far above its baseline.
     FailureSpike {
@@ -42,6 +44,8 @@ pub enum Finding {
         failed: u64,
         sessions: u64,
         baseline: Baseline,
+        /// When the weight of its reports made it count.
+        heavy: Option<HeavyReport>,
     },
     /// One reporter's failure rate for the domain far above its baseline.
     ReporterSpike {
@@ -96,6 +100,16 @@ pub struct Baseline {
     pub threshold: f64,
     /// The days it was computed from.
     pub days: u32,
+}
+
+/// The heaviest of the reports whose weight made a finding count.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeavyReport {
+    pub failed: u64,
+    /// The failed sessions the host's usual rate predicted for the report's sessions.
+    pub expected: f64,
+    /// The share of the fleet's reports of the weeks before that were as heavy.
+    pub fleet_rate: f64,
 }
 
 impl Baseline {
@@ -182,6 +196,53 @@ fn rare_in_the_fleet(
             < config.new_result_type.max_report_chance
 }
 
+/// The cell's heaviest report, when its heaviest reports of the day are beyond chance
+/// (`spike.heavy_report_max_chance`): for the `j` heaviest (by how often the fleet's reports
+/// are as heavy, [`FleetPriors::heavy_report_rate`]), the chance that `j` of the day's
+/// `reports` would each be at least as heavy as the `j`-th. `usual` is the cell's usual rate
+/// ([`priors::cell_usual_rate`]).
+fn heavy_beyond_chance(
+    config: &AlertConfig,
+    priors: &FleetPriors,
+    cell: &FailureCell,
+    usual: Option<f64>,
+    day: Day,
+    reports: u32,
+) -> Option<HeavyReport> {
+    let max_chance = config.spike.heavy_report_max_chance;
+    let usual = usual.filter(|_| max_chance > 0.0 && priors.full_window(day))?;
+    let mut weighed = [HeavyReport::default(); crate::ledger::HEAVIEST];
+    let mut kept = 0;
+    for report in cell.heaviest.iter().filter(|r| r.failed > 0) {
+        let expected = usual * report.sessions as f64;
+        weighed[kept] = HeavyReport {
+            failed: report.failed,
+            expected,
+            fleet_rate: priors.heavy_report_rate(cell.result_type, day, report.failed, expected),
+        };
+        kept += 1;
+    }
+    let weighed = &mut weighed[..kept];
+    weighed.sort_unstable_by(|a, b| a.fleet_rate.total_cmp(&b.fleet_rate));
+    let beyond = weighed
+        .iter()
+        .zip(1u32..)
+        .any(|(report, shown)| chance_in_reports(shown, reports, report.fleet_rate) < max_chance);
+    beyond.then(|| weighed[0])
+}
+
+/// The usual rate of a cell (an MX and result type) from its failed sessions and the
+/// domain's sessions over the `priors::WINDOW_DAYS` before `day`, as the fleet's
+/// heavy-report counts take it.
+fn cell_usual_rate(ledger: &Ledger, domain: Sym, cell: &FailureCell, day: Day) -> Option<f64> {
+    let (mut failed, mut sessions) = (0, 0);
+    for (_, d) in ledger.days_with_data(domain, day - priors::WINDOW_DAYS, day) {
+        failed += d.failed_of(Some(cell.mx), cell.result_type);
+        sessions += d.sessions;
+    }
+    priors::cell_usual_rate(failed, sessions)
+}
+
 /// The reports that must show a failure for it to be the domain's: the configured number,
 /// or fewer when the domain's baseline days had fewer reports (median).
 fn required_reports(min_reports: u32, history: &[&DomainDay]) -> u32 {
@@ -241,12 +302,16 @@ pub fn failures(
                 && (share >= new_type.min_rate || reports >= new_type.min_reports))
                 || (reports >= 2 && share >= new_type.min_rate)
         });
+    // A day of fewer than `min_sessions` sessions so far is judged only for failures in
+    // `min_reports` reports: a small domain's first reports of the day may hold 18 sessions
+    // of which 8 failed in three senders' reports, which is no sender's odd session.
     let spike_candidate = spike.enabled
-        && today.sessions >= spike.min_sessions
         && today.failures.iter().any(|c| {
             c.failed >= spike.min_failed_sessions
-                && (rate(c.failed, today.sessions) >= spike.min_rate.min(spike.relative_min_rate)
-                    || c.reports >= spike.min_reports)
+                && (c.reports >= spike.min_reports
+                    || (today.sessions >= spike.min_sessions
+                        && rate(c.failed, today.sessions)
+                            >= spike.min_rate.min(spike.relative_min_rate)))
         });
     if !new_type_candidate && !spike_candidate {
         return found;
@@ -294,6 +359,21 @@ pub fn failures(
                 rate(failed, today.sessions) >= new_type.min_rate
                     && rare_in_the_fleet(config, priors, result_type, day, reports, today.reports)
             };
+            // Or reports far heavier than the host's usual rate (none, for a new type)
+            // predicts, as rarely seen across the fleet.
+            let heavy = |c: &FailureCell| {
+                if c.failed < new_type.min_failed_sessions {
+                    return None;
+                }
+                heavy_beyond_chance(
+                    config,
+                    priors,
+                    c,
+                    cell_usual_rate(ledger, domain, c, day),
+                    day,
+                    today.reports,
+                )
+            };
             let counts = |failed: u64, reports: u32| {
                 (big_enough(failed, reports)
                     && broad(
@@ -305,7 +385,14 @@ pub fn failures(
                     ))
                     || rare(failed, reports)
             };
-            if !counts(failed, reports) {
+            let cells_of_type = || {
+                today
+                    .failures
+                    .iter()
+                    .filter(move |c| c.result_type == result_type)
+            };
+            let heavy_of_type = cells_of_type().find_map(heavy);
+            if !counts(failed, reports) && heavy_of_type.is_none() {
                 continue;
             }
             // Every day of the window counts here, small ones too: a type seen once in the
@@ -327,7 +414,9 @@ pub fn failures(
                 // The domain has had the type, on other MX hosts: an MX that never had it
                 // and now has enough of it is news too (a certificate replaced on one host).
                 let new: Vec<_> = cells
-                    .filter(|c| counts(c.failed, c.reports) && !seen_on(Some(c.mx)))
+                    .filter(|c| {
+                        (counts(c.failed, c.reports) || heavy(c).is_some()) && !seen_on(Some(c.mx))
+                    })
                     .collect();
                 if new.is_empty() {
                     continue;
@@ -352,6 +441,7 @@ pub fn failures(
                 reports,
                 day_reports: today.reports,
                 fleet_new_rate: priors.new_cell_rate(result_type, day),
+                heavy: heavy_of_type.filter(|_| !counts(failed, reports)),
             });
         }
     }
@@ -365,7 +455,9 @@ pub fn failures(
             // In many reports the rate floors do not apply (below).
             let many_reports = cell.reports >= spike.min_reports;
             if cell.failed < spike.min_failed_sessions
-                || (today_rate < spike.min_rate.min(spike.relative_min_rate) && !many_reports)
+                || (!many_reports
+                    && (today.sessions < spike.min_sessions
+                        || today_rate < spike.min_rate.min(spike.relative_min_rate)))
             {
                 continue;
             }
@@ -387,6 +479,20 @@ pub fn failures(
             let usual = usual_rate(baseline_failed, baseline_sessions, baseline.median);
             // Breadth; or a cell whose four weeks hold one sender's odd report, as good as
             // new: in two reports or more it counts as a new type does, by the fleet's rate.
+            // Reports each far heavier than the host's usual rate predicts, as rarely seen
+            // across the fleet: one sender's odd sessions are a handful.
+            let heavy = || {
+                heavy_beyond_chance(
+                    config,
+                    priors,
+                    cell,
+                    cell_usual_rate(ledger, domain, cell, day),
+                    day,
+                    today.reports,
+                )
+            };
+            let mut heavy_known = None;
+            let mut is_heavy = || heavy_known.get_or_insert_with(heavy).is_some();
             let wide = broad(
                 required,
                 spike.enough_failed_sessions,
@@ -401,7 +507,8 @@ pub fn failures(
                     day,
                     cell.reports,
                     today.reports,
-                ));
+                ))
+                || is_heavy();
             if !wide {
                 continue;
             }
@@ -420,13 +527,16 @@ pub fn failures(
                 spike.relative_min_rate
             };
             let relative_threshold = relative_floor.max(spike.relative_factor * usual);
+            // Beyond chance: at the usual rate, or by the weight of its reports, which the
+            // fleet measures with what a day's Poisson bound does not know (one sender's
+            // odd sessions come several at a time).
             let relative = today_rate >= relative_threshold
-                && surprising(
+                && (surprising(
                     cell.failed,
                     today.sessions,
                     usual,
                     spike.relative_max_chance,
-                );
+                ) || is_heavy());
             if absolute || relative {
                 found.push(Finding::FailureSpike {
                     domain,
@@ -439,6 +549,7 @@ pub fn failures(
                         threshold: baseline.threshold.min(relative_threshold),
                         ..baseline
                     },
+                    heavy: heavy_known.flatten(),
                 });
             }
         }

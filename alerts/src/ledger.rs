@@ -26,6 +26,39 @@ pub struct FailureCell {
     /// The reports that had any: trouble on the receiving side shows in every sender's
     /// report, one sender's own trouble in one.
     pub reports: u32,
+    /// The reports with the most failed sessions of the cell (most first; unused places
+    /// are zero): a report that alone carries far more than the host's usual rate predicts
+    /// for its sessions is evidence that a count summed over the day hides.
+    pub heaviest: [ReportFailures; HEAVIEST],
+}
+
+/// How many of a cell's heaviest reports the ledger keeps.
+pub const HEAVIEST: usize = 3;
+
+/// One report's failed sessions of a cell, and the sessions it counted for the domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportFailures {
+    pub failed: u64,
+    pub sessions: u64,
+}
+
+impl FailureCell {
+    /// Keeps `report` among the heaviest: more failed sessions first, and of as many, the
+    /// one with fewer sessions (the less expected).
+    fn keep_if_heavy(&mut self, report: ReportFailures) {
+        let heavier = |a: &ReportFailures, b: &ReportFailures| {
+            a.failed > b.failed || (a.failed == b.failed && a.sessions < b.sessions)
+        };
+        let Some(place) = self
+            .heaviest
+            .iter()
+            .position(|kept| kept.failed == 0 || heavier(&report, kept))
+        else {
+            return;
+        };
+        self.heaviest.copy_within(place..HEAVIEST - 1, place + 1);
+        self.heaviest[place] = report;
+    }
 }
 
 /// One domain's day, as far as it has arrived.
@@ -98,6 +131,10 @@ impl DomainDay {
             }),
         }
         for f in failures {
+            let report = ReportFailures {
+                failed: f.sessions,
+                sessions: part.sessions,
+            };
             match self
                 .failures
                 .iter_mut()
@@ -106,13 +143,19 @@ impl DomainDay {
                 Some(cell) => {
                     cell.failed += f.sessions;
                     cell.reports += 1;
+                    cell.keep_if_heavy(report);
                 }
-                None => self.failures.push(FailureCell {
-                    mx: f.mx,
-                    result_type: f.result_type,
-                    failed: f.sessions,
-                    reports: 1,
-                }),
+                None => {
+                    let mut heaviest = [ReportFailures::default(); HEAVIEST];
+                    heaviest[0] = report;
+                    self.failures.push(FailureCell {
+                        mx: f.mx,
+                        result_type: f.result_type,
+                        failed: f.sessions,
+                        reports: 1,
+                        heaviest,
+                    });
+                }
             }
         }
         for &(mode, sessions) in modes {

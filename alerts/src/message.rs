@@ -8,7 +8,7 @@ use tlsrpt_schemas::catalogue::result_type_entry;
 use tlsrpt_schemas::model::ResultType;
 
 use crate::alert::{AlertEvent, AlertState, Detector, Severity, percent, quote};
-use crate::detect::Finding;
+use crate::detect::{Finding, HeavyReport};
 use crate::ledger::Ledger;
 use crate::observations::{Day, Names, date_of};
 use crate::state::{OpenIncident, Subject};
@@ -45,6 +45,7 @@ pub(crate) fn fired(
             reports,
             day_reports,
             fleet_new_rate,
+            heavy,
             ..
         } => {
             let result_type = names.name(*result_type);
@@ -83,6 +84,7 @@ pub(crate) fn fired(
                  where there had been none the week before.",
                 percent(*fleet_new_rate),
             );
+            heavy_line(&mut text, heavy.as_ref());
             reporters_line(&mut text, ledger, finding.domain(), *day, names);
             explain(&mut text, result_type);
             event.sql = failures_sql(domain, result_type, *day - 7);
@@ -94,6 +96,7 @@ pub(crate) fn fired(
             failed,
             sessions,
             baseline,
+            heavy,
             ..
         } => {
             let result_type = names.name(*result_type);
@@ -125,6 +128,7 @@ pub(crate) fn fired(
                 percent(baseline.median),
                 percent(baseline.threshold),
             );
+            heavy_line(&mut text, heavy.as_ref());
             reporters_line(&mut text, ledger, finding.domain(), *day, names);
             explain(&mut text, result_type);
             event.sql = failures_sql(domain, result_type, *day - 7);
@@ -374,4 +378,19 @@ fn failures_sql(domain: &str, result_type: &str, from: Day) -> String {
         quote(result_type),
         date_of(from)
     )
+}
+
+/// Why few reports can matter: how heavy the heaviest was, against the fleet.
+fn heavy_line(text: &mut String, heavy: Option<&HeavyReport>) {
+    if let Some(heavy) = heavy {
+        let _ = write!(
+            text,
+            " One report alone has {} failed sessions where the host's usual rate predicts {:.2} \
+             for its sessions; across all domains, {} of the reports of the four weeks before \
+             were as heavy.",
+            heavy.failed,
+            heavy.expected,
+            percent(heavy.fleet_rate),
+        );
+    }
 }

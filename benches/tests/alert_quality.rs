@@ -71,8 +71,10 @@ fn alerts_find_the_injected_incidents_in_time_and_little_else() {
     // Enough incidents to score: one not shown by any report does not count.
     assert!(score.scored >= 20, "{} incidents scored", score.scored);
     // The target is 48 of 50 (96%) within 6 h; this sample reaches 24 of 25 (96%),
-    // the full bench 46 and 47 of 50 on two seeds, so the target stays open
-    // (BENCHMARKS.md, "Anomaly alerts"). What is out of reach: an incident whose first 6
+    // the full bench 48, 48 and 47 of 50 on three seeds (BENCHMARKS.md, "Anomaly alerts").
+    // The fleet's heavy-report rule does not act on a sample this small (a fleet of 67,000
+    // reports in four weeks cannot call one report a one-in-a-million event); the detector
+    // tests cover it. What is out of reach: an incident whose first 6
     // hours of reports show no more than the background does, a few failed sessions in one
     // report (an incident that starts in the last hours of a small domain's day, a
     // secondary MX host of a small domain): `tlsrpt-alerts-bench --look-alikes` counts the

@@ -487,52 +487,71 @@ fn a_restart_in_the_middle_of_an_incident_sends_nothing_twice() {
 }
 
 /// A fleet of 100 other domains, 4 senders × 100 sessions a day each for days 0 to 30,
-/// where a tenth of the domains a day get one sender's odd `validation-failure` session,
-/// and `DOMAIN` beside them, clean until day 30 (but for one odd session of `result_type`
+/// where a tenth of the domains a day get one sender's odd `validation-failure` sessions (1
+/// to 3, on one of three MX hosts in turn, as senders' odd sessions land anywhere), and
+/// `DOMAIN` beside them, clean until day 30 (but for one odd session of `result_type`
 /// on mx2 on day 10 if `odd_before`), when two of its four senders each see 2 failed
 /// sessions of `result_type` on mx2: 4 of 400, fewer than `min_failed_sessions` (3 each
 /// with `odd_before`: a spike must also be over the 2% minimum rate).
 fn fleet_and_two_reports_of(result_type: &str, odd_before: bool) -> Observations {
+    fleet_beside_domain(
+        100,
+        |i, day, k| {
+            (k as i64 == i % 4 && (i + day) % 10 == 0).then(|| {
+                let mx = format!("mx{}.d{i}.example", day % 3 + 1);
+                (mx, "validation-failure", 1 + ((i + day) / 10 % 3) as u64)
+            })
+        },
+        result_type,
+        |day, k| match (day, k) {
+            (30, 0 | 1) if odd_before => 3,
+            (30, 0 | 1) => 2,
+            (10, 3) if odd_before => 1,
+            _ => 0,
+        },
+    )
+}
+
+/// `domains` other domains named `d{i}.example` and `DOMAIN` beside them, 4 senders × 100
+/// sessions a day each for days 0 to 30 (sender `k`'s report arriving `k + 1` hours after
+/// the day): `fleet_failure(i, day, k)` is the failure (MX, type, failed sessions) in
+/// domain `i`'s report from sender `k`, if any; `domain_failed(day, k)` the failed sessions
+/// of `result_type` on mx2 in `DOMAIN`'s.
+fn fleet_beside_domain(
+    domains: i64,
+    fleet_failure: impl Fn(i64, i64, usize) -> Option<(String, &'static str, u64)>,
+    result_type: &str,
+    domain_failed: impl Fn(i64, usize) -> u64,
+) -> Observations {
     let senders = [GOOGLE, MICROSOFT, "Yahoo", "Comcast"];
     let mut observations = Observations::default();
+    let mut add = |domain: &str, day: i64, k: usize, failure: Option<(&str, &str, u64)>| {
+        let part = observations.add_part(
+            midnight(day + 1) + Duration::hours(k as i64 + 1),
+            date(day),
+            senders[k],
+            domain,
+            100,
+            failure.map_or(0, |f| f.2),
+            Some("enforce"),
+        );
+        if let Some((mx, result_type, failed)) = failure {
+            observations.add_failure(part, Some(mx), result_type, failed);
+        }
+    };
     for day in 0..31 {
-        for i in 0..100 {
+        for i in 0..domains {
             let domain = format!("d{i}.example");
-            for (k, sender) in senders.into_iter().enumerate() {
-                let odd = (i + day) % 10 == 0 && k == (i % 4);
-                let part = observations.add_part(
-                    midnight(day as i64 + 1) + Duration::hours(k as i64 + 1),
-                    date(day as i64),
-                    sender,
-                    &domain,
-                    100,
-                    u64::from(odd),
-                    Some("enforce"),
-                );
-                if odd {
-                    observations.add_failure(part, Some("mx1.example"), "validation-failure", 1);
-                }
+            for k in 0..senders.len() {
+                let failure = fleet_failure(i, day, k);
+                let failure = failure.as_ref().map(|(mx, t, n)| (mx.as_str(), *t, *n));
+                add(&domain, day, k, failure);
             }
         }
-        for (k, sender) in senders.into_iter().enumerate() {
-            let failed = match (day, k) {
-                (30, 0 | 1) if odd_before => 3,
-                (30, 0 | 1) => 2,
-                (10, 3) if odd_before => 1,
-                _ => 0,
-            };
-            let part = observations.add_part(
-                midnight(day as i64 + 1) + Duration::hours(k as i64 + 1),
-                date(day as i64),
-                sender,
-                DOMAIN,
-                100,
-                failed,
-                Some("enforce"),
-            );
-            if failed > 0 {
-                observations.add_failure(part, Some("mx2.example.com"), result_type, failed);
-            }
+        for k in 0..senders.len() {
+            let failed = domain_failed(day, k);
+            let failure = (failed > 0).then_some(("mx2.example.com", result_type, failed));
+            add(DOMAIN, day, k, failure);
         }
     }
     observations.finish();
@@ -571,7 +590,8 @@ fn two_reports_of_a_type_the_fleet_rarely_sees_new_count_and_of_a_common_one_do_
         "{}",
         fired[0].text
     );
-    // One report in forty shows an odd validation failure somewhere: two of four is chance.
+    // One report in forty shows an odd validation failure somewhere, and 2 failed sessions
+    // in one report are common among them: two of four is chance.
     let events = run("validation-failure");
     assert!(firing(&events).is_empty(), "{events:#?}");
 
@@ -583,4 +603,132 @@ fn two_reports_of_a_type_the_fleet_rarely_sees_new_count_and_of_a_common_one_do_
     assert_eq!(fired.len(), 1, "{fired:#?}");
     assert_eq!(fired[0].detector, Detector::FailureSpike);
     assert_eq!(fired[0].day, date(30));
+}
+
+/// A fleet of 1,000 other domains, 4 senders × 100 sessions a day each for days 0 to 30,
+/// where every day a tenth of the domains get one report with 8 failed sessions of
+/// `validation-failure` on a host that had none before (a new one each time), and `DOMAIN`
+/// beside them: clean until day 30 but for, if `persistent`, one failed session of
+/// `result_type` on mx2 every third day; on day 30 the first of its four reports (the only
+/// one in, 1 hour after the day) has 8 failed sessions of `result_type` on mx2.
+fn fleet_and_one_heavy_report_of(result_type: &str, persistent: bool) -> Observations {
+    fleet_beside_domain(
+        1_000,
+        |i, day, k| {
+            (k as i64 == i % 4 && (i + day) % 10 == 0)
+                .then(|| (format!("mx{day}.d{i}.example"), "validation-failure", 8))
+        },
+        result_type,
+        |day, k| match (day, k) {
+            (30, 0) => 8,
+            (_, 3) if persistent && day % 3 == 0 => 1,
+            _ => 0,
+        },
+    )
+}
+
+#[test]
+fn one_report_far_heavier_than_the_fleet_ever_sees_counts_and_one_the_fleet_often_sees_does_not() {
+    // Until 01:30 of day 31: only the heavy report is in for the day, so neither breadth
+    // (three reports) nor numbers (20 failed sessions) can count; only its weight can.
+    // The fleet here has 112,000 reports in four weeks, so one report cannot be rarer than
+    // one in 112,000; a provider's has millions, for which the default bound is made.
+    let mut config = AlertConfig::default();
+    config.spike.heavy_report_max_chance = 2e-5;
+    let run = |result_type, persistent| {
+        let mut state = AlertState::default();
+        let outcome = evaluate(
+            &config,
+            &fleet_and_one_heavy_report_of(result_type, persistent),
+            &mut state,
+            midnight(31) + Duration::minutes(90),
+        );
+        outcome
+            .events
+            .into_iter()
+            .filter(|e| e.policy_domain == DOMAIN && e.state == EventState::Firing)
+            .collect::<Vec<_>>()
+    };
+    // No report of the fleet carried 8 failed sessions of `certificate-not-trusted` where
+    // one in a hundred was expected: a new type from one report.
+    let fired = run("certificate-not-trusted", false);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::NewResultType);
+    assert_eq!(fired[0].day, date(30));
+    // The alert says why one report is enough: 8 where (0 + 1) / 11,200 × 100 were
+    // expected, and 1 report in 112,001 of the fleet's (none, and one more) as heavy.
+    assert!(
+        fired[0].text.contains(
+            "One report alone has 8 failed sessions where the host's usual rate predicts 0.01 \
+             for its sessions; across all domains, 0.00089% of the reports of the four weeks \
+             before were as heavy."
+        ),
+        "{}",
+        fired[0].text
+    );
+    // The same report on a host that fails one session every third day: a spike.
+    let fired = run("certificate-not-trusted", true);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::FailureSpike);
+    assert_eq!(fired[0].day, date(30));
+    // One report in forty across the fleet carries 8 failed validations on a host that
+    // had none: one more is chance.
+    let fired = run("validation-failure", false);
+    assert!(fired.is_empty(), "{fired:#?}");
+    // Without the fleet's weights, one report is one sender's trouble.
+    config.spike.heavy_report_max_chance = 0.0;
+    let mut state = AlertState::default();
+    let outcome = evaluate(
+        &config,
+        &fleet_and_one_heavy_report_of("certificate-not-trusted", false),
+        &mut state,
+        midnight(31) + Duration::minutes(90),
+    );
+    assert!(
+        !outcome
+            .events
+            .iter()
+            .any(|e| e.policy_domain == DOMAIN && e.state == EventState::Firing),
+        "{:#?}",
+        outcome.events
+    );
+}
+
+#[test]
+fn a_small_domains_first_reports_count_in_three_reports_before_the_day_has_min_sessions() {
+    // 4 senders × 10 sessions a day; one failed STARTTLS session on mx1 every tenth day.
+    let mut reports = Vec::new();
+    for day in 0..30 {
+        for (k, sender) in [GOOGLE, MICROSOFT, "Yahoo", "Comcast"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut report = Report::new(day, sender, 10).arriving(k as i64 + 1);
+            if k == 3 && day % 10 == 5 {
+                report = report.failing(Some("mx1.example.com"), "starttls-not-supported", 1);
+            }
+            reports.push(report);
+        }
+    }
+    // Day 30: the first three reports have 6 sessions each, 3, 3 and 2 of them failed.
+    for (k, (sender, failed)) in [(GOOGLE, 3), (MICROSOFT, 3), ("Yahoo", 2)]
+        .into_iter()
+        .enumerate()
+    {
+        reports.push(Report::new(30, sender, 6).arriving(k as i64 + 1).failing(
+            Some("mx1.example.com"),
+            "starttls-not-supported",
+            failed,
+        ));
+    }
+    // Two reports in (12 sessions, under `min_sessions`): not yet.
+    let (events, _) = run(&reports, midnight(31) + Duration::minutes(150));
+    assert!(firing(&events).is_empty(), "{events:#?}");
+    // Three: 8 of 18 sessions failed in three senders' reports.
+    let (events, _) = run(&reports, midnight(31) + Duration::minutes(210));
+    let fired = firing(&events);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].detector, Detector::FailureSpike);
+    assert_eq!(fired[0].day, date(30));
+    assert_eq!(fired[0].sessions, Some(18));
 }
