@@ -164,24 +164,29 @@ GROUP BY date, sending_mta_ip",
                       policy_type, sts_modes (the STS modes seen, sorted; null when none), successful_sessions, \
                       failed_sessions, success_rate, first_date, last_date (days covered by \
                       reports), reporters.",
-        sql: "SELECT o.policy_domain, o.policy_type, m.sts_modes, o.successful_sessions,
-       o.failed_sessions, o.success_rate, o.first_date, o.last_date, o.reporters
-FROM (SELECT policy_domain, policy_type,
+        // Two steps: the rollup rows are first summed per domain, type, reporter and mode
+        // (about a hundred thousand groups however many days there are; each partition of
+        // the scan reduces its own dates to them), then the few rows left give the distinct
+        // reporters and modes. Counting distinct reporters straight from the rollup's
+        // millions of rows kept a hash set per domain and hashed every row's name into it.
+        sql: "SELECT policy_domain, policy_type,
+       array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
+                  FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       CAST(sum(successful_sessions) AS DOUBLE)
+         / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS success_rate,
+       min(first_date) AS first_date,
+       max(last_date) AS last_date,
+       count(DISTINCT organization_name) AS reporters
+FROM (SELECT policy_domain, policy_type, organization_name, sts_mode,
              sum(successful_sessions) AS successful_sessions,
              sum(failed_sessions) AS failed_sessions,
-             CAST(sum(successful_sessions) AS DOUBLE)
-               / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS success_rate,
              min(date) AS first_date,
-             max(date) AS last_date,
-             count(DISTINCT organization_name) AS reporters
-      FROM policies_daily GROUP BY policy_domain, policy_type) o
-JOIN (SELECT policy_domain, policy_type,
-             array_sort(array_agg(sts_mode) FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes
-      FROM (SELECT DISTINCT policy_domain, policy_type, CAST(sts_mode AS VARCHAR) AS sts_mode
-            FROM policies_daily)
-      GROUP BY policy_domain, policy_type) m
-  ON (m.policy_domain IS NOT DISTINCT FROM o.policy_domain)
- AND (m.policy_type IS NOT DISTINCT FROM o.policy_type)",
+             max(date) AS last_date
+      FROM policies_daily
+      GROUP BY policy_domain, policy_type, organization_name, sts_mode)
+GROUP BY policy_domain, policy_type",
         raw_sql: "SELECT policy_domain, policy_type,
        array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
                   FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,

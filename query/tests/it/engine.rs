@@ -432,3 +432,54 @@ async fn a_query_over_the_time_limit_is_stopped() {
     assert!(matches!(error, QueryError::Timeout { .. }), "{error:?}");
     assert_eq!(rows(&engine, "SELECT 1").await, ["1"]);
 }
+
+/// Every file holds one date, so a scan that hands each partition whole dates lets a grouping
+/// by date finish within each partition: no partial groups hashed across partitions. The
+/// answers stay those of a plain grouping, and joins of tables whose ranges of dates differ
+/// still meet every row.
+#[tokio::test]
+async fn a_trend_by_date_is_grouped_within_ranges_of_dates_and_joins_still_meet_every_row() {
+    let root = Root::with_corpus();
+    let engine = root.engine();
+    let trend = "SELECT date, receiving_mx_hostname, sum(failed_session_count) AS sessions \
+                 FROM failures GROUP BY date, receiving_mx_hostname";
+    let plan = rows(&engine, &format!("EXPLAIN {trend}")).await.join("\n");
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(plan.contains("output_partitioning=Range"), "{plan}");
+        assert!(plan.contains("mode=SinglePartitioned"), "{plan}");
+    }
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    assert_eq!(
+        rows(&engine, &format!("{trend} ORDER BY 1, 2")).await,
+        [
+            "2016-04-01|mx-backup.mail.company-y.example|3",
+            "2016-04-01|mx1.mail.company-y.example|100",
+            "2016-04-01|mx2.mail.company-y.example|200",
+            "2024-02-22||2",
+        ]
+    );
+
+    // Each table's ranges are cut by its own bytes, so the two sides of a join on `date` need
+    // not declare the same ranges; the join must repartition them (or find them equal) and
+    // meet every row either way.
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT count(*), sum(f.failed_session_count) FROM failures f \
+             JOIN policies p ON f.date = p.date AND f.report_uid = p.report_uid \
+             AND f.policy_index = p.policy_index"
+        )
+        .await,
+        ["5|305"]
+    );
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT d.day, count(r.report_uid) FROM \
+             (VALUES (DATE '2016-04-01'), (DATE '2024-02-22'), (DATE '2025-05-22')) AS d(day) \
+             LEFT JOIN reports r ON r.date = d.day GROUP BY d.day ORDER BY 1"
+        )
+        .await,
+        ["2016-04-01|1", "2024-02-22|1", "2025-05-22|1"]
+    );
+}
