@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
-use arrow::datatypes::{Date32Type, SchemaRef};
+use arrow::compute::{cast, concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Date32Type, SchemaRef};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use datafusion::catalog::{Session, TableProvider};
@@ -288,10 +288,40 @@ fn split_by_date(batch: &RecordBatch) -> Result<HashMap<NaiveDate, RecordBatch>>
         let rows: UInt32Array = order.slice(start, end - start);
         let date = Date32Type::to_naive_date_opt(day)
             .ok_or_else(|| DataFusionError::Internal(format!("day {day} is not a date")))?;
-        by_date.insert(date, take_record_batch(batch, &rows)?);
+        by_date.insert(
+            date,
+            compact_dictionaries(take_record_batch(batch, &rows)?)?,
+        );
         start = end;
     }
     Ok(by_date)
+}
+
+/// `batch` with each dictionary column holding only the values its rows use, once each.
+///
+/// Why: a date's rows are taken from the block's rows, whose dictionary columns carry the
+/// values of every batch the aggregation emitted (one batch per date or so, concatenated
+/// without merging their dictionaries). Kept as they are, each date would hold, and every
+/// answer would send, the block's whole dictionary: all time of `failure_trend_by_reporter`
+/// was 70 MB of Arrow IPC instead of 19, and 4x slower.
+fn compact_dictionaries(batch: RecordBatch) -> Result<RecordBatch> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|field| matches!(field.data_type(), DataType::Dictionary(_, _)))
+    {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            DataType::Dictionary(_, values) => cast(&cast(column, values)?, column.data_type()),
+            _ => Ok(Arc::clone(column)),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 #[async_trait]
@@ -380,5 +410,36 @@ impl TableProvider for CachedDatedView {
             Arc::clone(&self.schema),
             projection.cloned(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray};
+    use arrow::datatypes::Int32Type;
+
+    use super::compact_dictionaries;
+
+    #[test]
+    fn a_dates_dictionary_keeps_only_the_values_its_rows_use_once_each() {
+        // Two emitted batches' dictionaries concatenated: "b" twice, "c" and "d" unused.
+        let values = StringArray::from(vec!["a", "b", "c", "b", "d"]);
+        let keys = Int32Array::from(vec![Some(1), Some(3), None, Some(0)]);
+        let column = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+        let batch =
+            RecordBatch::try_from_iter([("organization_name", Arc::new(column) as _)]).unwrap();
+
+        let compacted = compact_dictionaries(batch).unwrap();
+        let column = compacted.column(0).as_dictionary::<Int32Type>();
+        let names: Vec<Option<&str>> = column
+            .downcast_dict::<StringArray>()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(names, [Some("b"), Some("b"), None, Some("a")]);
+        assert_eq!(column.values().len(), 2);
+        assert_eq!(column.null_count(), 1);
     }
 }
