@@ -7,6 +7,8 @@
 //! does not drag the way a mean and a standard deviation are dragged; days without reports
 //! are left out of the baseline, not counted as zeros.
 
+use std::cell::OnceCell;
+
 use crate::config::AlertConfig;
 use crate::ledger::{DomainDay, FailureCell, Ledger};
 use crate::observations::{Day, Sym};
@@ -391,8 +393,13 @@ pub fn failures(
                     .iter()
                     .filter(move |c| c.result_type == result_type)
             };
-            let heavy_of_type = cells_of_type().find_map(heavy);
-            if !counts(failed, reports) && heavy_of_type.is_none() {
+            // Each of the type's cells weighed once, and only when a rule asks: most types
+            // that count do so by the rules above.
+            let weighed: OnceCell<Vec<(Sym, Option<HeavyReport>)>> = OnceCell::new();
+            let weights =
+                || weighed.get_or_init(|| cells_of_type().map(|c| (c.mx, heavy(c))).collect());
+            let heavy_of_type = || weights().iter().find_map(|(_, weight)| *weight);
+            if !counts(failed, reports) && heavy_of_type().is_none() {
                 continue;
             }
             // Every day of the window counts here, small ones too: a type seen once in the
@@ -415,7 +422,11 @@ pub fn failures(
                 // and now has enough of it is news too (a certificate replaced on one host).
                 let new: Vec<_> = cells
                     .filter(|c| {
-                        (counts(c.failed, c.reports) || heavy(c).is_some()) && !seen_on(Some(c.mx))
+                        (counts(c.failed, c.reports)
+                            || weights()
+                                .iter()
+                                .any(|(mx, weight)| *mx == c.mx && weight.is_some()))
+                            && !seen_on(Some(c.mx))
                     })
                     .collect();
                 if new.is_empty() {
@@ -441,7 +452,11 @@ pub fn failures(
                 reports,
                 day_reports: today.reports,
                 fleet_new_rate: priors.new_cell_rate(result_type, day),
-                heavy: heavy_of_type.filter(|_| !counts(failed, reports)),
+                heavy: if counts(failed, reports) {
+                    None
+                } else {
+                    heavy_of_type()
+                },
             });
         }
     }

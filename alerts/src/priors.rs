@@ -163,17 +163,21 @@ impl FleetPriors {
         cells: &[(Sym, Sym, Sym, Day, u64, u64)],
         mut domain_days: Vec<(Sym, Day, u64)>,
     ) {
-        // Each domain's sessions summed day by day, to sum any window by two lookups.
+        // Each domain's sessions summed day by day, to sum any window by two lookups;
+        // `running_domain[i]` is the domain of `running[i]`, so that a domain's sums are one
+        // slice of `running`.
         domain_days.sort_unstable_by_key(|&(domain, day, _)| (domain, day));
-        let mut running: Vec<(Sym, Day, u64)> = Vec::with_capacity(domain_days.len());
+        let mut running: Vec<(Day, u64)> = Vec::with_capacity(domain_days.len());
+        let mut running_domain: Vec<Sym> = Vec::with_capacity(domain_days.len());
         for (domain, day, sessions) in domain_days {
+            let same_domain = running_domain.last() == Some(&domain);
             match running.last_mut() {
-                Some(last) if last.0 == domain && last.1 == day => last.2 += sessions,
-                Some(last) if last.0 == domain => {
-                    let total = last.2 + sessions;
-                    running.push((domain, day, total));
-                }
-                _ => running.push((domain, day, sessions)),
+                Some(last) if same_domain && last.0 == day => last.1 += sessions,
+                Some(&mut (_, total)) if same_domain => running.push((day, total + sessions)),
+                _ => running.push((day, sessions)),
+            }
+            if running.len() > running_domain.len() {
+                running_domain.push(domain);
             }
         }
         // The sum of the domain's sessions (or a cell's failed sessions) on days before
@@ -186,21 +190,11 @@ impl FleetPriors {
         }
         let mut heavy: HashMap<(Day, Sym), Vec<(u64, f64)>> = HashMap::default();
         let mut cell_running: Vec<(Day, u64)> = Vec::new();
-        let mut domain_running: Vec<(Day, u64)> = Vec::new();
-        let mut domain_of_running: Option<Sym> = None;
         for cell in cells.chunk_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
             let (domain, _, result_type, ..) = cell[0];
-            if domain_of_running != Some(domain) {
-                let from = running.partition_point(|r| r.0 < domain);
-                let to = running.partition_point(|r| r.0 <= domain);
-                domain_running.clear();
-                domain_running.extend(
-                    running[from..to]
-                        .iter()
-                        .map(|&(_, day, total)| (day, total)),
-                );
-                domain_of_running = Some(domain);
-            }
+            let from = running_domain.partition_point(|d| *d < domain);
+            let to = running_domain.partition_point(|d| *d <= domain);
+            let domain_running = &running[from..to];
             cell_running.clear();
             for &(.., day, failed, _) in cell {
                 match cell_running.last_mut() {
@@ -212,8 +206,7 @@ impl FleetPriors {
             for &(.., day, failed, report_sessions) in cell {
                 let window = day - WINDOW_DAYS;
                 let failed_before = before(&cell_running, day) - before(&cell_running, window);
-                let sessions_before =
-                    before(&domain_running, day) - before(&domain_running, window);
+                let sessions_before = before(domain_running, day) - before(domain_running, window);
                 if let Some(usual) = cell_usual_rate(failed_before, sessions_before) {
                     heavy
                         .entry((day, result_type))

@@ -342,39 +342,24 @@ fn read_as_written(text: &str) -> Option<WireEnvelope<'_>> {
     let mut scan = Scanner { text, at: 0 };
     let mut wire = WireEnvelope::default();
     let mut warnings_read = false;
-    scan.eat(b'{')?;
-    if scan.eat(b'}').is_none() {
-        loop {
-            let field = scan.string()?;
-            scan.eat(b':')?;
-            let slot = match field {
-                "transport" => &mut wire.transport,
-                "received_at" => &mut wire.received_at,
-                "report_uid" => &mut wire.report_uid,
-                "submitter" => &mut wire.submitter,
-                "dkim" => &mut wire.dkim,
-                "remote_addr" => &mut wire.remote_addr,
-                "content_sha256" => &mut wire.content_sha256,
-                "warnings" if !warnings_read => {
-                    warnings_read = true;
-                    wire.warnings = scan.warnings()?;
-                    if scan.eat(b',').is_none() {
-                        break;
-                    }
-                    continue;
-                }
-                _ => return None,
-            };
-            if slot.is_some() {
-                return None; // a field twice: serde_json names the problem
+    scan.object(|scan, field| {
+        let slot = match field {
+            "transport" => &mut wire.transport,
+            "received_at" => &mut wire.received_at,
+            "report_uid" => &mut wire.report_uid,
+            "submitter" => &mut wire.submitter,
+            "dkim" => &mut wire.dkim,
+            "remote_addr" => &mut wire.remote_addr,
+            "content_sha256" => &mut wire.content_sha256,
+            "warnings" if !warnings_read => {
+                warnings_read = true;
+                wire.warnings = scan.warnings()?;
+                return Some(());
             }
-            *slot = Some(Cow::Borrowed(scan.string()?));
-            if scan.eat(b',').is_none() {
-                break;
-            }
-        }
-        scan.eat(b'}')?;
-    }
+            _ => return None,
+        };
+        scan.string_into(slot)
+    })?;
     (scan.at == text.len()).then_some(wire)
 }
 
@@ -407,6 +392,33 @@ impl<'a> Scanner<'a> {
         Some(text)
     }
 
+    /// A string into `slot`, which must be empty: a field given twice is left to
+    /// serde_json, which names the problem.
+    fn string_into<T: From<&'a str>>(&mut self, slot: &mut Option<T>) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(T::from(self.string()?));
+        Some(())
+    }
+
+    /// `{"name":value,...}`, each value read by `field` given its name (`None` refuses it).
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let name = self.string()?;
+            self.eat(b':')?;
+            field(self, name)?;
+            if self.eat(b',').is_none() {
+                break;
+            }
+        }
+        self.eat(b'}')
+    }
+
     /// `[{"code":"...","path":"..."},...]`, `path` left out when empty.
     fn warnings(&mut self) -> Option<Vec<WireWarning<'a>>> {
         self.eat(b'[')?;
@@ -415,25 +427,12 @@ impl<'a> Scanner<'a> {
             return Some(warnings);
         }
         loop {
-            self.eat(b'{')?;
             let (mut code, mut path) = (None, None);
-            loop {
-                let field = self.string()?;
-                self.eat(b':')?;
-                let slot = match field {
-                    "code" => &mut code,
-                    "path" => &mut path,
-                    _ => return None,
-                };
-                if slot.is_some() {
-                    return None;
-                }
-                *slot = Some(self.string()?);
-                if self.eat(b',').is_none() {
-                    break;
-                }
-            }
-            self.eat(b'}')?;
+            self.object(|scan, field| match field {
+                "code" => scan.string_into(&mut code),
+                "path" => scan.string_into(&mut path),
+                _ => None,
+            })?;
             warnings.push(WireWarning {
                 code: Cow::Borrowed(code?),
                 path: Cow::Borrowed(path.unwrap_or_default()),
