@@ -35,8 +35,8 @@ use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
 use crate::read_only;
-use crate::view_cache::{CachedDatedView, ViewCache, ViewCacheStats};
-use crate::views::VIEWS;
+use crate::view_cache::{CachedDatedView, MonthlyPartsView, ViewCache, ViewCacheStats};
+use crate::views::{VIEWS, View};
 
 /// The catalog and schema the tables are in (DataFusion's defaults): `SELECT … FROM failures`
 /// and `FROM datafusion.public.failures` name the same table.
@@ -481,21 +481,22 @@ async fn register_views(
     cached: Option<(&BTreeMap<String, TableSource>, &Arc<ViewCache>)>,
 ) -> Result<()> {
     for view in VIEWS {
-        let plan = async {
-            let state = context.state();
-            let dialect = state.config().options().sql_parser.dialect;
-            let statement = state.sql_to_statement(view.sql, &dialect)?;
-            state.statement_to_plan(statement).await
-        }
-        .await
-        .map_err(|e| QueryError::Internal {
-            message: format!("the view {}: {}", view.name, crate::error::bounded(&e)),
-        })?;
-        let provider: Arc<dyn TableProvider> = match cached.and_then(|(sources, cache)| {
-            CachedDatedView::new(view, plan.clone(), sources, Arc::clone(cache))
-        }) {
-            Some(cached) => Arc::new(cached),
-            None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+        let plan = plan_view_sql(context, view, view.sql).await?;
+        let provider: Arc<dyn TableProvider> = match (cached, view.parts) {
+            (Some((sources, cache)), Some(parts)) => {
+                let part_plan = plan_view_sql(context, view, parts.part_sql).await?;
+                match MonthlyPartsView::new(view, &plan, part_plan, sources, Arc::clone(cache)) {
+                    Some(cached) => Arc::new(cached),
+                    None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+                }
+            }
+            (Some((sources, cache)), None) => {
+                match CachedDatedView::new(view, plan.clone(), sources, Arc::clone(cache)) {
+                    Some(cached) => Arc::new(cached),
+                    None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+                }
+            }
+            (None, _) => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
         };
         context
             .register_table(view.name, provider)
@@ -504,6 +505,20 @@ async fn register_views(
             })?;
     }
     Ok(())
+}
+
+/// The plan of `sql`, one of `view`'s statements, over the tables of `context`.
+async fn plan_view_sql(context: &SessionContext, view: &View, sql: &str) -> Result<LogicalPlan> {
+    async {
+        let state = context.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect)?;
+        state.statement_to_plan(statement).await
+    }
+    .await
+    .map_err(|e| QueryError::Internal {
+        message: format!("the view {}: {}", view.name, crate::error::bounded(&e)),
+    })
 }
 
 /// Parses, checks and plans one read-only statement.

@@ -17,7 +17,7 @@
 //! The views are registered when the engine starts, beside the tables; statements still
 //! cannot create, change or drop anything. The per-day ones keep their answers by date
 //! between queries (`crate::view_cache`), so a question asked again reads only the dates whose
-//! files changed.
+//! files changed; `policy_overview` keeps parts by month ([`MonthlyParts`]).
 //!
 //! Why some views join subqueries instead of counting several `DISTINCT`s in one
 //! `GROUP BY`: DataFusion rewrites one distinct aggregate into a second grouping (fast, a hash
@@ -38,6 +38,44 @@ pub struct View {
     pub sql: &'static str,
     /// The same answer from the raw tables.
     pub raw_sql: &'static str,
+    /// For a view whose rows span every date: how to answer it from parts kept per month
+    /// (`crate::view_cache`), so that only the months whose files changed are read again.
+    pub parts: Option<MonthlyParts>,
+}
+
+/// A view over all dates answered in steps: `part_sql` reduces each month's rollup rows to a
+/// few per key, `combine_sql` reduces a year's months' parts the same way, and `merge_sql`
+/// gives the view's rows from the parts of every year. This holds when every column of the
+/// view is a sum, a minimum, a maximum or a distinct count or set of the parts' columns, all
+/// of which a step over the parts gives unchanged.
+#[derive(Debug, Clone, Copy)]
+pub struct MonthlyParts {
+    /// The parts: a `month` column (the first day of the month of the rows' `date`), then
+    /// the columns `merge_sql` reads.
+    pub part_sql: &'static str,
+    /// Several months' parts as one part of the same columns, from the table `parts` (its
+    /// `month` the first of them).
+    pub combine_sql: &'static str,
+    /// The view's rows, from the table `parts` (`part_sql`'s columns, every year's rows).
+    pub merge_sql: &'static str,
+}
+
+/// `policy_overview`'s columns from rows summed per domain, policy type, reporter and mode:
+/// the same over the rollup's sums and over the months' parts, so written once.
+macro_rules! policy_overview_last_step {
+    () => {
+        "SELECT policy_domain, policy_type,
+       array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
+                  FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       CAST(sum(successful_sessions) AS DOUBLE)
+         / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS success_rate,
+       min(first_date) AS first_date,
+       max(last_date) AS last_date,
+       count(DISTINCT organization_name) AS reporters
+"
+    };
 }
 
 /// The views, in the order they are registered (a view may read those before it).
@@ -66,6 +104,7 @@ GROUP BY date, policy_domain",
        count(DISTINCT organization_name) AS reporters
 FROM policies
 GROUP BY date, policy_domain",
+        parts: None,
     },
     View {
         name: "failure_trend_by_reporter",
@@ -89,6 +128,7 @@ GROUP BY date, organization_name",
        count(DISTINCT policy_domain) AS policy_domains
 FROM policies
 GROUP BY date, organization_name",
+        parts: None,
     },
     View {
         name: "failure_trend_by_mx",
@@ -111,6 +151,7 @@ JOIN (SELECT date, receiving_mx_hostname, count(DISTINCT result_type) AS result_
        count(DISTINCT result_type) AS result_types
 FROM failures
 GROUP BY date, receiving_mx_hostname",
+        parts: None,
     },
     View {
         name: "failure_trend_by_result_type",
@@ -131,6 +172,7 @@ JOIN (SELECT date, result_type, count(DISTINCT receiving_mx_hostname) AS receivi
        count(DISTINCT receiving_mx_hostname) AS receiving_mxes
 FROM failures
 GROUP BY date, result_type",
+        parts: None,
     },
     View {
         name: "top_failing_sending_ips",
@@ -157,6 +199,7 @@ JOIN (SELECT date, sending_mta_ip, count(DISTINCT organization_name) AS reporter
 FROM failures
 WHERE sending_mta_ip IS NOT NULL
 GROUP BY date, sending_mta_ip",
+        parts: None,
     },
     View {
         name: "policy_overview",
@@ -169,24 +212,17 @@ GROUP BY date, sending_mta_ip",
         // partition of the scan reduces its own dates to them), then the few rows left give
         // the distinct reporters and modes. Counting distinct reporters straight from the rollup's
         // millions of rows kept a hash set per domain and hashed every row's name into it.
-        sql: "SELECT policy_domain, policy_type,
-       array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
-                  FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
-       sum(successful_sessions) AS successful_sessions,
-       sum(failed_sessions) AS failed_sessions,
-       CAST(sum(successful_sessions) AS DOUBLE)
-         / nullif(sum(successful_sessions) + sum(failed_sessions), 0) AS success_rate,
-       min(first_date) AS first_date,
-       max(last_date) AS last_date,
-       count(DISTINCT organization_name) AS reporters
-FROM (SELECT policy_domain, policy_type, organization_name, sts_mode,
+        sql: concat!(
+            policy_overview_last_step!(),
+            "FROM (SELECT policy_domain, policy_type, organization_name, sts_mode,
              sum(successful_sessions) AS successful_sessions,
              sum(failed_sessions) AS failed_sessions,
              min(date) AS first_date,
              max(date) AS last_date
       FROM policies_daily
       GROUP BY policy_domain, policy_type, organization_name, sts_mode)
-GROUP BY policy_domain, policy_type",
+GROUP BY policy_domain, policy_type"
+        ),
         raw_sql: "SELECT policy_domain, policy_type,
        array_sort(array_agg(DISTINCT CAST(sts_mode AS VARCHAR))
                   FILTER (WHERE sts_mode IS NOT NULL)) AS sts_modes,
@@ -200,6 +236,30 @@ GROUP BY policy_domain, policy_type",
        count(DISTINCT organization_name) AS reporters
 FROM policies
 GROUP BY policy_domain, policy_type",
+        parts: Some(MonthlyParts {
+            part_sql: "SELECT CAST(date_trunc('month', date) AS DATE) AS month,
+       policy_domain, policy_type, organization_name, sts_mode,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       min(date) AS first_date,
+       max(date) AS last_date
+FROM policies_daily
+GROUP BY CAST(date_trunc('month', date) AS DATE),
+         policy_domain, policy_type, organization_name, sts_mode",
+            combine_sql: "SELECT min(month) AS month,
+       policy_domain, policy_type, organization_name, sts_mode,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       min(first_date) AS first_date,
+       max(last_date) AS last_date
+FROM parts
+GROUP BY policy_domain, policy_type, organization_name, sts_mode",
+            merge_sql: concat!(
+                policy_overview_last_step!(),
+                "FROM parts
+GROUP BY policy_domain, policy_type"
+            ),
+        }),
     },
     View {
         name: "report_delivery",
@@ -220,5 +280,6 @@ LEFT JOIN (SELECT date, organization_name, count(DISTINCT policy_domain) AS poli
        max(r.received_at) AS last_received_at
 FROM reports r LEFT JOIN policies p ON p.report_uid = r.report_uid AND p.date = r.date
 GROUP BY r.date, r.organization_name",
+        parts: None,
     },
 ];

@@ -12,10 +12,16 @@ use crate::support::{Root, range, rows, write};
 
 /// Generated reports as received: a provider of 40 domains over several days.
 pub(crate) fn generated() -> Vec<ReceivedReport<'static>> {
+    generated_from(GeneratorConfig::default().start_date)
+}
+
+/// [`generated`], its first day `start`.
+fn generated_from(start: chrono::NaiveDate) -> Vec<ReceivedReport<'static>> {
     let config = GeneratorConfig {
         domains: 40,
         failure_rate: 0.4,
         quirk_rate: 0.1,
+        start_date: start,
         ..GeneratorConfig::default()
     };
     Generator::new(config, 15)
@@ -364,8 +370,15 @@ async fn every_view_from_the_rollups_equals_its_sql_over_the_raw_tables() {
 
 /// [`generated`] by the date the reports cover.
 fn generated_by_day() -> BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> {
+    by_day(generated())
+}
+
+/// `reports` by the date they cover.
+fn by_day(
+    reports: Vec<ReceivedReport<'static>>,
+) -> BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> {
     let mut by_day: BTreeMap<chrono::NaiveDate, Vec<ReceivedReport<'static>>> = BTreeMap::new();
-    for report in generated() {
+    for report in reports {
         by_day
             .entry(report.report.date_range.start_datetime.date_naive())
             .or_default()
@@ -438,10 +451,29 @@ async fn cached_views_follow_new_files_new_dates_and_compactions() {
         assert_eq!(definition, [view.sql], "{}", view.name);
     }
     let stats = engine.view_cache_stats().unwrap();
+    // policy_overview's parts: one per month and one per year.
+    let spans = |days: &[&Vec<ReceivedReport<'static>>]| {
+        ["%Y-%m", "%Y"]
+            .iter()
+            .map(|span| {
+                days.iter()
+                    .map(|day| {
+                        day[0]
+                            .report
+                            .date_range
+                            .start_datetime
+                            .format(span)
+                            .to_string()
+                    })
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            })
+            .sum::<usize>()
+    };
     assert_eq!(
         stats.entries,
-        dated_views * earlier.len(),
-        "one entry per view and date"
+        dated_views * earlier.len() + spans(earlier),
+        "one entry per view and date, and policy_overview's per month and year"
     );
     assert!(stats.bytes > 0);
 
@@ -458,7 +490,7 @@ async fn cached_views_follow_new_files_new_dates_and_compactions() {
     );
     assert_eq!(
         engine.view_cache_stats().unwrap().entries,
-        dated_views * days.len()
+        dated_views * days.len() + spans(&days)
     );
 
     // A compaction of the second date's partition-0 files into one file whose range covers
@@ -519,6 +551,106 @@ async fn cached_views_are_answered_from_memory_while_the_files_stay_the_same() {
         "the files did change"
     );
     assert!(uncached.view_cache_stats().is_none());
+}
+
+/// `policy_overview` is merged from parts kept per month and per year: on data that spans
+/// two months, it equals its SQL over the raw tables; a month whose files did not change is
+/// answered from memory (a file rewritten there under the same name, which the transformer
+/// never does, goes unseen), while new files in the other month are seen at the next
+/// question, their year's part combined again from the two months.
+#[tokio::test]
+async fn policy_overview_is_merged_from_parts_kept_per_month_and_reads_again_the_months_that_changed()
+ {
+    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 30).unwrap();
+    let days: Vec<Vec<ReceivedReport<'static>>> =
+        by_day(generated_from(start)).into_values().collect();
+    let in_january = days
+        .iter()
+        .filter(|day| {
+            day[0]
+                .report
+                .date_range
+                .start_datetime
+                .format("%m")
+                .to_string()
+                == "01"
+        })
+        .count();
+    assert!(
+        in_january >= 1 && days.len() > in_january + 1,
+        "the reports span two months and several days of the second"
+    );
+    let root = Root::new();
+    let cached = root.engine();
+    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
+        view_cache_bytes: None,
+        ..tlsrpt_query::QueryOptions::default()
+    });
+    let view = tlsrpt_query::views::VIEWS
+        .iter()
+        .find(|v| v.name == "policy_overview")
+        .unwrap();
+    let sorted = |mut rows: Vec<String>| {
+        rows.sort();
+        rows
+    };
+    let overview = "SELECT * FROM policy_overview";
+    // Every day but the last, without the last 3 reports of the second month's first day.
+    let late_day = in_january;
+    let (last_day, earlier) = days.split_last().unwrap();
+    for (offset, day) in earlier.iter().enumerate() {
+        let upto = if offset == late_day {
+            day.len() - 3
+        } else {
+            day.len()
+        };
+        write(
+            &root.path,
+            range(0, offset as u64, offset as u64),
+            &day[..upto],
+        );
+    }
+    let first = sorted(rows(&cached, overview).await);
+    assert!(!first.is_empty());
+    assert_eq!(
+        first,
+        sorted(rows(&cached, view.raw_sql).await),
+        "first answer"
+    );
+    assert_eq!(first, sorted(rows(&uncached, overview).await), "uncached");
+    assert_eq!(
+        cached.view_cache_stats().unwrap().entries,
+        3,
+        "one entry per month, one for their year"
+    );
+
+    // The same name in January, fewer reports: unseen through the cache.
+    write(&root.path, range(0, 0, 0), &days[0][..days[0].len() / 2]);
+    assert_eq!(
+        sorted(rows(&cached, overview).await),
+        first,
+        "answered from memory"
+    );
+    let rewritten = sorted(rows(&uncached, overview).await);
+    assert_ne!(rewritten, first, "the files did change");
+
+    // New files in February: the late reports and a new day, seen at once, with January
+    // still from memory.
+    let offset = earlier.len() as u64;
+    let late = &days[late_day][days[late_day].len() - 3..];
+    write(&root.path, range(1, 0, 0), late);
+    write(&root.path, range(0, offset, offset), last_day);
+    let after = sorted(rows(&cached, overview).await);
+    assert_ne!(after, first, "February's new files are seen");
+    // Back to January's real files: then the cache, the plain view and the raw SQL agree.
+    write(&root.path, range(0, 0, 0), &days[0]);
+    let januarys_real = sorted(rows(&uncached, overview).await);
+    assert_eq!(
+        after, januarys_real,
+        "January from memory, February read again"
+    );
+    assert_eq!(after, sorted(rows(&cached, view.raw_sql).await));
+    assert_eq!(cached.view_cache_stats().unwrap().entries, 3);
 }
 
 /// With a budget smaller than one date's rows nothing is kept, and the views still answer.
