@@ -484,8 +484,11 @@ async fn register_views(
         let plan = plan_view_sql(context, view, view.sql).await?;
         let provider: Arc<dyn TableProvider> = match (cached, view.parts) {
             (Some((sources, cache)), Some(parts)) => {
-                let part_plan = plan_view_sql(context, view, parts.part_sql).await?;
-                match MonthlyPartsView::new(view, &plan, part_plan, sources, Arc::clone(cache)) {
+                let part_plans = [
+                    plan_view_sql(context, view, parts.part_sql).await?,
+                    plan_view_sql(context, view, parts.year_part_sql).await?,
+                ];
+                match MonthlyPartsView::new(view, &plan, part_plans, sources, Arc::clone(cache)) {
                     Some(cached) => Arc::new(cached),
                     None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
                 }

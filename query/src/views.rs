@@ -53,11 +53,36 @@ pub struct MonthlyParts {
     /// The parts: a `month` column (the first day of the month of the rows' `date`), then
     /// the columns `merge_sql` reads.
     pub part_sql: &'static str,
+    /// The same as `part_sql` for whole years (its `month` the first day of the year): a year
+    /// not seen before is computed at once, far fewer keys than its months'.
+    pub year_part_sql: &'static str,
     /// Several months' parts as one part of the same columns, from the table `parts` (its
     /// `month` the first of them).
     pub combine_sql: &'static str,
     /// The view's rows, from the table `parts` (`part_sql`'s columns, every year's rows).
     pub merge_sql: &'static str,
+}
+
+/// `policy_overview`'s parts: the rollup's rows summed per domain, policy type, reporter and
+/// mode over each `$span` (`"month"` or `"year"`), named by its first day.
+macro_rules! policy_overview_part {
+    ($span:literal) => {
+        concat!(
+            "SELECT CAST(date_trunc('",
+            $span,
+            "', date) AS DATE) AS month,
+       policy_domain, policy_type, organization_name, sts_mode,
+       sum(successful_sessions) AS successful_sessions,
+       sum(failed_sessions) AS failed_sessions,
+       min(date) AS first_date,
+       max(date) AS last_date
+FROM policies_daily
+GROUP BY CAST(date_trunc('",
+            $span,
+            "', date) AS DATE),
+         policy_domain, policy_type, organization_name, sts_mode"
+        )
+    };
 }
 
 /// `policy_overview`'s columns from rows summed per domain, policy type, reporter and mode:
@@ -237,15 +262,8 @@ GROUP BY policy_domain, policy_type"
 FROM policies
 GROUP BY policy_domain, policy_type",
         parts: Some(MonthlyParts {
-            part_sql: "SELECT CAST(date_trunc('month', date) AS DATE) AS month,
-       policy_domain, policy_type, organization_name, sts_mode,
-       sum(successful_sessions) AS successful_sessions,
-       sum(failed_sessions) AS failed_sessions,
-       min(date) AS first_date,
-       max(date) AS last_date
-FROM policies_daily
-GROUP BY CAST(date_trunc('month', date) AS DATE),
-         policy_domain, policy_type, organization_name, sts_mode",
+            part_sql: policy_overview_part!("month"),
+            year_part_sql: policy_overview_part!("year"),
             combine_sql: "SELECT min(month) AS month,
        policy_domain, policy_type, organization_name, sts_mode,
        sum(successful_sessions) AS successful_sessions,
