@@ -13,7 +13,8 @@
 # Starts `tlsrpt query` from target/release (built unless NO_BUILD=1; BIN_DIR=DIR takes
 # another build) on free loopback ports, with the row limit raised to 100,000,000 and no
 # memory or time limit (all of a view over years of data holds millions of rows).
-# WINDOWS=REGEX keeps the windows whose names match (`30 days`, `all time`).
+# WINDOWS=REGEX keeps the windows whose names match (`30 days`, `all time`); VIEWS=REGEX the
+# views whose names match (`policy_overview`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/compare/common.sh
@@ -37,9 +38,10 @@ server=$!
 wait_for_banner "$server" "$work/banner" "$work/log"
 url=$(sql_url_of "$work/banner")
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg); tables: $tables"
-python3 - "$url" "$runs" "${WINDOWS:-.}" <<'PY'
+python3 - "$url" "$runs" "${WINDOWS:-.}" "${VIEWS:-.}" <<'PY'
 import http.client, json, re, statistics, sys, time, urllib.parse
 url, runs, chosen = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+chosen_views = sys.argv[4]
 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=3600)
 def post(sql, accept):
     started = time.perf_counter()
@@ -59,6 +61,8 @@ print(f"latest date {latest}; {runs} runs each after a first one (timed apart: i
       "per-date view cache unless --view-cache-memory off); medians")
 print(f"{'view':32} {'window':9} {'rows':>9} {'first ms':>9} {'median ms':>10} {'min ms':>8}")
 for view in views:
+    if not re.search(chosen_views, view):
+        continue
     windows = [("all time", f"SELECT * FROM {view}")]
     if view != "policy_overview":
         windows.insert(0, ("30 days", f"SELECT * FROM {view} WHERE date >= DATE '{latest}' - INTERVAL '29 days'"))
