@@ -231,16 +231,29 @@ async fn post_sql(
         Ok(result) => result,
         Err(error) => return error_response(&error),
     };
-    // Encoding a million rows takes a while: off the async workers, and sent as it is
-    // encoded, so the client reads while the rest is encoded and the answer is never held
-    // twice in memory (all time of `failure_trend_by_mx` is 660 MB of Arrow).
+    streamed(format.content_type(), move |out| {
+        write_result(&result, format, out)
+    })
+    .await
+}
+
+/// A 200 answer of type `content_type` whose body `encode` writes, sent as it is written; an
+/// error `encode` returns before its first bytes is an error answer instead.
+///
+/// Encoding a million rows takes a while: off the async workers, and sent as it is encoded,
+/// so the client reads while the rest is encoded and the answer is never held twice in memory
+/// (all time of `failure_trend_by_mx` is 660 MB of Arrow).
+async fn streamed(
+    content_type: &'static str,
+    encode: impl FnOnce(&mut PieceWriter) -> Result<(), QueryError> + Send + 'static,
+) -> Response {
     let (sender, mut pieces) = mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
         let mut out = PieceWriter {
             buffer: Vec::with_capacity(PIECE_BYTES),
             sender,
         };
-        let last = match write_result(&result, format, &mut out) {
+        let last = match encode(&mut out) {
             Ok(()) => out.send().map(|()| Piece::End),
             Err(error) => Ok(Piece::Failed(error)),
         };
@@ -280,7 +293,7 @@ async fn post_sql(
     let body = futures::stream::iter(first.map(Ok)).chain(rest);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, format.content_type())],
+        [(header::CONTENT_TYPE, content_type)],
         Body::from_stream(body),
     )
         .into_response()
@@ -336,5 +349,119 @@ impl std::io::Write for PieceWriter {
     /// Nothing: the writers flush after every batch, and a piece is sent when full.
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use axum::Router;
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::{PIECE_BYTES, streamed};
+    use crate::error::QueryError;
+
+    /// What a client reads from a route whose answer `encode` writes: the whole exchange, up
+    /// to the service closing the connection.
+    async fn exchange(
+        encode: impl FnOnce(&mut super::PieceWriter) -> Result<(), QueryError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    ) -> Vec<u8> {
+        let route = post(move || streamed("text/csv", encode.clone()));
+        let app = Router::new().route("/", route);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: tlsrpt\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // Up to the end of the connection, however the service ends it.
+        let mut answer = Vec::new();
+        let read = async {
+            let mut buffer = vec![0; 1 << 16];
+            while let Ok(n @ 1..) = client.read(&mut buffer).await {
+                answer.extend_from_slice(&buffer[..n]);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), read)
+            .await
+            .expect("the service ends the answer");
+        answer
+    }
+
+    fn head(answer: &[u8]) -> String {
+        let end = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an answer head");
+        String::from_utf8_lossy(&answer[..end]).to_lowercase()
+    }
+
+    /// Three pieces' worth of rows, each line numbered.
+    fn rows(out: &mut super::PieceWriter) -> Result<(), QueryError> {
+        for i in 0..3 * PIECE_BYTES / 16 {
+            writeln!(out, "{i:015}")?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_sent_in_chunks_and_ends_with_the_last_one() {
+        let answer = exchange(rows).await;
+        let head = head(&answer);
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(answer.ends_with(b"\r\n0\r\n\r\n"), "the closing chunk");
+        assert!(answer.len() > 3 * PIECE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn an_error_before_the_first_bytes_is_an_error_answer() {
+        let answer = exchange(|_| {
+            Err(QueryError::Execution {
+                message: "a failing cast".to_owned(),
+            })
+        })
+        .await;
+        let head = head(&answer);
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        assert!(
+            String::from_utf8_lossy(&answer).contains(r#""code":"execution""#),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
+    /// A client must not take a cut answer for a whole one: after the first pieces were sent
+    /// (status 200), an error ends the connection without the closing chunk.
+    #[tokio::test]
+    async fn an_error_after_the_first_bytes_ends_the_answer_without_its_last_chunk() {
+        let answer = exchange(|out| {
+            rows(out)?;
+            Err(QueryError::Execution {
+                message: "a failing cast in a later batch".to_owned(),
+            })
+        })
+        .await;
+        let head = head(&answer);
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(
+            answer.len() > 2 * PIECE_BYTES,
+            "the first pieces were sent: {} bytes",
+            answer.len()
+        );
+        assert!(
+            !answer.ends_with(b"0\r\n\r\n"),
+            "no closing chunk after an error"
+        );
     }
 }
