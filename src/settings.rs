@@ -159,6 +159,18 @@ pub(crate) struct SqlSettings {
     #[arg(long, env = "TLSRPT_VIEW_CACHE_MEMORY", value_name = "BYTES")]
     pub(crate) view_cache_memory: Option<String>,
 
+    /// How many of the latest dates with data the views are computed for in the background,
+    /// when the service starts and again at --view-warm-every, so that the first dashboard
+    /// is answered from that memory (`policy_overview` is computed whole); 0: none
+    /// [default: 92].
+    #[arg(long, env = "TLSRPT_VIEW_WARM_DAYS", value_name = "N")]
+    pub(crate) view_warm_days: Option<u32>,
+
+    /// How often the views are computed again in the background, for the dates whose files
+    /// changed since (e.g. `1m`), or `off` for only at start [default: 60s].
+    #[arg(long, env = "TLSRPT_VIEW_WARM_EVERY", value_name = "DURATION")]
+    pub(crate) view_warm_every: Option<String>,
+
     /// A TOML file of bearer tokens for the SQL services (HTTP and Flight SQL), kept as
     /// SHA-256 digests, each for every policy domain or only some; `tlsrpt token new` makes
     /// one. Without it anyone who can connect may query everything, which is allowed only
@@ -215,6 +227,8 @@ impl SqlSettings {
             max_concurrent_queries: self.max_concurrent_queries.or(file.max_concurrent_queries),
             query_memory: self.query_memory.or(file.query_memory),
             view_cache_memory: self.view_cache_memory.or(file.view_cache_memory),
+            view_warm_days: self.view_warm_days.or(file.view_warm_days),
+            view_warm_every: self.view_warm_every.or(file.view_warm_every),
             sql_tokens: self.sql_tokens.or(file.sql_tokens),
             sql_tls_cert: self.sql_tls_cert.or(file.sql_tls_cert),
             sql_tls_key: self.sql_tls_key.or(file.sql_tls_key),
@@ -246,6 +260,13 @@ impl SqlSettings {
             defaults.view_cache_bytes,
             "--view-cache-memory",
         )?;
+        let view_warm_every = match self.view_warm_every.as_deref().map(str::trim) {
+            None => defaults.view_warm_every,
+            Some("off") => None,
+            Some(text) => {
+                Some(parse_duration(text).map_err(|e| anyhow::anyhow!("--view-warm-every: {e}"))?)
+            }
+        };
         if self.max_result_rows == Some(0) || self.max_concurrent_queries == Some(0) {
             bail!("--max-result-rows and --max-concurrent-queries must be at least 1");
         }
@@ -298,6 +319,8 @@ impl SqlSettings {
                     .unwrap_or(defaults.max_concurrent),
                 memory_limit_bytes,
                 view_cache_bytes,
+                view_warm_days: self.view_warm_days.unwrap_or(defaults.view_warm_days),
+                view_warm_every,
             },
         })
     }
@@ -913,6 +936,23 @@ mod tests {
         assert_eq!(cache("256MiB").unwrap(), Some(256 << 20));
         let error = cache("lots").unwrap_err().to_string();
         assert!(error.starts_with("--view-cache-memory: "), "{error}");
+        assert_eq!(resolved.limits.view_warm_days, 92);
+        assert_eq!(
+            resolved.limits.view_warm_every,
+            Some(Duration::from_secs(60))
+        );
+        let warm_every = |text: &str| {
+            SqlSettings {
+                view_warm_every: Some(text.into()),
+                ..SqlSettings::default()
+            }
+            .resolve(DEFAULT_QUERY_LISTEN)
+            .map(|resolved| resolved.limits.view_warm_every)
+        };
+        assert_eq!(warm_every("off").unwrap(), None);
+        assert_eq!(warm_every("5m").unwrap(), Some(Duration::from_secs(300)));
+        let error = warm_every("often").unwrap_err().to_string();
+        assert!(error.starts_with("--view-warm-every: "), "{error}");
         let zero = SqlSettings {
             max_result_rows: Some(0),
             ..SqlSettings::default()

@@ -62,6 +62,8 @@ impl Runner {
             max_concurrent: 2,
             memory_limit_bytes: None,
             view_cache_bytes: None,
+            view_warm_days: 0,
+            view_warm_every: None,
         };
         let engine =
             QueryEngine::new(tables.clone(), options).map_err(|source| crate::Error::Query {

@@ -60,6 +60,13 @@ pub struct QueryOptions {
     /// The memory the per-day views may keep their answers in between queries, by date
     /// ([`crate::view_cache`]), in bytes; `None`: views are computed afresh at each query.
     pub view_cache_bytes: Option<usize>,
+    /// How many of the latest dates the SQL services compute the views for in the
+    /// background, when they start and then every [`Self::view_warm_every`]
+    /// ([`crate::warm`]), so that the first dashboard is answered from the cache; 0: none.
+    pub view_warm_days: u32,
+    /// How often the views are computed again in the background (the dates whose files
+    /// changed since); `None`: only when the service starts.
+    pub view_warm_every: Option<Duration>,
 }
 
 impl Default for QueryOptions {
@@ -70,6 +77,8 @@ impl Default for QueryOptions {
             max_concurrent: 8,
             memory_limit_bytes: Some(2 << 30),
             view_cache_bytes: Some(1 << 30),
+            view_warm_days: 92,
+            view_warm_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct QueryEngine {
     turns: Semaphore,
     /// The per-day views' answers kept between queries, for clients that see every domain.
     view_cache: Option<Arc<ViewCache>>,
+    /// The tables' files, by table name.
+    sources: BTreeMap<String, TableSource>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -187,6 +198,7 @@ impl QueryEngine {
         futures::executor::block_on(register_views(&context, cached))?;
         Ok(Self {
             view_cache,
+            sources,
             location,
             turns: Semaphore::new(options.max_concurrent.max(1)),
             options,
@@ -207,6 +219,16 @@ impl QueryEngine {
     /// What the per-day views keep between queries; `None` when they keep nothing.
     pub fn view_cache_stats(&self) -> Option<ViewCacheStats> {
         self.view_cache.as_ref().map(|cache| cache.stats())
+    }
+
+    /// Whether the views keep their answers between queries.
+    pub(crate) fn caches_views(&self) -> bool {
+        self.view_cache.is_some()
+    }
+
+    /// The tables' files, by table name.
+    pub(crate) fn sources(&self) -> &BTreeMap<String, TableSource> {
+        &self.sources
     }
 
     /// Plans and runs one read-only statement over the files present when it starts.
@@ -488,7 +510,9 @@ async fn register_views(
                     plan_view_sql(context, view, parts.part_sql).await?,
                     plan_view_sql(context, view, parts.year_part_sql).await?,
                 ];
-                match MonthlyPartsView::new(view, &plan, part_plans, sources, Arc::clone(cache)) {
+                match MonthlyPartsView::new(view, &plan, part_plans, sources, Arc::clone(cache))
+                    .await
+                {
                     Some(cached) => Arc::new(cached),
                     None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
                 }

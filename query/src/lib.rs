@@ -21,6 +21,7 @@
 //! - [`views`]: the common questions as views over the daily rollups, with their SQL.
 //! - [`view_cache`]: the per-day views' answers kept by date between queries, checked
 //!   against the files at every scan.
+//! - [`warm`]: the views computed into that cache in the background, before anyone asks.
 //! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
 //! - [`access`]: bearer tokens and the domains each may see.
 //! - [`http`]: the HTTP front end and its status codes.
@@ -40,6 +41,7 @@ mod read_only;
 pub mod test_store;
 pub mod view_cache;
 pub mod views;
+pub mod warm;
 
 pub use access::{Access, Grant, Scope};
 
@@ -49,6 +51,7 @@ pub use flight::FlightSqlServer;
 pub use location::TablesLocation;
 pub use output::{OutputFormat, write_result};
 pub use view_cache::ViewCacheStats;
+pub use warm::WarmedViews;
 
 /// The SQL services of one engine: who may use them and whether over TLS.
 #[derive(Debug)]
@@ -105,6 +108,13 @@ impl SqlService {
             drain_timeout: self.engine.options().timeout + std::time::Duration::from_secs(1),
             ..tlsrpt_serve::ServeOptions::default()
         };
+        let limits = self.engine.options();
+        // Stopped when the services stop (dropped at the end of this function).
+        let warming = tokio::spawn(
+            std::sync::Arc::clone(&self.engine)
+                .keep_views_warm(limits.view_warm_days, limits.view_warm_every),
+        );
+        let _stop_warming = AbortOnDrop(warming);
         let router = std::sync::Arc::clone(&self.engine).router(std::sync::Arc::clone(&access));
         let http = tlsrpt_serve::serve(router, http, options, shutdown.clone());
         let flight = FlightSqlServer::new(self.engine, access).serve(
@@ -117,5 +127,14 @@ impl SqlService {
             async { flight.await.context("the Flight SQL service failed") },
         )?;
         Ok(())
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -33,10 +33,10 @@ use arrow::datatypes::{DataType, Date32Type, SchemaRef};
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::logical_expr::{
     Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType, col, lit,
 };
@@ -133,11 +133,21 @@ impl ViewCache {
 
     /// The rows kept for `key` when they were computed from `coverage`.
     fn get(&self, key: Key, coverage: &Coverage) -> Option<Option<RecordBatch>> {
+        self.get_if(key, |kept| kept == coverage)
+    }
+
+    /// The rows kept for `key` when `current` says the files they were computed from are
+    /// the files there are now.
+    fn get_if(
+        &self,
+        key: Key,
+        current: impl FnOnce(&Coverage) -> bool,
+    ) -> Option<Option<RecordBatch>> {
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
         let entry = state.entries.get_mut(&key)?;
-        if entry.coverage != *coverage {
+        if !current(&entry.coverage) {
             return None;
         }
         entry.last_used = now;
@@ -493,8 +503,10 @@ pub(crate) struct MonthlyPartsView {
     /// The same for whole years.
     year_part_plan: LogicalPlan,
     part_schema: SchemaRef,
-    combine_sql: &'static str,
-    merge_sql: &'static str,
+    /// The view's `combine_sql` and `merge_sql`, planned once over a table of parts that each
+    /// question replaces with its own ([`with_parts`]).
+    combine_plan: LogicalPlan,
+    merge_plan: LogicalPlan,
     /// The tables the parts read, whose date directories decide a month's coverage.
     sources: Vec<TableSource>,
     cache: Arc<ViewCache>,
@@ -503,8 +515,9 @@ pub(crate) struct MonthlyPartsView {
 impl MonthlyPartsView {
     /// `view`, whose plain plan is `plan`, answered from its parts planned as `part_plans`
     /// (by month, by year) over tables found in `tables`; `None` when the view has no parts,
-    /// the parts have no `month`, differ by span or read a table not in `tables`.
-    pub(crate) fn new(
+    /// the parts have no `month`, differ by span, read a table not in `tables`, or its steps
+    /// over the parts cannot be planned.
+    pub(crate) async fn new(
         view: &'static View,
         plan: &LogicalPlan,
         part_plans: [LogicalPlan; 2],
@@ -519,6 +532,17 @@ impl MonthlyPartsView {
             return None;
         }
         let sources = tables_read(&part_plan, tables)?;
+        // A session of its own, so that `parts` is a name only these steps see.
+        let over_parts = SessionContext::new();
+        over_parts
+            .register_table(
+                PARTS,
+                Arc::new(MemTable::try_new(Arc::clone(&part_schema), vec![vec![]]).ok()?),
+            )
+            .ok()?;
+        let steps = over_parts.state();
+        let combine_plan = steps.create_logical_plan(parts.combine_sql).await.ok()?;
+        let merge_plan = steps.create_logical_plan(parts.merge_sql).await.ok()?;
         Some(Self {
             name: view.name,
             definition: view.sql,
@@ -526,32 +550,23 @@ impl MonthlyPartsView {
             part_plan,
             year_part_plan,
             part_schema,
-            combine_sql: parts.combine_sql,
-            merge_sql: parts.merge_sql,
+            combine_plan,
+            merge_plan,
             sources,
             cache,
         })
     }
 
-    /// The rows of `sql` (`combine_sql` or `merge_sql`) over `parts`, in `schema`.
+    /// The rows of `step` (`combine_plan` or `merge_plan`) over `parts`, in `schema`.
     async fn over_parts(
         &self,
         state: &dyn Session,
-        sql: &str,
+        step: &LogicalPlan,
         parts: Vec<RecordBatch>,
         schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
-        let context = SessionContext::new_with_config(state.config().clone());
-        context.register_table(
-            PARTS,
-            Arc::new(MemTable::try_new(
-                Arc::clone(&self.part_schema),
-                vec![parts],
-            )?),
-        )?;
-        let merge = context.state();
-        let plan = merge.create_logical_plan(sql).await?;
-        let physical = merge.create_physical_plan(&plan).await?;
+        let plan = with_parts(step, &self.part_schema, parts)?;
+        let physical = state.create_physical_plan(&plan).await?;
         // Run under the question's own limits.
         collect(physical, state.task_ctx())
             .await?
@@ -559,6 +574,36 @@ impl MonthlyPartsView {
             .map(|batch| conform(batch, schema))
             .collect()
     }
+}
+
+/// `step` with its scan of the table `parts` reading `parts` (of `schema`).
+fn with_parts(
+    step: &LogicalPlan,
+    schema: &SchemaRef,
+    parts: Vec<RecordBatch>,
+) -> Result<LogicalPlan> {
+    let source = provider_as_source(Arc::new(MemTable::try_new(
+        Arc::clone(schema),
+        vec![parts],
+    )?));
+    let mut replaced = 0;
+    let plan = step
+        .clone()
+        .transform_up(|node| match node {
+            LogicalPlan::TableScan(mut scan) if scan.table_name.table() == PARTS => {
+                scan.source = Arc::clone(&source);
+                replaced += 1;
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    if replaced != 1 {
+        return Err(DataFusionError::Internal(format!(
+            "a view's step over its parts scans them {replaced} times"
+        )));
+    }
+    Ok(plan)
 }
 
 /// `batch` in `schema`: its columns, in order, cast where their types differ (the plain
@@ -625,24 +670,38 @@ impl TableProvider for MonthlyPartsView {
             }
         }
 
-        // Each year's months, consecutive in `months`, and the year's coverage.
-        let mut years: Vec<(NaiveDate, std::ops::Range<usize>, Coverage)> = Vec::new();
-        for (i, (month, coverage)) in months.iter().enumerate() {
+        // Each year's months, consecutive in `months`.
+        let mut years: Vec<(NaiveDate, std::ops::Range<usize>)> = Vec::new();
+        for (i, (month, _)) in months.iter().enumerate() {
             let year = month.with_month(1).unwrap_or(*month);
             match years.last_mut() {
-                Some((last, of_year, year_coverage)) if *last == year => {
-                    of_year.end = i + 1;
-                    year_coverage.extend(coverage.iter().cloned());
-                }
-                _ => years.push((year, i..i + 1, coverage.clone())),
+                Some((last, of_year)) if *last == year => of_year.end = i + 1,
+                _ => years.push((year, i..i + 1)),
             }
         }
+        // A year's coverage is its months' coverages one after the other: compared in place,
+        // copied only for the years computed again.
+        let year_coverage = |of_year: &std::ops::Range<usize>| {
+            months[of_year.clone()]
+                .iter()
+                .flat_map(|(_, coverage)| coverage.iter())
+        };
         let mut year_parts: Vec<Option<Vec<RecordBatch>>> = years
             .iter()
-            .map(|(year, _, coverage)| {
+            .map(|(year, of_year)| {
                 self.cache
-                    .get((self.name, Span::Year, *year), coverage)
+                    .get_if((self.name, Span::Year, *year), |kept| {
+                        kept.iter().eq(year_coverage(of_year))
+                    })
                     .map(|rows| rows.into_iter().collect())
+            })
+            .collect();
+        let mut year_coverages: Vec<Option<Coverage>> = years
+            .iter()
+            .zip(&year_parts)
+            .map(|((_, of_year), kept)| {
+                kept.is_none()
+                    .then(|| year_coverage(of_year).cloned().collect())
             })
             .collect();
 
@@ -651,7 +710,7 @@ impl TableProvider for MonthlyPartsView {
         let mut whole_years: Vec<usize> = Vec::new();
         let mut month_parts: Vec<Option<RecordBatch>> = vec![None; months.len()];
         let mut missing: Vec<usize> = Vec::new();
-        for (y, ((year, of_year, _), kept)) in years.iter().zip(&year_parts).enumerate() {
+        for (y, ((year, of_year), kept)) in years.iter().zip(&year_parts).enumerate() {
             if kept.is_some() {
                 continue;
             }
@@ -710,21 +769,23 @@ impl TableProvider for MonthlyPartsView {
             let rows = computed.remove(&year);
             self.cache.put(
                 (self.name, Span::Year, year),
-                std::mem::take(&mut years[y].2),
+                year_coverages[y].take().unwrap_or_default(),
                 rows.clone(),
             );
             year_parts[y] = Some(rows.into_iter().collect());
         }
-        for ((year, of_year, coverage), kept) in years.into_iter().zip(&mut year_parts) {
-            if kept.is_some() {
+        for (((year, of_year), kept), coverage) in
+            years.into_iter().zip(&mut year_parts).zip(year_coverages)
+        {
+            let (None, Some(coverage)) = (kept.as_ref(), coverage) else {
                 continue;
-            }
+            };
             let of_months: Vec<RecordBatch> = month_parts[of_year]
                 .iter_mut()
                 .filter_map(Option::take)
                 .collect();
             let combined = self
-                .over_parts(state, self.combine_sql, of_months, &self.part_schema)
+                .over_parts(state, &self.combine_plan, of_months, &self.part_schema)
                 .await?;
             let rows = compact_dictionaries(concat_batches(&self.part_schema, &combined)?)?;
             let rows = (rows.num_rows() > 0).then_some(rows);
@@ -735,7 +796,7 @@ impl TableProvider for MonthlyPartsView {
 
         let parts: Vec<RecordBatch> = year_parts.into_iter().flatten().flatten().collect();
         let rows = self
-            .over_parts(state, self.merge_sql, parts, &self.schema)
+            .over_parts(state, &self.merge_plan, parts, &self.schema)
             .await?;
         Ok(MemorySourceConfig::try_new_exec(
             &[rows],

@@ -679,3 +679,169 @@ async fn a_view_cache_too_small_for_a_date_keeps_nothing_and_answers_all_the_sam
         }
     );
 }
+
+/// Warming computes every view for the latest dates with data, and `policy_overview` whole,
+/// before anyone asks: a question about those dates is then answered from memory (a file
+/// rewritten there under the same name, which the transformer never does, goes unseen), and
+/// older dates are not computed. Kept warm at an interval, a new date is computed without a
+/// question. With the cache off, warming does nothing.
+#[tokio::test]
+async fn warming_computes_the_views_for_the_latest_dates_before_anyone_asks() {
+    let by_day = generated_by_day();
+    let days: Vec<(chrono::NaiveDate, &Vec<ReceivedReport<'static>>)> =
+        by_day.iter().map(|(date, day)| (*date, day)).collect();
+    assert!(days.len() >= 4, "the generator spans several days");
+    let (&(new_date, new_day), earlier) = days.split_last().unwrap();
+    let root = Root::new();
+    for (offset, (_, day)) in earlier.iter().enumerate() {
+        write(&root.path, range(0, offset as u64, offset as u64), day);
+    }
+    let engine = root.engine();
+    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
+        view_cache_bytes: None,
+        ..tlsrpt_query::QueryOptions::default()
+    });
+    let dated_views = tlsrpt_query::views::VIEWS
+        .iter()
+        .filter(|v| v.parts.is_none())
+        .count();
+    let years = |dates: &mut dyn Iterator<Item = chrono::NaiveDate>| {
+        dates
+            .map(|date| date.format("%Y").to_string())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+
+    assert_eq!(
+        uncached.warm_views(2).await.unwrap(),
+        tlsrpt_query::WarmedViews::default(),
+        "nothing to keep the rows in"
+    );
+    assert_eq!(engine.view_cache_stats().unwrap().entries, 0);
+    let last = earlier.last().unwrap().0;
+    let first = last.pred_opt().unwrap();
+    let warmed = engine.warm_views(2).await.unwrap();
+    assert_eq!(warmed.dates, Some((first, last)));
+    assert!(warmed.failed.is_empty(), "{:?}", warmed.failed);
+    assert_eq!(
+        warmed.views,
+        tlsrpt_query::views::VIEWS
+            .iter()
+            .map(|v| v.name)
+            .collect::<Vec<_>>()
+    );
+    let in_window = earlier.iter().filter(|(date, _)| *date >= first).count();
+    assert!(in_window >= 1 && in_window < earlier.len());
+    assert_eq!(
+        engine.view_cache_stats().unwrap().entries,
+        dated_views * in_window + years(&mut earlier.iter().map(|(date, _)| *date)),
+        "each per-day view for the dates warmed, policy_overview per year"
+    );
+
+    // What the window holds, before a file there is rewritten behind the layout's back.
+    let window = |view: &str| format!("SELECT * FROM {view} WHERE date >= DATE '{first}'");
+    let sorted = |mut rows: Vec<String>| {
+        rows.sort();
+        rows
+    };
+    let mut before = Vec::new();
+    for view in tlsrpt_query::views::VIEWS
+        .iter()
+        .filter(|v| v.parts.is_none())
+    {
+        before.push(sorted(rows(&uncached, &window(view.name)).await));
+    }
+    let overview_before = sorted(rows(&uncached, "SELECT * FROM policy_overview").await);
+    let (_, last_day) = earlier.last().unwrap();
+    let last_offset = earlier.len() as u64 - 1;
+    write(
+        &root.path,
+        range(0, last_offset, last_offset),
+        &last_day[..last_day.len() / 2],
+    );
+    for (view, expected) in tlsrpt_query::views::VIEWS
+        .iter()
+        .filter(|v| v.parts.is_none())
+        .zip(&before)
+    {
+        assert!(!expected.is_empty(), "{}", view.name);
+        assert_eq!(
+            &sorted(rows(&engine, &window(view.name)).await),
+            expected,
+            "{}: answered from what warming computed",
+            view.name
+        );
+    }
+    assert_eq!(
+        sorted(rows(&engine, "SELECT * FROM policy_overview").await),
+        overview_before,
+        "policy_overview answered from what warming computed"
+    );
+    assert_ne!(
+        sorted(rows(&uncached, &window("report_delivery")).await),
+        before[tlsrpt_query::views::VIEWS
+            .iter()
+            .filter(|v| v.parts.is_none())
+            .position(|v| v.name == "report_delivery")
+            .unwrap()],
+        "the files did change"
+    );
+    assert_eq!(
+        engine.view_cache_stats().unwrap().entries,
+        dated_views * in_window + years(&mut earlier.iter().map(|(date, _)| *date)),
+        "no question asked about a date warming had not computed"
+    );
+
+    // Kept warm every 20 ms: a new date is computed before anyone asks about it.
+    let keeping = tokio::spawn(
+        std::sync::Arc::clone(&engine)
+            .keep_views_warm(2, Some(std::time::Duration::from_millis(20))),
+    );
+    let new_window = format!("SELECT * FROM report_delivery WHERE date = DATE '{new_date}'");
+    let new_offset = earlier.len() as u64;
+    write(&root.path, range(0, new_offset, new_offset), new_day);
+    let new_answer = sorted(rows(&uncached, &new_window).await);
+    assert!(!new_answer.is_empty());
+    // Each per-day view gains the new date; policy_overview's year, changed, is split into
+    // its months (or a new year is computed whole).
+    let months = |year: String| {
+        days.iter()
+            .filter(|(date, _)| date.format("%Y").to_string() == year)
+            .map(|(date, _)| date.format("%Y-%m").to_string())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let new_year = new_date.format("%Y").to_string();
+    let split = if earlier
+        .iter()
+        .any(|(date, _)| date.format("%Y").to_string() == new_year)
+    {
+        months(new_year)
+    } else {
+        0
+    };
+    let expected =
+        dated_views * (in_window + 1) + years(&mut days.iter().map(|(date, _)| *date)) + split;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while engine.view_cache_stats().unwrap().entries < expected
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    keeping.abort();
+    assert_eq!(
+        engine.view_cache_stats().unwrap().entries,
+        expected,
+        "the new date {new_date} computed in the background"
+    );
+    write(
+        &root.path,
+        range(0, new_offset, new_offset),
+        &new_day[..new_day.len() / 2],
+    );
+    assert_eq!(
+        sorted(rows(&engine, &new_window).await),
+        new_answer,
+        "the new date answered from what warming computed"
+    );
+}
