@@ -226,6 +226,13 @@ impl QueryEngine {
         self.view_cache.is_some()
     }
 
+    /// Keeps the views' dates from `first` on over the others when the cache is full.
+    pub(crate) fn warm_views_from(&self, first: chrono::NaiveDate) {
+        if let Some(cache) = &self.view_cache {
+            cache.warm_from(first);
+        }
+    }
+
     /// The tables' files, by table name.
     pub(crate) fn sources(&self) -> &BTreeMap<String, TableSource> {
         &self.sources

@@ -68,6 +68,10 @@ struct CacheState {
     bytes: usize,
     /// Advances at each use, so the least recently used entries are dropped first.
     clock: u64,
+    /// The first date warming computes the views for ([`crate::warm`]): those dates, and the
+    /// parts of the views over every date, are dropped only when nothing else is left to
+    /// drop, so that one large question does not push out what dashboards ask about.
+    warm_from: Option<NaiveDate>,
 }
 
 /// What an entry holds: a view's rows (or parts) for the span starting on the date.
@@ -157,6 +161,12 @@ impl ViewCache {
         Some(entry.rows.clone())
     }
 
+    /// Keeps the dates from `first` on (and the parts of the views over every date) over
+    /// every other entry when the cache is full.
+    pub(crate) fn warm_from(&self, first: NaiveDate) {
+        self.lock().warm_from = Some(first);
+    }
+
     /// Whether anything is kept for `key`, from whatever files.
     fn holds(&self, key: Key) -> bool {
         self.lock().entries.contains_key(&key)
@@ -194,16 +204,25 @@ impl ViewCache {
             },
         );
         if state.bytes > self.budget_bytes {
-            // Down to 90% of the budget at once, so that one sort serves many insertions.
             let target = self.budget_bytes / 10 * 9;
-            let mut by_age: Vec<(Key, u64)> = state
+            let warm_from = state.warm_from;
+            let warm = |(_, span, date): &Key| match (span, warm_from) {
+                (_, None) => false,
+                (Span::Day, Some(first)) => *date >= first,
+                (Span::Month | Span::Year | Span::All, Some(_)) => true,
+            };
+            // The entries not warmed first (down to 90% of the budget, so that one sort serves
+            // many insertions), each kind least recently used first.
+            let mut by_age: Vec<(Key, bool, u64)> = state
                 .entries
                 .iter()
-                .map(|(key, entry)| (*key, entry.last_used))
+                .map(|(key, entry)| (*key, warm(key), entry.last_used))
                 .collect();
-            by_age.sort_by_key(|(_, last_used)| *last_used);
-            for (key, _) in by_age {
-                if state.bytes <= target {
+            by_age.sort_by_key(|(_, warm, last_used)| (*warm, *last_used));
+            for (key, warm, _) in by_age {
+                // Warmed entries only as far as the budget needs: they are what the next
+                // questions ask about.
+                if state.bytes <= if warm { self.budget_bytes } else { target } {
                     break;
                 }
                 if let Some(old) = state.entries.remove(&key) {

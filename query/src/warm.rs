@@ -14,7 +14,10 @@
 //! Warming runs as ordinary queries: within the service's limits (a turn, the timeout, the
 //! memory pool) and only for the shared cache (domain-limited clients never read it). A view
 //! that does not finish in time keeps the blocks of dates it computed, and the next round
-//! carries on from there.
+//! carries on from there. When the cache is full, the dates warmed (and `policy_overview`'s
+//! parts) are dropped last: on the bench, one all-time question of `failure_trend_by_mx`
+//! (0.66 GB) pushed the warmed dates of the views not asked since out of the default 1 GiB,
+//! and their next 30-day question took 129 ms again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +61,7 @@ impl QueryEngine {
             .checked_sub_days(chrono::Days::new(u64::from(days - 1)))
             .unwrap_or(NaiveDate::MIN);
         warmed.dates = Some((first, last));
+        self.warm_views_from(first);
         for view in VIEWS {
             // `count(*)` still computes every row of every date asked about (the cache keeps a
             // date's rows whole), and hands nothing over.

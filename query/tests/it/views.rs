@@ -846,3 +846,77 @@ async fn warming_computes_the_views_for_the_latest_dates_before_anyone_asks() {
         "the new date answered from what warming computed"
     );
 }
+
+/// When the cache is full, the dates warming computed are dropped last: after all time of
+/// `failure_trend_by_mx`, more than the budget holds, every view still answers its warmed
+/// window from memory (a file rewritten there under the same name goes unseen), where dropping
+/// the least recently used entries first would have dropped the views warmed first.
+#[tokio::test]
+async fn warmed_dates_are_dropped_last_when_the_cache_is_full() {
+    let by_day = generated_by_day();
+    let root = Root::new();
+    for (offset, day) in by_day.values().enumerate() {
+        write(&root.path, range(0, offset as u64, offset as u64), day);
+    }
+    let all_time = "SELECT * FROM failure_trend_by_mx";
+    // What the window takes, and what all time of one view adds, with room for everything.
+    let roomy = root.engine();
+    roomy.warm_views(2).await.unwrap();
+    let warmed = roomy.view_cache_stats().unwrap();
+    rows(&roomy, all_time).await;
+    let with_all_time = roomy.view_cache_stats().unwrap();
+    assert!(with_all_time.entries > warmed.entries + 2);
+
+    // Room for the window and a twentieth more: all time does not fit.
+    let budget = warmed.bytes + warmed.bytes / 20;
+    assert!(with_all_time.bytes > budget);
+    let full = root.engine_with(tlsrpt_query::QueryOptions {
+        view_cache_bytes: Some(budget),
+        ..tlsrpt_query::QueryOptions::default()
+    });
+    let (first, _) = full.warm_views(2).await.unwrap().dates.unwrap();
+    assert_eq!(full.view_cache_stats().unwrap(), warmed);
+    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
+        view_cache_bytes: None,
+        ..tlsrpt_query::QueryOptions::default()
+    });
+    let sorted = |mut rows: Vec<String>| {
+        rows.sort();
+        rows
+    };
+    let questions: Vec<String> = tlsrpt_query::views::VIEWS
+        .iter()
+        .map(|view| match view.parts {
+            Some(_) => format!("SELECT * FROM {}", view.name),
+            None => format!("SELECT * FROM {} WHERE date >= DATE '{first}'", view.name),
+        })
+        .collect();
+    let mut before = Vec::new();
+    for question in &questions {
+        before.push(sorted(rows(&uncached, question).await));
+    }
+
+    rows(&full, all_time).await;
+    let after_all_time = full.view_cache_stats().unwrap();
+    assert!(after_all_time.bytes <= budget, "{after_all_time:?}");
+
+    let (_, last_day) = by_day.iter().next_back().unwrap();
+    let last_offset = by_day.len() as u64 - 1;
+    write(
+        &root.path,
+        range(0, last_offset, last_offset),
+        &last_day[..last_day.len() / 2],
+    );
+    for (question, before) in questions.iter().zip(&before) {
+        assert_eq!(
+            &sorted(rows(&full, question).await),
+            before,
+            "{question}: the warmed answer kept"
+        );
+    }
+    assert_ne!(
+        sorted(rows(&uncached, &questions[0]).await),
+        before[0],
+        "the files did change"
+    );
+}
