@@ -146,6 +146,14 @@ impl Root {
     pub(crate) fn engine_with(&self, options: QueryOptions) -> Arc<QueryEngine> {
         Arc::new(QueryEngine::new(&self.path, options).unwrap())
     }
+
+    /// An engine whose views keep nothing between queries: the answers as the files are now.
+    pub(crate) fn uncached_engine(&self) -> Arc<QueryEngine> {
+        self.engine_with(QueryOptions {
+            view_cache_bytes: None,
+            ..QueryOptions::default()
+        })
+    }
 }
 
 /// The rows of a result, each as its values joined by `|` (null as an empty value).

@@ -354,13 +354,7 @@ async fn every_view_from_the_rollups_equals_its_sql_over_the_raw_tables() {
             offset += 1;
         }
     }
-    for engine in [
-        root.engine(),
-        root.engine_with(tlsrpt_query::QueryOptions {
-            view_cache_bytes: None,
-            ..tlsrpt_query::QueryOptions::default()
-        }),
-    ] {
+    for engine in [root.engine(), root.uncached_engine()] {
         for (view, from_rollups, from_raw) in views_and_raw(&engine).await {
             assert!(!from_raw.is_empty(), "{view}");
             assert_eq!(from_rollups, from_raw, "{view}");
@@ -527,10 +521,7 @@ async fn cached_views_are_answered_from_memory_while_the_files_stay_the_same() {
     let root = Root::new();
     write(&root.path, range(0, 0, 0), &one_day[..one_day.len() / 2]);
     let cached = root.engine();
-    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
-        view_cache_bytes: None,
-        ..tlsrpt_query::QueryOptions::default()
-    });
+    let uncached = root.uncached_engine();
     let question = "SELECT sum(reports) FROM report_delivery";
     let before = rows(&cached, question).await;
     assert_eq!(before, rows(&uncached, question).await);
@@ -578,10 +569,7 @@ async fn policy_overview_is_merged_from_parts_kept_per_month_and_reads_again_the
     );
     let root = Root::new();
     let cached = root.engine();
-    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
-        view_cache_bytes: None,
-        ..tlsrpt_query::QueryOptions::default()
-    });
+    let uncached = root.uncached_engine();
     let view = tlsrpt_query::views::VIEWS
         .iter()
         .find(|v| v.name == "policy_overview")
@@ -698,10 +686,7 @@ async fn warming_computes_the_views_for_the_latest_dates_before_anyone_asks() {
         write(&root.path, range(0, offset as u64, offset as u64), day);
     }
     let engine = root.engine();
-    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
-        view_cache_bytes: None,
-        ..tlsrpt_query::QueryOptions::default()
-    });
+    let uncached = root.uncached_engine();
     let dated_views = tlsrpt_query::views::VIEWS
         .iter()
         .filter(|v| v.parts.is_none())
@@ -876,10 +861,7 @@ async fn warmed_dates_are_dropped_last_when_the_cache_is_full() {
     });
     let (first, _) = full.warm_views(2).await.unwrap().dates.unwrap();
     assert_eq!(full.view_cache_stats().unwrap(), warmed);
-    let uncached = root.engine_with(tlsrpt_query::QueryOptions {
-        view_cache_bytes: None,
-        ..tlsrpt_query::QueryOptions::default()
-    });
+    let uncached = root.uncached_engine();
     let sorted = |mut rows: Vec<String>| {
         rows.sort();
         rows
