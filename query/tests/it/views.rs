@@ -902,3 +902,64 @@ async fn warmed_dates_are_dropped_last_when_the_cache_is_full() {
         "the files did change"
     );
 }
+
+/// A month of `policy_overview` computed again reads only that month's files: the filter on
+/// the parts' `month` reaches the scan of `policies_daily` as a filter on `date`, which
+/// prunes the other months' directories. A January file made unreadable (same name, so the
+/// same coverage) fails any question that reads it, yet February's new file is taken in.
+#[tokio::test]
+async fn a_month_computed_again_reads_only_its_own_files() {
+    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 30).unwrap();
+    let days: Vec<Vec<ReceivedReport<'static>>> =
+        by_day(generated_from(start)).into_values().collect();
+    let is_january = |day: &Vec<ReceivedReport<'static>>| {
+        day[0]
+            .report
+            .date_range
+            .start_datetime
+            .format("%m")
+            .to_string()
+            == "01"
+    };
+    assert!(is_january(&days[0]) && !is_january(days.last().unwrap()));
+    let root = Root::new();
+    let (last_day, earlier) = days.split_last().unwrap();
+    let (late, on_time) = last_day.split_at(3);
+    for (offset, day) in earlier.iter().enumerate() {
+        write(&root.path, range(0, offset as u64, offset as u64), day);
+    }
+    let last_offset = earlier.len() as u64;
+    write(&root.path, range(0, last_offset, last_offset), on_time);
+    let cached = root.engine();
+    let overview = "SELECT * FROM policy_overview";
+    rows(&cached, overview).await;
+    // A first change splits the year into its months, each computed and kept.
+    write(&root.path, range(1, 0, 0), &late[..1]);
+    rows(&cached, overview).await;
+
+    let january_file = root
+        .path
+        .join("policies_daily")
+        .join(tlsrpt_schemas::layout::date_dir_name(
+            days[0][0].report.date_range.start_datetime.date_naive(),
+        ))
+        .join(range(0, 0, 0).file_name());
+    std::fs::write(&january_file, b"not a parquet file").unwrap();
+    assert!(
+        root.engine().sql(overview).await.is_err(),
+        "a question that reads January's files fails"
+    );
+
+    write(&root.path, range(1, 1, 1), &late[1..]);
+    let after = cached
+        .sql(overview)
+        .await
+        .expect("February computed again without reading January");
+    assert!(after.num_rows() > 0);
+    write(&root.path, range(0, 0, 0), &days[0]);
+    let mut answered = rows(&cached, overview).await;
+    let mut fresh = rows(&root.uncached_engine(), overview).await;
+    answered.sort();
+    fresh.sort();
+    assert_eq!(answered, fresh, "with January's file back, the same answer");
+}
