@@ -59,6 +59,7 @@ use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::{LexOrdering, Partitioning, PhysicalSortExpr, RangePartitioning};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use tlsrpt_schemas::layout::{self, FileRange};
@@ -73,6 +74,9 @@ pub(crate) struct VisibleFilesTable {
     source: TableSource,
     schema: SchemaRef,
 }
+
+/// How many date prefixes of an object store are listed at once.
+const OBJECT_LISTINGS_IN_FLIGHT: usize = 16;
 
 /// Where one table's date directories are.
 #[derive(Clone)]
@@ -157,12 +161,17 @@ impl TableSource {
                 .await
             }
             TableSource::Object { store, dir, .. } => {
-                let mut ranges = Vec::with_capacity(dates.len());
-                for date in dates {
-                    let date_dir = dir.clone().join(layout::date_dir_name(date));
-                    ranges.push(visible_object_ranges(store.as_ref(), &date_dir).await?);
-                }
-                Ok(ranges)
+                // One listing per date, several in flight: an object store answers each in
+                // tens of milliseconds, so a question over months of dates (or
+                // `policy_overview`'s every date) waited for them one after another.
+                futures::stream::iter(dates)
+                    .map(|date| {
+                        let date_dir = dir.clone().join(layout::date_dir_name(date));
+                        async move { visible_object_ranges(store.as_ref(), &date_dir).await }
+                    })
+                    .buffered(OBJECT_LISTINGS_IN_FLIGHT)
+                    .try_collect()
+                    .await
             }
         }
     }
