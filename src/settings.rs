@@ -167,7 +167,8 @@ pub(crate) struct SqlSettings {
     pub(crate) view_warm_days: Option<u32>,
 
     /// How often the views are computed again in the background, for the dates whose files
-    /// changed since (e.g. `1m`), or `off` for only at start [default: 60s].
+    /// changed since (e.g. `1m`), or `off` for only at start [default: 60s; 15m for tables in
+    /// an object store, which bills each listing].
     #[arg(long, env = "TLSRPT_VIEW_WARM_EVERY", value_name = "DURATION")]
     pub(crate) view_warm_every: Option<String>,
 
@@ -631,13 +632,26 @@ impl QuerySettings {
 
     pub(crate) fn resolve(self) -> anyhow::Result<QueryResolved> {
         let query_listen = self.query_listen.unwrap_or(DEFAULT_QUERY_LISTEN);
+        let store = parse_store(self.store.as_deref())?;
+        let warm_every_given = self.sql.view_warm_every.is_some();
+        let mut sql = self.sql.resolve(query_listen)?;
+        // An object store bills every listing, and a round of warming lists each date's prefix
+        // of the tables the views read (`policy_overview`: every date, 5,000 on 14 years of
+        // data): once a minute that is millions of requests a day.
+        if !warm_every_given && matches!(store, tlsrpt_query::TablesLocation::Object { .. }) {
+            sql.limits.view_warm_every = Some(OBJECT_STORE_VIEW_WARM_EVERY);
+        }
         Ok(QueryResolved {
-            store: parse_store(self.store.as_deref())?,
+            store,
             query_listen,
-            sql: self.sql.resolve(query_listen)?,
+            sql,
         })
     }
 }
+
+/// How often the views are computed again over tables in an object store, unless
+/// `--view-warm-every` says otherwise.
+const OBJECT_STORE_VIEW_WARM_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// Reads `--store` (`tlsrpt transform`, `tlsrpt query`): a directory, a `file://` URL, or
 /// `s3://bucket/prefix` configured from the `AWS_*` environment; `None` is the embedded
@@ -905,6 +919,30 @@ mod tests {
         assert!(parse_bytes("2GB").unwrap_err().contains("KiB, MiB or GiB"));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn views_over_an_object_store_are_warmed_every_15_minutes_unless_told() {
+        let every = |store: &str, flag: Option<&str>| {
+            QuerySettings {
+                store: Some(store.into()),
+                sql: SqlSettings {
+                    view_warm_every: flag.map(Into::into),
+                    ..SqlSettings::default()
+                },
+                ..QuerySettings::default()
+            }
+            .resolve()
+            .unwrap()
+            .sql
+            .limits
+            .view_warm_every
+        };
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        assert_eq!(every("s3://reports/tables", None), minutes(15));
+        assert_eq!(every("s3://reports/tables", Some("2m")), minutes(2));
+        assert_eq!(every("s3://reports/tables", Some("off")), None);
+        assert_eq!(every("/var/lib/tlsrpt/tables", None), minutes(1));
     }
 
     #[test]
