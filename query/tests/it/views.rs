@@ -540,6 +540,23 @@ async fn cached_views_are_answered_from_memory_while_the_files_stay_the_same() {
     assert!(uncached.view_cache_stats().is_none());
 }
 
+/// [`generated`] from 30 January on, by day: the days of January, then February's.
+fn across_two_months() -> Vec<Vec<ReceivedReport<'static>>> {
+    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 30).unwrap();
+    by_day(generated_from(start)).into_values().collect()
+}
+
+/// Whether the reports of `day` cover a day of January.
+fn in_january(day: &[ReceivedReport<'static>]) -> bool {
+    day[0]
+        .report
+        .date_range
+        .start_datetime
+        .format("%m")
+        .to_string()
+        == "01"
+}
+
 /// `policy_overview` is merged from parts kept per year and, once a year has changed, per
 /// month: on data that spans two months, it equals its SQL over the raw tables; a month whose
 /// files did not change is answered from memory (a file rewritten there under the same name,
@@ -548,21 +565,8 @@ async fn cached_views_are_answered_from_memory_while_the_files_stay_the_same() {
 #[tokio::test]
 async fn policy_overview_is_merged_from_parts_kept_per_month_and_reads_again_the_months_that_changed()
  {
-    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 30).unwrap();
-    let days: Vec<Vec<ReceivedReport<'static>>> =
-        by_day(generated_from(start)).into_values().collect();
-    let in_january = days
-        .iter()
-        .filter(|day| {
-            day[0]
-                .report
-                .date_range
-                .start_datetime
-                .format("%m")
-                .to_string()
-                == "01"
-        })
-        .count();
+    let days = across_two_months();
+    let in_january = days.iter().filter(|day| in_january(day)).count();
     assert!(
         in_january >= 1 && days.len() > in_january + 1,
         "the reports span two months and several days of the second"
@@ -909,19 +913,8 @@ async fn warmed_dates_are_dropped_last_when_the_cache_is_full() {
 /// same coverage) fails any question that reads it, yet February's new file is taken in.
 #[tokio::test]
 async fn a_month_computed_again_reads_only_its_own_files() {
-    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 30).unwrap();
-    let days: Vec<Vec<ReceivedReport<'static>>> =
-        by_day(generated_from(start)).into_values().collect();
-    let is_january = |day: &Vec<ReceivedReport<'static>>| {
-        day[0]
-            .report
-            .date_range
-            .start_datetime
-            .format("%m")
-            .to_string()
-            == "01"
-    };
-    assert!(is_january(&days[0]) && !is_january(days.last().unwrap()));
+    let days = across_two_months();
+    assert!(in_january(&days[0]) && !in_january(days.last().unwrap()));
     let root = Root::new();
     let (last_day, earlier) = days.split_last().unwrap();
     let (late, on_time) = last_day.split_at(3);
