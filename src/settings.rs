@@ -40,7 +40,8 @@ pub(crate) struct Settings {
     #[arg(long, env = "TLSRPT_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 
-    /// Address of the SQL service (`POST /v1/sql`) [default: 127.0.0.1:8461].
+    /// Address of the SQL service (`POST /v1/sql`, `GET /healthz`, `GET /metrics`) [default:
+    /// 127.0.0.1:8461].
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
     pub(crate) query_listen: Option<SocketAddr>,
 
@@ -602,8 +603,8 @@ pub(crate) struct QuerySettings {
     #[arg(long, env = "TLSRPT_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
 
-    /// Address of the SQL service (`POST /v1/sql`, `GET /healthz`) [default:
-    /// 127.0.0.1:8461].
+    /// Address of the SQL service (`POST /v1/sql`, `GET /healthz`, `GET /metrics`)
+    /// [default: 127.0.0.1:8461].
     #[arg(long, env = "TLSRPT_QUERY_LISTEN", value_name = "ADDR")]
     pub(crate) query_listen: Option<SocketAddr>,
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tlsrpt_schemas::Transport;
+use tlsrpt_serve::metrics::Histogram;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Https, Transport::Smtp, Transport::Import];
 
@@ -44,17 +45,28 @@ impl PerTransport {
 pub type MetricsSource = Box<dyn Fn(&mut String) + Send + Sync>;
 
 /// The receivers' counters. Share one per process.
-#[derive(Default)]
 pub struct Metrics {
     received: PerTransport,
     accepted: PerTransport,
     bytes_received: PerTransport,
     bytes_decoded: PerTransport,
     refused: Mutex<BTreeMap<(&'static str, String), u64>>,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    bus_latency: Histogram,
     sources: Mutex<Vec<MetricsSource>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            received: PerTransport::default(),
+            accepted: PerTransport::default(),
+            bytes_received: PerTransport::default(),
+            bytes_decoded: PerTransport::default(),
+            refused: Mutex::default(),
+            bus_latency: Histogram::new(&LATENCY_BUCKETS),
+            sources: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,15 +92,7 @@ impl Metrics {
     pub fn accepted(&self, transport: Transport, decoded_bytes: usize, bus_latency: Duration) {
         self.accepted.add(transport, 1);
         self.bytes_decoded.add(transport, decoded_bytes as u64);
-        let seconds = bus_latency.as_secs_f64();
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if seconds <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros
-            .fetch_add(bus_latency.as_micros() as u64, Ordering::Relaxed);
+        self.bus_latency.observe(bus_latency);
     }
 
     /// An input was refused with the stable reason `code` (`json_syntax`, `too_large`, ...).
@@ -160,26 +164,11 @@ impl Metrics {
             );
         }
         drop(refused);
-        let name = "tlsrpt_bus_latency_seconds";
-        let _ = writeln!(
+        self.bus_latency.render(
             out,
-            "# HELP {name} Time from a decoded report to its durable append on the bus.\n# TYPE {name} histogram"
+            "tlsrpt_bus_latency_seconds",
+            "Time from a decoded report to its durable append on the bus.",
         );
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
         for source in self
             .sources
             .lock()

@@ -34,6 +34,7 @@ use crate::access::Scope;
 use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
+use crate::metrics::{InGauge, QueryMetrics};
 use crate::read_only;
 use crate::view_cache::{CachedDatedView, MonthlyPartsView, ViewCache, ViewCacheStats};
 use crate::views::{VIEWS, View};
@@ -125,6 +126,8 @@ pub struct QueryEngine {
     view_cache: Option<Arc<ViewCache>>,
     /// The tables' files, by table name.
     sources: BTreeMap<String, TableSource>,
+    /// What the service has done, for `GET /metrics`.
+    pub(crate) metrics: QueryMetrics,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -204,6 +207,7 @@ impl QueryEngine {
             options,
             context,
             scoped: tokio::sync::Mutex::new(HashMap::new()),
+            metrics: QueryMetrics::default(),
         })
     }
 
@@ -261,36 +265,59 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
         let started = Instant::now();
-        let answer = self
-            .within_limits(async {
-                let context = self.context_for(scope).await?;
-                let mut plan = plan(&context, sql).await?;
-                if !params.is_empty()
-                    || !plan
-                        .get_parameter_types()
-                        .map_err(QueryError::planning)?
-                        .is_empty()
-                {
-                    plan = plan
-                        .with_param_values(params)
-                        .map_err(QueryError::planning)?;
-                }
-                self.run(&context, plan).await
-            })
-            .await;
+        let answer = self.answer(scope, sql, params).await;
+        let elapsed = started.elapsed();
         match &answer {
             Ok(result) => debug!(
                 rows = result.num_rows(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = elapsed.as_millis() as u64,
                 "Query answered."
             ),
             Err(error) => debug!(
                 code = error.code(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = elapsed.as_millis() as u64,
                 "Query refused or failed."
             ),
         }
+        let outcome = answer.as_ref().map_or_else(QueryError::code, |_| "ok");
+        self.metrics.statement(outcome, elapsed);
         answer
+    }
+
+    /// [`Self::sql_in`] neither logged nor counted as a client's: the service's own
+    /// statements (warming the views).
+    pub(crate) async fn answer(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
+        self.within_limits(async {
+            let context = self.context_for(scope).await?;
+            let mut plan = plan(&context, sql).await?;
+            if !params.is_empty()
+                || !plan
+                    .get_parameter_types()
+                    .map_err(QueryError::planning)?
+                    .is_empty()
+            {
+                plan = plan
+                    .with_param_values(params)
+                    .map_err(QueryError::planning)?;
+            }
+            self.run(&context, plan).await
+        })
+        .await
+    }
+
+    /// Appends the service's metrics in Prometheus text format: statements, turns, the view
+    /// cache and warming (module `metrics`).
+    pub fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(
+            out,
+            self.options.max_concurrent.max(1),
+            self.view_cache_stats(),
+        );
     }
 
     /// What a statement would answer, without running it: the columns of its result and
@@ -367,6 +394,7 @@ impl QueryEngine {
     /// waiting for the turn included.
     async fn within_limits<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         tokio::time::timeout(self.options.timeout, async {
+            let waiting = InGauge::enter(self.metrics.waiting());
             let _turn = self
                 .turns
                 .acquire()
@@ -374,6 +402,8 @@ impl QueryEngine {
                 .map_err(|_| QueryError::Internal {
                     message: "the engine is shutting down".to_owned(),
                 })?;
+            drop(waiting);
+            let _running = InGauge::enter(self.metrics.running());
             work.await
         })
         .await
@@ -511,27 +541,26 @@ async fn register_views(
 ) -> Result<()> {
     for view in VIEWS {
         let plan = plan_view_sql(context, view, view.sql).await?;
-        let provider: Arc<dyn TableProvider> = match (cached, view.parts) {
+        // The cached forms, where the view has one and the cache is on; the plain view
+        // otherwise, or when a cached form cannot be built over these tables.
+        let cached_provider: Option<Arc<dyn TableProvider>> = match (cached, view.parts) {
             (Some((sources, cache)), Some(parts)) => {
                 let part_plans = [
                     plan_view_sql(context, view, parts.part_sql).await?,
                     plan_view_sql(context, view, parts.year_part_sql).await?,
                 ];
-                match MonthlyPartsView::new(view, &plan, part_plans, sources, Arc::clone(cache))
+                MonthlyPartsView::new(view, &plan, part_plans, sources, Arc::clone(cache))
                     .await
-                {
-                    Some(cached) => Arc::new(cached),
-                    None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
-                }
+                    .map(|cached| Arc::new(cached) as Arc<dyn TableProvider>)
             }
             (Some((sources, cache)), None) => {
-                match CachedDatedView::new(view, plan.clone(), sources, Arc::clone(cache)) {
-                    Some(cached) => Arc::new(cached),
-                    None => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
-                }
+                CachedDatedView::new(view, plan.clone(), sources, Arc::clone(cache))
+                    .map(|cached| Arc::new(cached) as Arc<dyn TableProvider>)
             }
-            (None, _) => Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))),
+            (None, _) => None,
         };
+        let provider = cached_provider
+            .unwrap_or_else(|| Arc::new(ViewTable::new(plan, Some(view.sql.to_owned()))));
         context
             .register_table(view.name, provider)
             .map_err(|e| QueryError::Internal {

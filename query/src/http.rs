@@ -20,7 +20,8 @@
 //! When the service has tokens ([`Access`]), `/v1/*` requires `Authorization: Bearer <token>`
 //! and answers 401 (`unauthenticated`, with `WWW-Authenticate: Bearer`) without a known one;
 //! a token limited to domains sees only their rows. `GET /healthz` stays open, for load
-//! balancers.
+//! balancers, and so does `GET /metrics` (Prometheus text: statements by outcome and time,
+//! turns, the view cache, warming), for scrapers: it counts, and shows no row of any table.
 //!
 //! Errors have a JSON body `{"error", "code"}` (the code is [`QueryError::code`]):
 //! - 400: not a statement (`invalid`: bad syntax, unknown table or column, wrong types),
@@ -69,13 +70,14 @@ struct SqlRequest {
 
 impl QueryEngine {
     /// The routes: `POST /v1/sql`, `GET /v1/tables` (for the clients `access` lets in),
-    /// `GET /healthz`.
+    /// `GET /healthz`, `GET /metrics`.
     pub fn router(self: Arc<Self>, access: Arc<Access>) -> Router {
         Router::new()
             .route("/v1/sql", post(post_sql))
             .route("/v1/tables", get(get_tables))
             .route_layer(middleware::from_fn_with_state(access, authorize))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(get_metrics))
             // The body cap is ours (answered in JSON).
             .layer(DefaultBodyLimit::disable())
             .with_state(self)
@@ -158,6 +160,19 @@ fn statement(headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
     } else {
         Ok(text.to_owned())
     }
+}
+
+async fn get_metrics(State(engine): State<Arc<QueryEngine>>) -> Response {
+    let mut text = String::with_capacity(4096);
+    engine.render_metrics(&mut text);
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn get_tables(State(engine): State<Arc<QueryEngine>>) -> Response {

@@ -22,6 +22,7 @@
 //! - [`view_cache`]: the per-day views' answers kept by date between queries, checked
 //!   against the files at every scan.
 //! - [`warm`]: the views computed into that cache in the background, before anyone asks.
+//! - `metrics`: statements, turns, the view cache and warming, for `GET /metrics`.
 //! - [`output`]: a result as JSON, CSV, an Arrow IPC stream or a terminal table.
 //! - [`access`]: bearer tokens and the domains each may see.
 //! - [`http`]: the HTTP front end and its status codes.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod flight;
 pub mod http;
 pub mod location;
+mod metrics;
 pub mod output;
 mod read_only;
 #[doc(hidden)]
@@ -109,12 +111,13 @@ impl SqlService {
             ..tlsrpt_serve::ServeOptions::default()
         };
         let limits = self.engine.options();
-        // Stopped when the services stop (dropped at the end of this function).
-        let warming = tokio::spawn(
+        // Stopped when the services stop: a `JoinSet` aborts its tasks when dropped, at the
+        // end of this function.
+        let mut warming = tokio::task::JoinSet::new();
+        warming.spawn(
             std::sync::Arc::clone(&self.engine)
                 .keep_views_warm(limits.view_warm_days, limits.view_warm_every),
         );
-        let _stop_warming = AbortOnDrop(warming);
         let router = std::sync::Arc::clone(&self.engine).router(std::sync::Arc::clone(&access));
         let http = tlsrpt_serve::serve(router, http, options, shutdown.clone());
         let flight = FlightSqlServer::new(self.engine, access).serve(
@@ -127,14 +130,5 @@ impl SqlService {
             async { flight.await.context("the Flight SQL service failed") },
         )?;
         Ok(())
-    }
-}
-
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -72,6 +72,12 @@ struct CacheState {
     /// parts of the views over every date, are dropped only when nothing else is left to
     /// drop, so that one large question does not push out what dashboards ask about.
     warm_from: Option<NaiveDate>,
+    /// Lookups answered from memory, and those that found nothing or rows computed from
+    /// other files; entries dropped to stay within the budget, and rows too large to keep.
+    hits: u64,
+    misses: u64,
+    dropped: u64,
+    too_large: u64,
 }
 
 /// What an entry holds: a view's rows (or parts) for the span starting on the date.
@@ -104,13 +110,24 @@ type DateCoverage = Vec<Vec<FileRange>>;
 /// [`DateCoverage`]; one date for a per-day view, the month's dates for a month's parts.
 type Coverage = Vec<(NaiveDate, DateCoverage)>;
 
-/// What the cache holds, for logs and tests.
+/// What the cache holds and how it served, for `GET /metrics`, logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViewCacheStats {
-    /// (view, date) entries kept.
+    /// (view, date) entries kept (and the parts of the views over every date).
     pub entries: usize,
     /// Their memory, in bytes.
     pub bytes: usize,
+    /// The most they may hold, in bytes.
+    pub budget_bytes: usize,
+    /// Lookups of an entry (a view's date, month, year or whole answer) answered from
+    /// memory.
+    pub hits: u64,
+    /// Lookups that found nothing kept, or rows computed from files that have changed since.
+    pub misses: u64,
+    /// Entries dropped to stay within the budget.
+    pub dropped: u64,
+    /// Rows computed but not kept because they alone were larger than the budget.
+    pub too_large: u64,
 }
 
 impl ViewCache {
@@ -127,6 +144,11 @@ impl ViewCache {
         ViewCacheStats {
             entries: state.entries.len(),
             bytes: state.bytes,
+            budget_bytes: self.budget_bytes,
+            hits: state.hits,
+            misses: state.misses,
+            dropped: state.dropped,
+            too_large: state.too_large,
         }
     }
 
@@ -153,12 +175,18 @@ impl ViewCache {
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
-        let entry = state.entries.get_mut(&key)?;
-        if !current(&entry.coverage) {
-            return None;
+        let rows = match state.entries.get_mut(&key) {
+            Some(entry) if current(&entry.coverage) => {
+                entry.last_used = now;
+                Some(entry.rows.clone())
+            }
+            _ => None,
+        };
+        match rows {
+            Some(_) => state.hits += 1,
+            None => state.misses += 1,
         }
-        entry.last_used = now;
-        Some(entry.rows.clone())
+        rows
     }
 
     /// Keeps the dates from `first` on (and the parts of the views over every date) over
@@ -189,6 +217,7 @@ impl ViewCache {
             state.bytes -= old.bytes;
         }
         if bytes > self.budget_bytes {
+            state.too_large += 1;
             return;
         }
         state.clock += 1;
@@ -227,6 +256,7 @@ impl ViewCache {
                 }
                 if let Some(old) = state.entries.remove(&key) {
                     state.bytes -= old.bytes;
+                    state.dropped += 1;
                 }
             }
         }
@@ -327,7 +357,9 @@ async fn compute(
 }
 
 /// The dates any of `sources` has a directory for, sorted, once each.
-async fn dates_of(sources: &[TableSource]) -> Result<Vec<NaiveDate>> {
+pub(crate) async fn dates_of(
+    sources: impl IntoIterator<Item = &TableSource>,
+) -> Result<Vec<NaiveDate>> {
     let mut dates = Vec::new();
     for source in sources {
         dates.extend(source.dates().await?);

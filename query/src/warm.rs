@@ -27,6 +27,7 @@ use chrono::NaiveDate;
 use tlsrpt_schemas::alerts_table::ALERTS;
 use tracing::{debug, info, warn};
 
+use crate::access::Scope;
 use crate::engine::QueryEngine;
 use crate::error::{QueryError, Result};
 use crate::views::VIEWS;
@@ -50,10 +51,23 @@ impl QueryEngine {
     /// only when the tables cannot be listed; a view that fails is named in
     /// [`WarmedViews::failed`] and the others are still computed.
     pub async fn warm_views(&self, days: u32) -> Result<WarmedViews> {
-        let mut warmed = WarmedViews::default();
         if days == 0 || !self.caches_views() {
-            return Ok(warmed);
+            return Ok(WarmedViews::default());
         }
+        let started = Instant::now();
+        let round = self.warm_round(days).await;
+        match &round {
+            Ok(warmed) => self
+                .metrics
+                .warm_round(started.elapsed(), warmed.failed.len()),
+            Err(_) => self.metrics.warm_round_failed(),
+        }
+        round
+    }
+
+    /// One round of [`Self::warm_views`], with the cache on and `days` at least 1.
+    async fn warm_round(&self, days: u32) -> Result<WarmedViews> {
+        let mut warmed = WarmedViews::default();
         let Some(last) = latest_date(self.sources()).await? else {
             return Ok(warmed);
         };
@@ -73,7 +87,7 @@ impl QueryEngine {
                     view.name
                 )
             };
-            match self.sql(&question).await {
+            match self.answer(&Scope::All, &question, Vec::new()).await {
                 Ok(_) => warmed.views.push(view.name),
                 Err(error) => warmed.failed.push((view.name, error.to_string())),
             }
@@ -137,13 +151,15 @@ impl QueryEngine {
 async fn latest_date(
     sources: &BTreeMap<String, crate::catalog::TableSource>,
 ) -> Result<Option<NaiveDate>> {
-    let mut latest = None;
-    for (name, source) in sources {
-        if name == ALERTS {
-            continue;
-        }
-        let dates = source.dates().await.map_err(QueryError::execution)?;
-        latest = latest.max(dates.iter().max().copied());
-    }
-    Ok(latest)
+    // Collected before the await: a future holding the filtering closures is not `Send`
+    // (their lifetimes are not general enough for `tokio::spawn`).
+    let tables: Vec<&crate::catalog::TableSource> = sources
+        .iter()
+        .filter(|(name, _)| name.as_str() != ALERTS)
+        .map(|(_, source)| source)
+        .collect();
+    let dates = crate::view_cache::dates_of(tables)
+        .await
+        .map_err(QueryError::execution)?;
+    Ok(dates.last().copied())
 }

@@ -8,6 +8,9 @@
 //! `axum::serve` has neither TLS nor a header deadline, and a receiver on the open internet
 //! needs both: a client that opens a connection and sends nothing must not hold a slot
 //! forever. So connections are accepted here and handed to hyper one by one.
+//!
+//! [`metrics`] holds what the services' `GET /metrics` pages write alike (a histogram of
+//! durations in the Prometheus text format).
 
 use std::future::Future;
 use std::io::BufReader;
@@ -26,6 +29,8 @@ use tokio::sync::Semaphore;
 pub use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tower::ServiceExt;
+
+pub mod metrics;
 
 /// How connections are served.
 #[derive(Clone)]

@@ -226,19 +226,22 @@ async fn http_requires_a_known_token_and_applies_its_domains() {
         "{body}"
     );
 
-    // The catalog needs a token too; the health check does not (load balancers).
+    // The catalog needs a token too; the health check (load balancers) and the metrics
+    // (scrapers; counts, no rows) do not.
     let tables = client
         .get(format!("http://{}/v1/tables", running.http))
         .send()
         .await
         .unwrap();
     assert_eq!(tables.status(), StatusCode::UNAUTHORIZED);
-    let health = client
-        .get(format!("http://{}/healthz", running.http))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    for open in ["healthz", "metrics"] {
+        let answer = client
+            .get(format!("http://{}/{open}", running.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{open}");
+    }
 
     let response = sql(Some(&all), domains).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -369,3 +369,121 @@ async fn a_timeout_is_service_unavailable() {
     assert_eq!(body["code"], "timeout");
     server.stop().await;
 }
+
+/// The value of the metric line `series` (name and labels) on the page `text`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+}
+
+/// `GET /metrics` counts the clients' statements by outcome (not warming's), how long they
+/// took, the view cache's contents and lookups, and the warming rounds.
+#[tokio::test]
+async fn metrics_count_statements_the_view_cache_and_warming() {
+    let root = Root::with_corpus();
+    // The service's own warming is off, so that every count below is known; a round is asked
+    // for directly instead.
+    let engine = root.engine_with(QueryOptions {
+        view_warm_days: 0,
+        view_warm_every: None,
+        ..QueryOptions::default()
+    });
+    let warmed = engine.warm_views(100_000).await.unwrap();
+    assert!(warmed.failed.is_empty(), "{warmed:?}");
+    let server = Server::start(Arc::clone(&engine)).await;
+    let page = || async {
+        let response = server
+            .client
+            .get(format!("http://{}/metrics", server.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"),
+            "{:?}",
+            response.headers()
+        );
+        response.text().await.unwrap()
+    };
+
+    let before = page().await;
+    assert_eq!(
+        metric(&before, "tlsrpt_query_statements_total{outcome=\"ok\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &before,
+            "tlsrpt_query_view_warm_rounds_total{outcome=\"done\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&before, "tlsrpt_query_view_warm_view_failures_total"),
+        0.0
+    );
+    assert!(metric(&before, "tlsrpt_query_view_warm_last_round_seconds") > 0.0);
+    assert!(metric(&before, "tlsrpt_query_view_cache_entries") > 0.0);
+    assert!(metric(&before, "tlsrpt_query_view_cache_bytes") > 0.0);
+    let hits_before = metric(
+        &before,
+        "tlsrpt_query_view_cache_lookups_total{result=\"hit\"}",
+    );
+
+    let (status, _) = server.json("SELECT count(*) AS n FROM reports").await;
+    assert_eq!(status, StatusCode::OK);
+    // Every date of the corpus was warmed: answered from memory.
+    let (status, _) = server
+        .json("SELECT count(*) AS n FROM failure_trend_by_mx")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server.json("DROP TABLE reports").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let after = page().await;
+    assert_eq!(
+        metric(&after, "tlsrpt_query_statements_total{outcome=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "tlsrpt_query_statements_total{outcome=\"read_only\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "tlsrpt_query_statements_total{outcome=\"timeout\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&after, "tlsrpt_query_statement_duration_seconds_count"),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "tlsrpt_query_statement_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
+        3.0
+    );
+    assert!(
+        metric(
+            &after,
+            "tlsrpt_query_view_cache_lookups_total{result=\"hit\"}"
+        ) > hits_before,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "tlsrpt_query_statements_running"), 0.0);
+    assert_eq!(metric(&after, "tlsrpt_query_statements_waiting"), 0.0);
+    assert_eq!(
+        metric(&after, "tlsrpt_query_turns"),
+        QueryOptions::default().max_concurrent as f64
+    );
+    server.stop().await;
+}
