@@ -55,6 +55,13 @@ impl Server {
     }
 }
 
+/// Asserts a 200 whose `Content-Type` starts with `media_type`.
+fn assert_ok_of_type(response: &reqwest::Response, media_type: &str) {
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with(media_type), "{content_type}");
+}
+
 #[tokio::test]
 async fn json_rows_are_objects_with_readable_values() {
     let root = Root::with_corpus();
@@ -114,13 +121,7 @@ async fn csv_has_a_header_line() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/csv")
-    );
+    assert_ok_of_type(&response, "text/csv");
     assert_eq!(
         response.text().await.unwrap(),
         "policy_domain,result_type,sessions\n\
@@ -399,15 +400,7 @@ async fn metrics_count_statements_the_view_cache_and_warming() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain; version=0.0.4"),
-            "{:?}",
-            response.headers()
-        );
+        assert_ok_of_type(&response, "text/plain; version=0.0.4");
         response.text().await.unwrap()
     };
 
