@@ -103,10 +103,6 @@ struct Buffers {
     /// with a gap before them, and how many: a gap seen again after a few seeks is taken
     /// to be real (offsets the log no longer has).
     gap_seeks: BTreeMap<u32, (u64, u64, u32)>,
-    /// The ownership (`Owned::next_epoch`) the buffers were last checked against. A buffer
-    /// becomes stale only when a partition is assigned or revoked, which bumps that epoch,
-    /// so the buffers are walked once after each change instead of at every message.
-    checked_under: Option<u64>,
 }
 
 /// Seeks to one offset at which messages keep arriving with a gap before them, after which
@@ -308,21 +304,18 @@ impl Inner {
         let polled = self.consumer.poll(timeout);
         let owned = lock(&self.consumer.context().owned);
         // Buffers read under an ownership that has ended are dropped (see the module docs).
-        if buffers.checked_under != Some(owned.next_epoch) {
-            let mut dropped = 0;
-            buffers.by_partition.retain(|partition, (epoch, records)| {
-                let keep = owned.partitions.get(partition) == Some(epoch);
-                if !keep {
-                    dropped += records.len();
-                }
-                keep
-            });
-            buffers.len -= dropped;
-            buffers
-                .next
-                .retain(|partition, (epoch, _)| owned.partitions.get(partition) == Some(epoch));
-            buffers.checked_under = Some(owned.next_epoch);
-        }
+        let mut dropped = 0;
+        buffers.by_partition.retain(|partition, (epoch, records)| {
+            let keep = owned.partitions.get(partition) == Some(epoch);
+            if !keep {
+                dropped += records.len();
+            }
+            keep
+        });
+        buffers.len -= dropped;
+        buffers
+            .next
+            .retain(|partition, (epoch, _)| owned.partitions.get(partition) == Some(epoch));
         let message = match polled {
             None => return Ok(false),
             Some(Ok(message)) => message,
