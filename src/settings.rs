@@ -162,8 +162,10 @@ pub(crate) struct SqlSettings {
 
     /// How many of the latest dates with data the views are computed for in the background,
     /// when the service starts and again at --view-warm-every, so that the first dashboard
-    /// is answered from that memory (`policy_overview` is computed whole); 0: none
-    /// [default: 92].
+    /// is answered from that memory (`policy_overview` is computed whole); 0: none. A number
+    /// at least the days of data held (100000) computes every date, so that all-time
+    /// questions are answered from memory too, if --view-cache-memory holds them (every view
+    /// over 14 years of 100 million failure rows took 1.12 GiB) [default: 92].
     #[arg(long, env = "TLSRPT_VIEW_WARM_DAYS", value_name = "N")]
     pub(crate) view_warm_days: Option<u32>,
 
