@@ -38,3 +38,30 @@ wait_for_banner() {
 
 # The SQL URL in a banner file.
 sql_url_of() { sed -n 's/.*SQL  *POST \(http[^ ]*\).*/\1/p' "$1"; }
+
+# Starts `BIN/tlsrpt query --store TABLES` on free loopback ports with the row limit raised to
+# 100,000,000 and no memory or time limit (the benches ask for all of a view, or DuckDB's
+# unlimited question), plus ARGS, and stops it when the script exits. Sets `server` (its pid),
+# `work` (a temporary directory with its `banner` and `log`) and `sql_url`.
+start_query_service() {
+  local bin=$1 tables=$2
+  shift 2
+  work=$(mktemp -d)
+  server=
+  trap stop_query_service EXIT
+  "$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 \
+    --max-result-rows 100000000 --query-memory off --query-timeout 1h "$@" \
+    >"$work/banner" 2>"$work/log" &
+  server=$!
+  wait_for_banner "$server" "$work/banner" "$work/log"
+  sql_url=$(sql_url_of "$work/banner")
+  [ -n "$sql_url" ] || { echo "tlsrpt query did not start" >&2; cat "$work/log" >&2; return 1; }
+}
+
+stop_query_service() {
+  if [ -n "${server:-}" ] && kill -0 "$server" 2>/dev/null; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
+  rm -rf "${work:-}"
+}

@@ -115,25 +115,11 @@ benches/compare/duckdb-venv.sh install
 python=$(benches/compare/duckdb-venv.sh python)
 build -p tlsrpt --bin tlsrpt
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # DuckDB runs in-process with its defaults (memory up to 80% of RAM, no time limit): tlsrpt's
 # limits are lifted the same way, or the all-time question (millions of groups) stops at the
 # service's 2 GiB and 60 s.
-"$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 \
-  --flight-listen 127.0.0.1:0 --max-result-rows 100000000 --query-memory off \
-  --query-timeout 1h >"$work/banner" 2>"$work/log" &
-server=$!
-wait_for_banner "$server" "$work/banner" "$work/log"
-sql_url=$(sql_url_of "$work/banner")
-[ -n "$sql_url" ] || { echo "duckdb-failures: tlsrpt query did not start" >&2; cat "$work/log" >&2; exit 1; }
+start_query_service "$bin" "$tables"
 echo "tlsrpt query: pid $server, $sql_url"
 
 "$python" benches/compare/duckdb_failures.py "$tables" "$pairs" --url "$sql_url" \

@@ -29,20 +29,10 @@ runs=${2:-7}
 bin=${BIN_DIR:-target/release}
 [ "${NO_BUILD:-0}" = 1 ] || [ -n "${BIN_DIR:-}" ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill "$server"; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 \
-  --max-result-rows 100000000 --query-memory off --query-timeout 1h \
-  $([ "${WARM:-1}" = 1 ] || echo --view-warm-days 0) ${EXTRA_ARGS:-} \
-  >"$work/banner" 2>"$work/log" &
-server=$!
-wait_for_banner "$server" "$work/banner" "$work/log"
-url=$(sql_url_of "$work/banner")
+# shellcheck disable=SC2046 # the optional flag splits into words on purpose
+start_query_service "$bin" "$tables" \
+  $([ "${WARM:-1}" = 1 ] || echo --view-warm-days 0) ${EXTRA_ARGS:-}
+url=$sql_url
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg); tables: $tables"
 if [ "${WARM:-1}" = 1 ]; then
   # The log line of the first round; the log has no colours when it is not a terminal.

@@ -17,19 +17,8 @@ tables=$(realpath "${1:?usage: view-memory.sh TABLES_DIR}")
 bin=${BIN_DIR:-target/release}
 [ "${NO_BUILD:-0}" = 1 ] || [ -n "${BIN_DIR:-}" ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill "$server"; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 \
-  --view-cache-memory 16GiB --view-warm-days 0 --max-result-rows 100000000 \
-  --query-memory off --query-timeout 1h >"$work/banner" 2>"$work/log" &
-server=$!
-wait_for_banner "$server" "$work/banner" "$work/log"
-sql=$(sql_url_of "$work/banner")
+start_query_service "$bin" "$tables" --view-cache-memory 16GiB --view-warm-days 0
+sql=$sql_url
 metrics=${sql%/v1/sql}/metrics
 cache_bytes() { curl -sS "$metrics" | awk '/^tlsrpt_query_view_cache_bytes /{print $2}'; }
 echo "tables: $tables"
