@@ -76,8 +76,9 @@ def sorted_by(table, keys):
     return table.take(pc.sort_indices(plain, sort_keys=[(k, "ascending") for k in keys]))
 
 
-def rewrite(table, layout, out):
-    """`table` in one file per date or month, sorted as `layout` says; the files' paths."""
+def rewrite(name, table, layout, out):
+    """Table `name`'s rows `table` in one file per date or month, sorted as `layout` says;
+    the files' paths."""
     os.makedirs(out, exist_ok=True)
     dates = table["date"]
     keys = (pc.cast(dates, pa.int32()) if layout == "daily"
@@ -107,7 +108,7 @@ for name in ["policies_daily", "failures_daily", "reports_daily", "failures"]:
     per_row["as written"][name] = sum(
         v for k, v in written.items() if name != "failures" or k in IPS_VIEW) / failures
     for layout in LAYOUTS:
-        paths = rewrite(table, layout, f"{out}/{layout.replace(', ', '-').replace(' ', '-')}/{name}")
+        paths = rewrite(name, table, layout, f"{out}/{layout.replace(', ', '-').replace(' ', '-')}/{name}")
         total, dictionary = column_bytes(paths)
         per_row[layout][name] = sum(total.values()) / failures
         print(f"{name}, {layout}, {len(paths)} files: " + ", ".join(
@@ -117,5 +118,5 @@ for name in ["policies_daily", "failures_daily", "reports_daily", "failures"]:
 print(f"\nread by the views, bytes per failure row ({failures} failure rows):")
 for layout in ["as written"] + LAYOUTS:
     parts = per_row[layout]
-    print(f"  {layout:20} {sum(parts.values()):5.2f}   " +
-          "  ".join(f"{name} {v:.2f}" for name, v in parts.items()))
+    print(f"  {layout:28} {sum(parts.values()):5.2f}   " +
+          "  ".join(f"{table} {v:.2f}" for table, v in parts.items()))
