@@ -162,10 +162,11 @@ pub(crate) struct SqlSettings {
 
     /// How many of the latest dates with data the views are computed for in the background,
     /// when the service starts and again at --view-warm-every, so that the first dashboard
-    /// is answered from that memory (`policy_overview` is computed whole); 0: none. A number
-    /// at least the days of data held (100000) computes every date, so that all-time
-    /// questions are answered from memory too, if --view-cache-memory holds them (every view
-    /// over 14 years of 100 million failure rows took 1.12 GiB) [default: 92].
+    /// is answered from that memory (`policy_overview` is computed whole; older dates too for
+    /// the views that fit, see --view-warm-all-time); 0: none. A number at least the days of
+    /// data held (100000) computes every date of every view, so that all-time questions are
+    /// answered from memory, if --view-cache-memory holds them (every view over 14 years of
+    /// 100 million failure rows took 1.12 GiB) [default: 92].
     #[arg(long, env = "TLSRPT_VIEW_WARM_DAYS", value_name = "N")]
     pub(crate) view_warm_days: Option<u32>,
 
@@ -174,6 +175,15 @@ pub(crate) struct SqlSettings {
     /// an object store, which bills each listing].
     #[arg(long, env = "TLSRPT_VIEW_WARM_EVERY", value_name = "DURATION")]
     pub(crate) view_warm_every: Option<String>,
+
+    /// Whether warming also computes every older date of the per-day views whose answers over
+    /// all time fit in three quarters of --view-cache-memory beside the latest dates (`fits`),
+    /// smallest first, so that their all-time questions are answered from memory; the log
+    /// names the views that did not fit, with their estimated size. `off`: the latest dates
+    /// only [default: fits; off for tables in an object store, where it lists every date's
+    /// prefix of each such view at every round].
+    #[arg(long, env = "TLSRPT_VIEW_WARM_ALL_TIME", value_name = "fits|off")]
+    pub(crate) view_warm_all_time: Option<String>,
 
     /// A TOML file of bearer tokens for the SQL services (HTTP and Flight SQL), kept as
     /// SHA-256 digests, each for every policy domain or only some; `tlsrpt token new` makes
@@ -233,6 +243,7 @@ impl SqlSettings {
             view_cache_memory: self.view_cache_memory.or(file.view_cache_memory),
             view_warm_days: self.view_warm_days.or(file.view_warm_days),
             view_warm_every: self.view_warm_every.or(file.view_warm_every),
+            view_warm_all_time: self.view_warm_all_time.or(file.view_warm_all_time),
             sql_tokens: self.sql_tokens.or(file.sql_tokens),
             sql_tls_cert: self.sql_tls_cert.or(file.sql_tls_cert),
             sql_tls_key: self.sql_tls_key.or(file.sql_tls_key),
@@ -270,6 +281,12 @@ impl SqlSettings {
             Some(text) => {
                 Some(parse_duration(text).map_err(|e| anyhow::anyhow!("--view-warm-every: {e}"))?)
             }
+        };
+        let view_warm_all_time = match self.view_warm_all_time.as_deref().map(str::trim) {
+            None => defaults.view_warm_all_time,
+            Some("fits") => true,
+            Some("off") => false,
+            Some(other) => bail!("--view-warm-all-time: `{other}` is neither `fits` nor `off`"),
         };
         if self.max_result_rows == Some(0) || self.max_concurrent_queries == Some(0) {
             bail!("--max-result-rows and --max-concurrent-queries must be at least 1");
@@ -325,6 +342,7 @@ impl SqlSettings {
                 view_cache_bytes,
                 view_warm_days: self.view_warm_days.unwrap_or(defaults.view_warm_days),
                 view_warm_every,
+                view_warm_all_time,
             },
         })
     }
@@ -637,12 +655,19 @@ impl QuerySettings {
         let query_listen = self.query_listen.unwrap_or(DEFAULT_QUERY_LISTEN);
         let store = parse_store(self.store.as_deref())?;
         let warm_every_given = self.sql.view_warm_every.is_some();
+        let warm_all_time_given = self.sql.view_warm_all_time.is_some();
         let mut sql = self.sql.resolve(query_listen)?;
         // An object store bills every listing, and a round of warming lists each date's prefix
         // of the tables the views read (`policy_overview`: every date, 5,000 on 14 years of
-        // data): once a minute that is millions of requests a day.
-        if !warm_every_given && matches!(store, tlsrpt_query::TablesLocation::Object { .. }) {
-            sql.limits.view_warm_every = Some(OBJECT_STORE_VIEW_WARM_EVERY);
+        // data): once a minute that is millions of requests a day. Every date of five more
+        // views at every round would be six times `policy_overview`'s.
+        if matches!(store, tlsrpt_query::TablesLocation::Object { .. }) {
+            if !warm_every_given {
+                sql.limits.view_warm_every = Some(OBJECT_STORE_VIEW_WARM_EVERY);
+            }
+            if !warm_all_time_given {
+                sql.limits.view_warm_all_time = false;
+            }
         }
         Ok(QueryResolved {
             store,
@@ -946,6 +971,29 @@ mod tests {
         assert_eq!(every("s3://reports/tables", Some("2m")), minutes(2));
         assert_eq!(every("s3://reports/tables", Some("off")), None);
         assert_eq!(every("/var/lib/tlsrpt/tables", None), minutes(1));
+        let all_time = |store: &str, flag: Option<&str>| {
+            QuerySettings {
+                store: Some(store.into()),
+                sql: SqlSettings {
+                    view_warm_all_time: flag.map(Into::into),
+                    ..SqlSettings::default()
+                },
+                ..QuerySettings::default()
+            }
+            .resolve()
+            .map(|resolved| resolved.sql.limits.view_warm_all_time)
+        };
+        assert!(!all_time("s3://reports/tables", None).unwrap());
+        assert!(all_time("s3://reports/tables", Some("fits")).unwrap());
+        assert!(all_time("/var/lib/tlsrpt/tables", None).unwrap());
+        assert!(!all_time("/var/lib/tlsrpt/tables", Some("off")).unwrap());
+        let error = all_time("/var/lib/tlsrpt/tables", Some("all"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--view-warm-all-time: `all` is neither"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Runner {
             view_cache_bytes: None,
             view_warm_days: 0,
             view_warm_every: None,
+            view_warm_all_time: false,
         };
         let engine =
             QueryEngine::new(tables.clone(), options).map_err(|source| crate::Error::Query {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tlsrpt_schemas::Transport;
-use tlsrpt_serve::metrics::Histogram;
+use tlsrpt_serve::metrics::{Histogram, labelled};
 
 const TRANSPORTS: [Transport; 3] = [Transport::Https, Transport::Smtp, Transport::Import];
 
@@ -119,14 +119,8 @@ impl Metrics {
     /// Appends the counters in Prometheus text format, then the other sources'.
     pub fn render(&self, out: &mut String) {
         let per_transport = |out: &mut String, name: &str, help: &str, counter: &PerTransport| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for transport in TRANSPORTS {
-                let _ = writeln!(
-                    out,
-                    "{name}{{transport=\"{transport}\"}} {}",
-                    counter.get(transport)
-                );
-            }
+            let counts = TRANSPORTS.map(|transport| (transport, counter.get(transport)));
+            labelled(out, name, "counter", help, "transport", counts);
         };
         per_transport(
             out,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -34,7 +34,7 @@ use crate::access::Scope;
 use crate::catalog::{TableSource, VisibleFilesTable};
 use crate::error::{QueryError, Result};
 use crate::location::TablesLocation;
-use crate::metrics::{InGauge, QueryMetrics};
+use crate::metrics::{InGauge, QueryMetrics, StatementCount};
 use crate::read_only;
 use crate::view_cache::{CachedDatedView, MonthlyPartsView, ViewCache, ViewCacheStats};
 use crate::views::{VIEWS, View};
@@ -68,6 +68,11 @@ pub struct QueryOptions {
     /// How often the views are computed again in the background (the dates whose files
     /// changed since); `None`: only when the service starts.
     pub view_warm_every: Option<Duration>,
+    /// Whether warming also computes every older date for the per-day views whose answers
+    /// over all time, estimated from the latest dates', fit together in
+    /// [`crate::warm::ALL_TIME_SHARE`] of [`Self::view_cache_bytes`] with what warming keeps
+    /// anyway, smallest first, so that their all-time questions are answered from memory.
+    pub view_warm_all_time: bool,
 }
 
 impl Default for QueryOptions {
@@ -80,6 +85,7 @@ impl Default for QueryOptions {
             view_cache_bytes: Some(1 << 30),
             view_warm_days: 92,
             view_warm_every: Some(Duration::from_secs(60)),
+            view_warm_all_time: true,
         }
     }
 }
@@ -225,16 +231,9 @@ impl QueryEngine {
         self.view_cache.as_ref().map(|cache| cache.stats())
     }
 
-    /// Whether the views keep their answers between queries.
-    pub(crate) fn caches_views(&self) -> bool {
-        self.view_cache.is_some()
-    }
-
-    /// Keeps the views' dates from `first` on over the others when the cache is full.
-    pub(crate) fn warm_views_from(&self, first: chrono::NaiveDate) {
-        if let Some(cache) = &self.view_cache {
-            cache.warm_from(first);
-        }
+    /// Where the views keep their answers; `None` when they keep nothing.
+    pub(crate) fn view_cache(&self) -> Option<&ViewCache> {
+        self.view_cache.as_deref()
     }
 
     /// The tables' files, by table name.
@@ -264,9 +263,10 @@ impl QueryEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
-        let started = Instant::now();
+        let count = StatementCount::start(&self.metrics);
         let answer = self.answer(scope, sql, params).await;
-        let elapsed = started.elapsed();
+        let outcome = answer.as_ref().map_or_else(QueryError::code, |_| "ok");
+        let elapsed = count.ended(outcome);
         match &answer {
             Ok(result) => debug!(
                 rows = result.num_rows(),
@@ -279,8 +279,6 @@ impl QueryEngine {
                 "Query refused or failed."
             ),
         }
-        let outcome = answer.as_ref().map_or_else(QueryError::code, |_| "ok");
-        self.metrics.statement(outcome, elapsed);
         answer
     }
 

@@ -53,7 +53,7 @@ pub use flight::FlightSqlServer;
 pub use location::TablesLocation;
 pub use output::{OutputFormat, write_result};
 pub use view_cache::ViewCacheStats;
-pub use warm::WarmedViews;
+pub use warm::{AllTime, WarmedViews};
 
 /// The SQL services of one engine: who may use them and whether over TLS.
 #[derive(Debug)]

@@ -8,12 +8,11 @@
 //! counted as statements: they are counted as rounds.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tlsrpt_serve::metrics::{Histogram, single};
+use tlsrpt_serve::metrics::{Histogram, labelled, single};
 
 use crate::view_cache::ViewCacheStats;
 
@@ -45,6 +44,9 @@ struct WarmRounds {
     view_failures: u64,
     /// How long the last round took, and when it ended.
     last: Option<(Duration, SystemTime)>,
+    /// The per-day views the last round computed over every date, and those it estimated
+    /// would not fit ([`crate::warm::AllTime`]).
+    all_time: (usize, usize),
 }
 
 impl Default for QueryMetrics {
@@ -76,6 +78,44 @@ impl Drop for InGauge<'_> {
     }
 }
 
+/// Counts a client's statement when it ends: with its outcome when it got one
+/// ([`Self::ended`]), as `cancelled` when its future was dropped before (the client went
+/// away mid-statement).
+pub(crate) struct StatementCount<'a> {
+    metrics: &'a QueryMetrics,
+    started: Instant,
+    counted: bool,
+}
+
+impl<'a> StatementCount<'a> {
+    pub(crate) fn start(metrics: &'a QueryMetrics) -> Self {
+        Self {
+            metrics,
+            started: Instant::now(),
+            counted: false,
+        }
+    }
+
+    /// Counts the statement as ended with `outcome`; returns how long it took.
+    pub(crate) fn ended(mut self, outcome: &'static str) -> Duration {
+        self.counted = true;
+        let elapsed = self.started.elapsed();
+        self.metrics.statement(outcome, elapsed);
+        elapsed
+    }
+}
+
+impl Drop for StatementCount<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.metrics.statement(CANCELLED, self.started.elapsed());
+        }
+    }
+}
+
+/// The outcome of a statement whose client went away before its answer.
+pub(crate) const CANCELLED: &str = "cancelled";
+
 impl QueryMetrics {
     pub(crate) fn waiting(&self) -> &AtomicU64 {
         &self.waiting
@@ -93,11 +133,13 @@ impl QueryMetrics {
     }
 
     /// A warming round ended: `failed_views` views could not be computed.
-    pub(crate) fn warm_round(&self, elapsed: Duration, failed_views: usize) {
+    pub(crate) fn warm_round(&self, elapsed: Duration, warmed: &crate::WarmedViews) {
         let mut warm = lock(&self.warm);
         warm.done += 1;
-        warm.view_failures += failed_views as u64;
+        warm.view_failures += warmed.failed.len() as u64;
         warm.last = Some((elapsed, SystemTime::now()));
+        let fitted = warmed.all_time.iter().filter(|view| view.warmed).count();
+        warm.all_time = (fitted, warmed.all_time.len() - fitted);
     }
 
     /// A warming round could not list the tables.
@@ -108,21 +150,27 @@ impl QueryMetrics {
     /// Appends every metric. `turns` is the concurrency limit; `cache` is `None` when the
     /// views keep nothing.
     pub(crate) fn render(&self, out: &mut String, turns: usize, cache: Option<ViewCacheStats>) {
-        let name = "tlsrpt_query_statements_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Statements of clients (HTTP and Flight SQL) that ended, by outcome: \
-             ok, or the error code the client got.\n# TYPE {name} counter"
-        );
         // The outcomes clients meet most are listed even before they happen, so that a rate
         // over them exists from the start.
         let mut outcomes = lock(&self.outcomes).clone();
-        for outcome in ["ok", "timeout", "resources_exhausted", "too_many_rows"] {
+        for outcome in [
+            "ok",
+            "timeout",
+            "resources_exhausted",
+            "too_many_rows",
+            CANCELLED,
+        ] {
             outcomes.entry(outcome).or_default();
         }
-        for (outcome, count) in &outcomes {
-            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
-        }
+        labelled(
+            out,
+            "tlsrpt_query_statements_total",
+            "counter",
+            "Statements of clients (HTTP and Flight SQL) that ended, by outcome: ok, or the \
+             error code the client got.",
+            "outcome",
+            outcomes,
+        );
         self.duration.render(
             out,
             "tlsrpt_query_statement_duration_seconds",
@@ -154,13 +202,14 @@ impl QueryMetrics {
             render_cache(out, &cache);
         }
         let warm = lock(&self.warm);
-        let name = "tlsrpt_query_view_warm_rounds_total";
-        let _ = writeln!(
+        labelled(
             out,
-            "# HELP {name} Rounds of computing the views ahead of the questions: done, or \
-             failed to list the tables.\n# TYPE {name} counter\n\
-             {name}{{outcome=\"done\"}} {}\n{name}{{outcome=\"failed\"}} {}",
-            warm.done, warm.failed
+            "tlsrpt_query_view_warm_rounds_total",
+            "counter",
+            "Rounds of computing the views ahead of the questions: done, or failed to list the \
+             tables.",
+            "outcome",
+            [("done", warm.done), ("failed", warm.failed)],
         );
         single(
             out,
@@ -169,6 +218,17 @@ impl QueryMetrics {
             "Views a warming round could not compute (over the timeout, say); the log names \
              them.",
             warm.view_failures,
+        );
+        let (fitted, left) = warm.all_time;
+        labelled(
+            out,
+            "tlsrpt_query_view_warm_all_time_views",
+            "gauge",
+            "Per-day views the last warming round computed over every date (fitted), and those \
+             whose older dates would not fit in the view cache (left to the questions; the log \
+             names them).",
+            "all_time",
+            [("fitted", fitted), ("left", left)],
         );
         if let Some((elapsed, ended)) = warm.last {
             single(
@@ -215,13 +275,14 @@ fn render_cache(out: &mut String, cache: &ViewCacheStats) {
          dates.",
         cache.entries,
     );
-    let name = "tlsrpt_query_view_cache_lookups_total";
-    let _ = writeln!(
+    labelled(
         out,
-        "# HELP {name} Lookups of a view's date (or month, year, whole answer): a hit is \
-         answered from memory, a miss is computed from the files.\n# TYPE {name} counter\n\
-         {name}{{result=\"hit\"}} {}\n{name}{{result=\"miss\"}} {}",
-        cache.hits, cache.misses
+        "tlsrpt_query_view_cache_lookups_total",
+        "counter",
+        "Lookups of a view's date (or month, year, whole answer): a hit is answered from \
+         memory, a miss is computed from the files.",
+        "result",
+        [("hit", cache.hits), ("miss", cache.misses)],
     );
     single(
         out,
@@ -271,7 +332,20 @@ mod tests {
             InGauge::enter(metrics.waiting()),
             InGauge::enter(metrics.waiting()),
         ];
-        metrics.warm_round(Duration::from_millis(1500), 2);
+        let view = |view, warmed| crate::AllTime {
+            view,
+            latest_bytes: 10,
+            estimated_bytes: 100,
+            warmed,
+        };
+        metrics.warm_round(
+            Duration::from_millis(1500),
+            &crate::WarmedViews {
+                failed: vec![("a", "over time".into()), ("b", "over time".into())],
+                all_time: vec![view("a", true), view("b", true), view("c", false)],
+                ..crate::WarmedViews::default()
+            },
+        );
         metrics.warm_round_failed();
         let cache = ViewCacheStats {
             entries: 12,
@@ -285,6 +359,7 @@ mod tests {
         let text = rendered(&metrics, Some(cache));
         for line in [
             "tlsrpt_query_statements_total{outcome=\"ok\"} 2",
+            "tlsrpt_query_statements_total{outcome=\"cancelled\"} 0",
             "tlsrpt_query_statements_total{outcome=\"read_only\"} 1",
             "tlsrpt_query_statements_total{outcome=\"timeout\"} 0",
             "tlsrpt_query_statement_duration_seconds_bucket{le=\"0.005\"} 2",
@@ -305,9 +380,21 @@ mod tests {
             "tlsrpt_query_view_warm_rounds_total{outcome=\"failed\"} 1",
             "tlsrpt_query_view_warm_view_failures_total 2",
             "tlsrpt_query_view_warm_last_round_seconds 1.5",
+            "tlsrpt_query_view_warm_all_time_views{all_time=\"fitted\"} 2",
+            "tlsrpt_query_view_warm_all_time_views{all_time=\"left\"} 1",
         ] {
             has(&text, line);
         }
+        let ended = StatementCount::start(&metrics);
+        assert!(ended.ended("ok") < Duration::from_secs(60));
+        drop(StatementCount::start(&metrics));
+        let text = rendered(&metrics, None);
+        has(&text, "tlsrpt_query_statements_total{outcome=\"ok\"} 3");
+        has(
+            &text,
+            "tlsrpt_query_statements_total{outcome=\"cancelled\"} 1",
+        );
+        has(&text, "tlsrpt_query_statement_duration_seconds_count 5");
         drop(running);
         drop(waiting);
         let text = rendered(&metrics, None);

@@ -68,10 +68,11 @@ struct CacheState {
     bytes: usize,
     /// Advances at each use, so the least recently used entries are dropped first.
     clock: u64,
-    /// The first date warming computes the views for ([`crate::warm`]): those dates, and the
-    /// parts of the views over every date, are dropped only when nothing else is left to
-    /// drop, so that one large question does not push out what dashboards ask about.
-    warm_from: Option<NaiveDate>,
+    /// For each view warming computes ([`crate::warm`]), the first date it computes:
+    /// those dates (and the parts of the views over every date) are dropped only when nothing
+    /// else is left to drop, so that one large question does not push out what dashboards ask
+    /// about. [`NaiveDate::MIN`] for a view warmed over every date.
+    warm_from: HashMap<&'static str, NaiveDate>,
     /// Lookups answered from memory, and those that found nothing or rows computed from
     /// other files; entries dropped to stay within the budget, and rows too large to keep.
     hits: u64,
@@ -189,10 +190,47 @@ impl ViewCache {
         rows
     }
 
-    /// Keeps the dates from `first` on (and the parts of the views over every date) over
+    /// Keeps `view`'s dates from `first` on (its parts, for a view over every date) over
     /// every other entry when the cache is full.
-    pub(crate) fn warm_from(&self, first: NaiveDate) {
-        self.lock().warm_from = Some(first);
+    pub(crate) fn warm_from(&self, view: &'static str, first: NaiveDate) {
+        self.lock().warm_from.insert(view, first);
+    }
+
+    /// The first date kept warm for `view`, if warming computes it.
+    pub(crate) fn warmed_from(&self, view: &str) -> Option<NaiveDate> {
+        self.lock().warm_from.get(view).copied()
+    }
+
+    /// The memory of the entries warming keeps when the per-day views are warmed from
+    /// `first` on: their dates from `first` on, and every part of the views over every date.
+    pub(crate) fn bytes_warmed_from(&self, first: NaiveDate) -> usize {
+        let state = self.lock();
+        state
+            .entries
+            .iter()
+            .filter(|((view, span, date), _)| match span {
+                Span::Day => *date >= first,
+                Span::Month | Span::Year | Span::All => state.warm_from.contains_key(view),
+            })
+            .map(|(_, entry)| entry.bytes)
+            .sum()
+    }
+
+    /// How many of `view`'s dates from `first` on are kept, and their memory.
+    pub(crate) fn dates_kept_from(&self, view: &str, first: NaiveDate) -> (usize, usize) {
+        let state = self.lock();
+        state
+            .entries
+            .iter()
+            .filter(|((name, span, date), _)| *name == view && *span == Span::Day && *date >= first)
+            .fold((0, 0), |(dates, bytes), (_, entry)| {
+                (dates + 1, bytes + entry.bytes)
+            })
+    }
+
+    /// The most the cache may hold, in bytes.
+    pub(crate) fn budget_bytes(&self) -> usize {
+        self.budget_bytes
     }
 
     /// Whether anything is kept for `key`, from whatever files.
@@ -234,10 +272,10 @@ impl ViewCache {
         );
         if state.bytes > self.budget_bytes {
             let target = self.budget_bytes / 10 * 9;
-            let warm_from = state.warm_from;
-            let warm = |(_, span, date): &Key| match (span, warm_from) {
+            let warm_from = &state.warm_from;
+            let warm = |(view, span, date): &Key| match (span, warm_from.get(view)) {
                 (_, None) => false,
-                (Span::Day, Some(first)) => *date >= first,
+                (Span::Day, Some(first)) => date >= first,
                 (Span::Month | Span::Year | Span::All, Some(_)) => true,
             };
             // The entries not warmed first (down to 90% of the budget, so that one sort serves
@@ -248,10 +286,12 @@ impl ViewCache {
                 .map(|(key, entry)| (*key, warm(key), entry.last_used))
                 .collect();
             by_age.sort_by_key(|(_, warm, last_used)| (*warm, *last_used));
+            // Warmed entries only to 99% of the budget: they are what the next questions ask
+            // about, yet when they alone overflow it (every date warmed, a budget too small),
+            // each insertion would sort every entry again to drop one.
+            let warm_target = self.budget_bytes / 100 * 99;
             for (key, warm, _) in by_age {
-                // Warmed entries only as far as the budget needs: they are what the next
-                // questions ask about.
-                if state.bytes <= if warm { self.budget_bytes } else { target } {
+                if state.bytes <= if warm { warm_target } else { target } {
                     break;
                 }
                 if let Some(old) = state.entries.remove(&key) {

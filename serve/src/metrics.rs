@@ -78,9 +78,44 @@ pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl 
     );
 }
 
+/// Appends one metric with one label: its `# HELP` and `# TYPE` lines (`kind` is `counter`
+/// or `gauge`), then a line per `(label value, value)`, in the order given.
+pub fn labelled<L: std::fmt::Display, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (L, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (label_value, value) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{label_value}\"}} {value}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_labelled_metric_has_one_line_per_label_value_in_order() {
+        let mut text = String::new();
+        labelled(
+            &mut text,
+            "t_total",
+            "counter",
+            "A test.",
+            "outcome",
+            [("ok", 3), ("failed", 0)],
+        );
+        assert_eq!(
+            text,
+            "# HELP t_total A test.\n# TYPE t_total counter\n\
+             t_total{outcome=\"ok\"} 3\n\
+             t_total{outcome=\"failed\"} 0\n"
+        );
+    }
 
     #[test]
     fn buckets_count_the_observations_at_or_under_their_bound() {

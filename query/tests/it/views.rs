@@ -685,7 +685,10 @@ async fn warming_computes_the_views_for_the_latest_dates_before_anyone_asks() {
     for (offset, (_, day)) in earlier.iter().enumerate() {
         write(&root.path, range(0, offset as u64, offset as u64), day);
     }
-    let engine = root.engine();
+    let engine = root.engine_with(tlsrpt_query::QueryOptions {
+        view_warm_all_time: false,
+        ..tlsrpt_query::QueryOptions::default()
+    });
     let uncached = root.uncached_engine();
     let dated_views = tlsrpt_query::views::VIEWS
         .iter()
@@ -709,6 +712,7 @@ async fn warming_computes_the_views_for_the_latest_dates_before_anyone_asks() {
     let warmed = engine.warm_views(2).await.unwrap();
     assert_eq!(warmed.dates, Some((first, last)));
     assert!(warmed.failed.is_empty(), "{:?}", warmed.failed);
+    assert!(warmed.all_time.is_empty(), "{:?}", warmed.all_time);
     assert_eq!(
         warmed.views,
         tlsrpt_query::views::VIEWS
@@ -845,7 +849,10 @@ async fn warmed_dates_are_dropped_last_when_the_cache_is_full() {
     }
     let all_time = "SELECT * FROM failure_trend_by_mx";
     // What the window takes, and what all time of one view adds, with room for everything.
-    let roomy = root.engine();
+    let roomy = root.engine_with(tlsrpt_query::QueryOptions {
+        view_warm_all_time: false,
+        ..tlsrpt_query::QueryOptions::default()
+    });
     roomy.warm_views(2).await.unwrap();
     let warmed = roomy.view_cache_stats().unwrap();
     rows(&roomy, all_time).await;
@@ -904,6 +911,105 @@ async fn warmed_dates_are_dropped_last_when_the_cache_is_full() {
         sorted(rows(&uncached, &questions[0]).await),
         before[0],
         "the files did change"
+    );
+}
+
+/// Warming also computes every older date of the per-day views whose answers over all time,
+/// estimated from the latest dates', fit in three quarters of the cache beside what warming
+/// keeps anyway, smallest first: with room for all, every view's all-time question is then
+/// answered from memory, and equals the plain view's; with room for the smallest only, that
+/// one is answered from memory and the next is computed when asked.
+#[tokio::test]
+async fn warming_computes_every_date_of_the_views_whose_all_time_fits_smallest_first() {
+    let by_day = generated_by_day();
+    assert!(by_day.len() >= 4, "the generator spans several days");
+    let root = Root::new();
+    for (offset, day) in by_day.values().enumerate() {
+        write(&root.path, range(0, offset as u64, offset as u64), day);
+    }
+    let uncached = root.uncached_engine();
+    let dated: Vec<&str> = tlsrpt_query::views::VIEWS
+        .iter()
+        .filter(|view| view.parts.is_none())
+        .map(|view| view.name)
+        .collect();
+    let sorted = |mut rows: Vec<String>| {
+        rows.sort();
+        rows
+    };
+    let misses = |engine: &tlsrpt_query::QueryEngine| engine.view_cache_stats().unwrap().misses;
+
+    // Room for everything (the default 1 GiB): every per-day view over every date.
+    let roomy = root.engine();
+    let warmed = roomy.warm_views(2).await.unwrap();
+    assert!(warmed.failed.is_empty(), "{:?}", warmed.failed);
+    let mut named: Vec<&str> = warmed.all_time.iter().map(|view| view.view).collect();
+    named.sort_unstable();
+    let mut expected = dated.clone();
+    expected.sort_unstable();
+    assert_eq!(named, expected, "every per-day view estimated");
+    assert!(
+        warmed
+            .all_time
+            .windows(2)
+            .all(|pair| pair[0].estimated_bytes <= pair[1].estimated_bytes),
+        "smallest first: {:?}",
+        warmed.all_time
+    );
+    for view in &warmed.all_time {
+        assert!(view.warmed, "{view:?}");
+        assert!(view.estimated_bytes > view.latest_bytes, "{view:?}");
+    }
+    let before = misses(&roomy);
+    for view in &dated {
+        let question = format!("SELECT * FROM {view}");
+        assert_eq!(
+            sorted(rows(&roomy, &question).await),
+            sorted(rows(&uncached, &question).await),
+            "{view}"
+        );
+    }
+    assert_eq!(misses(&roomy), before, "every date answered from memory");
+
+    // What warming keeps anyway: the latest dates of every view, policy_overview's parts.
+    let latest_only = root.engine_with(tlsrpt_query::QueryOptions {
+        view_warm_all_time: false,
+        ..tlsrpt_query::QueryOptions::default()
+    });
+    latest_only.warm_views(2).await.unwrap();
+    let kept_anyway = latest_only.view_cache_stats().unwrap().bytes;
+    // Three quarters of the budget hold that and the smallest view's older dates, a few
+    // bytes more, not the next view's.
+    let smallest = &warmed.all_time[0];
+    let next = &warmed.all_time[1];
+    let older = |view: &tlsrpt_query::AllTime| view.estimated_bytes - view.latest_bytes;
+    assert!(older(next) > 64, "{next:?}");
+    let budget = (kept_anyway + older(smallest)) / 3 * 4 + 32;
+    let tight = root.engine_with(tlsrpt_query::QueryOptions {
+        view_cache_bytes: Some(budget),
+        ..tlsrpt_query::QueryOptions::default()
+    });
+    let tightly = tight.warm_views(2).await.unwrap();
+    let fitted: Vec<(&str, bool)> = tightly
+        .all_time
+        .iter()
+        .map(|view| (view.view, view.warmed))
+        .collect();
+    let mut expected: Vec<(&str, bool)> = warmed
+        .all_time
+        .iter()
+        .map(|view| (view.view, false))
+        .collect();
+    expected[0].1 = true;
+    assert_eq!(fitted, expected, "the smallest only");
+    let before = misses(&tight);
+    rows(&tight, &format!("SELECT * FROM {}", smallest.view)).await;
+    assert_eq!(misses(&tight), before, "{}: from memory", smallest.view);
+    rows(&tight, &format!("SELECT * FROM {}", next.view)).await;
+    assert!(
+        misses(&tight) > before,
+        "{}: its older dates computed",
+        next.view
     );
 }
 
