@@ -155,8 +155,9 @@ pub(crate) struct SqlSettings {
 
     /// Memory the per-day views may keep their answers in between queries, by date
     /// (`256MiB`, `4GiB`, or `off`): a dashboard asking again over months of data reads only
-    /// the dates whose files changed since. Least recently used dates are dropped beyond it
-    /// [default: 1GiB].
+    /// the dates whose files changed since. Least recently used dates are dropped beyond it.
+    /// Every view over all time of 100 million failure rows over 14 years took 1.12 GiB
+    /// [default: 2GiB].
     #[arg(long, env = "TLSRPT_VIEW_CACHE_MEMORY", value_name = "BYTES")]
     pub(crate) view_cache_memory: Option<String>,
 
@@ -1012,7 +1013,7 @@ mod tests {
         let defaults = tlsrpt_query::QueryOptions::default();
         assert_eq!(resolved.limits.max_rows, defaults.max_rows);
         assert_eq!(resolved.limits.max_concurrent, defaults.max_concurrent);
-        assert_eq!(resolved.limits.view_cache_bytes, Some(1 << 30));
+        assert_eq!(resolved.limits.view_cache_bytes, Some(2 << 30));
         let cache = |text: &str| {
             SqlSettings {
                 view_cache_memory: Some(text.into()),

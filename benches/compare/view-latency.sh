@@ -3,7 +3,9 @@
 # whole view over the last 30 days of data (date >= the latest date - 29) and over all time,
 # answered as an Arrow IPC stream (the compact format; JSON of a million rows would time the
 # encoder, not the view), each RUNS times after a first run, which is printed apart (with the
-# per-date view cache it computes what the next runs read from memory), medians printed.
+# per-date view cache it computes what the next runs read from memory), medians printed,
+# with the answer's size (MB of Arrow IPC) and the median time to its start (the response's
+# head, sent with the first rows encoded: the rest of the time is handing the rows over).
 # 30 days is asked before all time, so all time's first run finds those 30 dates cached.
 # EXTRA_ARGS are added to `tlsrpt query`'s (e.g. `--view-cache-memory off`).
 #
@@ -52,11 +54,16 @@ def post(sql, accept):
     started = time.perf_counter()
     conn.request("POST", url.path, body=sql.encode(), headers={"Accept": accept})
     response = conn.getresponse()
+    # The service answers once the first rows are encoded: the time to here is the answer's
+    # start, the rest is handing the rows over.
+    headed = time.perf_counter() - started
     body = response.read()
     elapsed = time.perf_counter() - started
     if response.status != 200:
         sys.exit(f"{sql}: HTTP {response.status}: {body[:300]!r}")
+    timed.append(headed)
     return elapsed, body
+timed = []
 _, body = post("SELECT max(date) AS d FROM policies_daily", "application/json")
 latest = json.loads(body)[0]["d"]
 views = [row["table_name"] for row in json.loads(post(
@@ -64,7 +71,8 @@ views = [row["table_name"] for row in json.loads(post(
     "AND table_type = 'VIEW' ORDER BY 1", "application/json")[1])]
 print(f"latest date {latest}; {runs} runs each after a first one (timed apart: it fills the "
       "per-date view cache unless --view-cache-memory off); medians")
-print(f"{'view':32} {'window':9} {'rows':>9} {'first ms':>9} {'median ms':>10} {'min ms':>8}")
+print(f"{'view':32} {'window':9} {'rows':>9} {'first ms':>9} {'median ms':>10} {'min ms':>8} "
+      f"{'MB':>6} {'start ms':>9}")
 for view in views:
     if not re.search(chosen_views, view):
         continue
@@ -74,9 +82,12 @@ for view in views:
     for name, sql in windows:
         if not re.search(chosen, name):
             continue
-        first = post(sql, "application/vnd.apache.arrow.stream")[0] * 1000
+        first, body = post(sql, "application/vnd.apache.arrow.stream")
+        timed.clear()
         times = [post(sql, "application/vnd.apache.arrow.stream")[0] * 1000 for _ in range(runs)]
+        started = statistics.median(timed) * 1000
         rows = json.loads(post(f"SELECT count(*) AS n FROM ({sql})", "application/json")[1])[0]["n"]
-        print(f"{view:32} {name:9} {rows:>9} {first:>9.1f} {statistics.median(times):>10.1f} {min(times):>8.1f}")
+        print(f"{view:32} {name:9} {rows:>9} {first * 1000:>9.1f} {statistics.median(times):>10.1f} "
+              f"{min(times):>8.1f} {len(body) / 1e6:>6.1f} {started:>9.1f}")
 PY
 echo "tlsrpt query peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"

@@ -23,7 +23,7 @@
 //! that does not finish in time keeps the blocks of dates it computed, and the next round
 //! carries on from there. When the cache is full, the dates warmed (and `policy_overview`'s
 //! parts) are dropped last: on the bench, one all-time question of `failure_trend_by_mx`
-//! (0.66 GB) pushed the warmed dates of the views not asked since out of the default 1 GiB,
+//! (0.66 GB) pushed the warmed dates of the views not asked since out of the then default 1 GiB,
 //! and their next 30-day question took 129 ms again.
 
 use std::collections::BTreeMap;

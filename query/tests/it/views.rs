@@ -939,7 +939,7 @@ async fn warming_computes_every_date_of_the_views_whose_all_time_fits_smallest_f
     };
     let misses = |engine: &tlsrpt_query::QueryEngine| engine.view_cache_stats().unwrap().misses;
 
-    // Room for everything (the default 1 GiB): every per-day view over every date.
+    // Room for everything (the default 2 GiB): every per-day view over every date.
     let roomy = root.engine();
     let warmed = roomy.warm_views(2).await.unwrap();
     assert!(warmed.failed.is_empty(), "{:?}", warmed.failed);
