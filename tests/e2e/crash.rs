@@ -77,15 +77,25 @@ fn abort_at(point: &str) {
     assert_exactly_once(|sql| up.sql(sql), &acknowledged);
     // And the directory is clean: no flush left in staging (`_staging/p<partition>/<flush>`;
     // one interrupted before its claim goes with the first claim of the restarted process).
+    // Waited for: a flush deletes its staging directory, and sweeps the interrupted one,
+    // after its files are in place, so the rows can be visible a moment before (on a loaded
+    // machine this check once ran in between).
     let staging = data.join("tables/_staging");
-    let leftovers: usize = std::fs::read_dir(&staging)
-        .map(|partitions| {
-            partitions
-                .map(|p| std::fs::read_dir(p.unwrap().path()).unwrap().count())
-                .sum()
-        })
-        .unwrap_or(0);
-    assert_eq!(leftovers, 0, "{point}: staging not cleaned up");
+    let leftovers = || -> usize {
+        std::fs::read_dir(&staging)
+            .map(|partitions| {
+                partitions
+                    .flatten()
+                    .map(|p| std::fs::read_dir(p.path()).map_or(0, Iterator::count))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), 0, "{point}: staging not cleaned up");
     up.stop();
 }
 
