@@ -13,7 +13,9 @@
 # messages on the topic against the 2xx answers.
 #
 # TLSRPT_BIN=PATH runs that build of `tlsrpt` instead of building target/release/tlsrpt (to
-# compare two builds, alternately, in one session).
+# compare two builds, alternately, in one session). NO_BUILD=1 takes tlsrpt-load and
+# tlsrpt-gen from target/release as they are (a cargo build of those two alone unifies
+# features differently from the workspace's build, and recompiles most dependencies).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/compare/common.sh
@@ -27,7 +29,7 @@ if [ -z "$tlsrpt" ]; then
   cargo build --quiet --release -p tlsrpt --bin tlsrpt
   tlsrpt=target/release/tlsrpt
 fi
-cargo build --quiet --release -p tlsrpt-benches --bin tlsrpt-load --bin tlsrpt-gen
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --quiet --release -p tlsrpt-benches --bin tlsrpt-load --bin tlsrpt-gen
 
 work=$(mktemp -d)
 server=
