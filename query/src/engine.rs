@@ -320,6 +320,12 @@ impl QueryEngine {
             self.options.max_concurrent.max(1),
             self.view_cache_stats(),
         );
+        if let Some(cache) = &self.view_cache {
+            crate::metrics::render_view_bytes(
+                out,
+                cache.bytes_by_view(crate::views::VIEWS.iter().map(|view| view.name)),
+            );
+        }
     }
 
     /// What a statement would answer, without running it: the columns of its result and

@@ -252,6 +252,22 @@ impl QueryMetrics {
     }
 }
 
+/// Appends the view cache's memory by view, each view's dates (or parts) together, so that an
+/// operator sizing `--view-cache-memory` sees which views take it.
+pub(crate) fn render_view_bytes<'a>(
+    out: &mut String,
+    by_view: impl IntoIterator<Item = (&'a str, usize)>,
+) {
+    labelled(
+        out,
+        "tlsrpt_query_view_cache_view_bytes",
+        "gauge",
+        "Memory of each view's rows kept between questions (all its dates, or parts).",
+        "view",
+        by_view,
+    );
+}
+
 fn render_cache(out: &mut String, cache: &ViewCacheStats) {
     single(
         out,
@@ -395,6 +411,19 @@ mod tests {
             "tlsrpt_query_statements_total{outcome=\"cancelled\"} 1",
         );
         has(&text, "tlsrpt_query_statement_duration_seconds_count 5");
+        let mut text = String::new();
+        render_view_bytes(
+            &mut text,
+            [("failure_trend_by_mx", 4096), ("policy_overview", 0)],
+        );
+        has(
+            &text,
+            "tlsrpt_query_view_cache_view_bytes{view=\"failure_trend_by_mx\"} 4096",
+        );
+        has(
+            &text,
+            "tlsrpt_query_view_cache_view_bytes{view=\"policy_overview\"} 0",
+        );
         drop(running);
         drop(waiting);
         let text = rendered(&metrics, None);

@@ -228,6 +228,23 @@ impl ViewCache {
             })
     }
 
+    /// The memory kept for each of `views` (their dates, or their parts), zero for those
+    /// with nothing kept, in the order given.
+    pub(crate) fn bytes_by_view<'a>(
+        &self,
+        views: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(&'a str, usize)> {
+        let state = self.lock();
+        let mut kept: HashMap<&str, usize> = HashMap::new();
+        for ((view, _, _), entry) in &state.entries {
+            *kept.entry(view).or_default() += entry.bytes;
+        }
+        views
+            .into_iter()
+            .map(|view| (view, kept.get(view).copied().unwrap_or(0)))
+            .collect()
+    }
+
     /// The most the cache may hold, in bytes.
     pub(crate) fn budget_bytes(&self) -> usize {
         self.budget_bytes

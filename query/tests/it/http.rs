@@ -423,6 +423,24 @@ async fn metrics_count_statements_the_view_cache_and_warming() {
     assert!(metric(&before, "tlsrpt_query_view_warm_last_round_seconds") > 0.0);
     assert!(metric(&before, "tlsrpt_query_view_cache_entries") > 0.0);
     assert!(metric(&before, "tlsrpt_query_view_cache_bytes") > 0.0);
+    // Each view's memory is listed, and they add up to the whole.
+    let by_view: Vec<f64> = tlsrpt_query::views::VIEWS
+        .iter()
+        .map(|view| {
+            metric(
+                &before,
+                &format!(
+                    "tlsrpt_query_view_cache_view_bytes{{view=\"{}\"}}",
+                    view.name
+                ),
+            )
+        })
+        .collect();
+    assert!(by_view.iter().all(|bytes| *bytes > 0.0), "{by_view:?}");
+    assert_eq!(
+        by_view.iter().sum::<f64>(),
+        metric(&before, "tlsrpt_query_view_cache_bytes")
+    );
     let hits_before = metric(
         &before,
         "tlsrpt_query_view_cache_lookups_total{result=\"hit\"}",
