@@ -952,37 +952,35 @@ mod tests {
 
     #[test]
     fn views_over_an_object_store_are_warmed_every_15_minutes_unless_told() {
-        let every = |store: &str, flag: Option<&str>| {
+        // The query service's limits for tables at `store`, with `sql`'s flags.
+        let limits = |store: &str, sql: SqlSettings| {
             QuerySettings {
                 store: Some(store.into()),
-                sql: SqlSettings {
-                    view_warm_every: flag.map(Into::into),
-                    ..SqlSettings::default()
-                },
+                sql,
                 ..QuerySettings::default()
             }
             .resolve()
-            .unwrap()
-            .sql
-            .limits
-            .view_warm_every
+            .map(|resolved| resolved.sql.limits)
+        };
+        let every = |store: &str, flag: Option<&str>| {
+            let sql = SqlSettings {
+                view_warm_every: flag.map(Into::into),
+                ..SqlSettings::default()
+            };
+            limits(store, sql).unwrap().view_warm_every
         };
         let minutes = |m: u64| Some(Duration::from_secs(m * 60));
         assert_eq!(every("s3://reports/tables", None), minutes(15));
         assert_eq!(every("s3://reports/tables", Some("2m")), minutes(2));
         assert_eq!(every("s3://reports/tables", Some("off")), None);
         assert_eq!(every("/var/lib/tlsrpt/tables", None), minutes(1));
+        // Warming every date of the views that fit lists every date's prefix at each round.
         let all_time = |store: &str, flag: Option<&str>| {
-            QuerySettings {
-                store: Some(store.into()),
-                sql: SqlSettings {
-                    view_warm_all_time: flag.map(Into::into),
-                    ..SqlSettings::default()
-                },
-                ..QuerySettings::default()
-            }
-            .resolve()
-            .map(|resolved| resolved.sql.limits.view_warm_all_time)
+            let sql = SqlSettings {
+                view_warm_all_time: flag.map(Into::into),
+                ..SqlSettings::default()
+            };
+            limits(store, sql).map(|limits| limits.view_warm_all_time)
         };
         assert!(!all_time("s3://reports/tables", None).unwrap());
         assert!(all_time("s3://reports/tables", Some("fits")).unwrap());
