@@ -41,16 +41,19 @@ sql_url_of() { sed -n 's/.*SQL  *POST \(http[^ ]*\).*/\1/p' "$1"; }
 
 # Starts `BIN/tlsrpt query --store TABLES` on free loopback ports with the row limit raised to
 # 100,000,000 and no memory or time limit (the benches ask for all of a view, or DuckDB's
-# unlimited question), plus ARGS, and stops it when the script exits. Sets `server` (its pid),
-# `work` (a temporary directory with its `banner` and `log`) and `sql_url`.
+# unlimited question), plus ARGS, and stops it when the script exits. DEFAULTS=1 keeps every
+# limit at its default instead. Sets `server` (its pid), `work` (a temporary directory with
+# its `banner` and `log`) and `sql_url`.
 start_query_service() {
   local bin=$1 tables=$2
   shift 2
+  local limits=(--max-result-rows 100000000 --query-memory off --query-timeout 1h)
+  [ "${DEFAULTS:-0}" = 1 ] && limits=()
   work=$(mktemp -d)
   server=
   trap stop_query_service EXIT
   "$bin/tlsrpt" query --store "$tables" --query-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 \
-    --max-result-rows 100000000 --query-memory off --query-timeout 1h "$@" \
+    "${limits[@]}" "$@" \
     >"$work/banner" 2>"$work/log" &
   server=$!
   wait_for_banner "$server" "$work/banner" "$work/log"

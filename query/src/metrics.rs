@@ -132,7 +132,8 @@ impl QueryMetrics {
         self.duration.observe(elapsed);
     }
 
-    /// A warming round ended: `failed_views` views could not be computed.
+    /// A warming round ended, having done what `warmed` says: the views it could not compute,
+    /// and those it computed over every date or not.
     pub(crate) fn warm_round(&self, elapsed: Duration, warmed: &crate::WarmedViews) {
         let mut warm = lock(&self.warm);
         warm.done += 1;

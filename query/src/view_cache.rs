@@ -216,16 +216,21 @@ impl ViewCache {
             .sum()
     }
 
-    /// How many of `view`'s dates from `first` on are kept, and their memory.
-    pub(crate) fn dates_kept_from(&self, view: &str, first: NaiveDate) -> (usize, usize) {
+    /// For each view with dates kept from `first` on, how many and their memory.
+    pub(crate) fn dates_kept_from(
+        &self,
+        first: NaiveDate,
+    ) -> HashMap<&'static str, (usize, usize)> {
         let state = self.lock();
-        state
-            .entries
-            .iter()
-            .filter(|((name, span, date), _)| *name == view && *span == Span::Day && *date >= first)
-            .fold((0, 0), |(dates, bytes), (_, entry)| {
-                (dates + 1, bytes + entry.bytes)
-            })
+        let mut kept: HashMap<&'static str, (usize, usize)> = HashMap::new();
+        for ((view, span, date), entry) in &state.entries {
+            if *span == Span::Day && *date >= first {
+                let (dates, bytes) = kept.entry(view).or_default();
+                *dates += 1;
+                *bytes += entry.bytes;
+            }
+        }
+        kept
     }
 
     /// The memory kept for each of `views` (their dates, or their parts), zero for those

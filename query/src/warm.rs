@@ -74,35 +74,11 @@ pub struct AllTime {
 }
 
 impl WarmedViews {
-    /// The views computed over every date, for the log (`none` when none).
-    fn all_time_views(&self) -> String {
-        let views: Vec<&str> = self
-            .all_time
-            .iter()
-            .filter(|view| view.warmed)
-            .map(|view| view.view)
-            .collect();
-        if views.is_empty() {
-            "none".to_owned()
-        } else {
-            views.join(", ")
-        }
-    }
-
-    /// The views that did not fit over every date, with their estimates, for the log.
-    fn too_large_for_all_time(&self) -> String {
+    /// The per-day views that were (`warmed`) or were not computed over every date.
+    fn all_time_where(&self, warmed: bool) -> impl Iterator<Item = &AllTime> {
         self.all_time
             .iter()
-            .filter(|view| !view.warmed)
-            .map(|view| {
-                format!(
-                    "{} (about {} MB)",
-                    view.view,
-                    view.estimated_bytes.div_ceil(1_000_000)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .filter(move |view| view.warmed == warmed)
     }
 }
 
@@ -191,11 +167,12 @@ impl QueryEngine {
         let (share, of) = ALL_TIME_SHARE;
         let mut room =
             (cache.budget_bytes() / of * share).saturating_sub(cache.bytes_warmed_from(first));
+        let kept = cache.dates_kept_from(first);
         let mut estimates: Vec<(&'static str, usize, usize)> = VIEWS
             .iter()
             .filter(|view| view.parts.is_none() && warmed.views.contains(&view.name))
             .filter_map(|view| {
-                let (kept, bytes) = cache.dates_kept_from(view.name, first);
+                let &(kept, bytes) = kept.get(view.name)?;
                 let estimated = bytes.checked_div(kept)?.saturating_mul(dates);
                 Some((view.name, bytes, estimated))
             })
@@ -253,7 +230,12 @@ impl QueryEngine {
                         || "none (no data yet)".to_owned(),
                         |(first, last)| format!("{first} to {last}"),
                     );
-                    let all_time = warmed.all_time_views();
+                    let fitted: Vec<&str> = warmed.all_time_where(true).map(|v| v.view).collect();
+                    let all_time = if fitted.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        fitted.join(", ")
+                    };
                     if round == 0 {
                         info!(
                             views = warmed.views.len(),
@@ -271,15 +253,18 @@ impl QueryEngine {
                             "Views computed again ahead of the questions."
                         );
                     }
-                    let too_large: Vec<&str> = warmed
-                        .all_time
-                        .iter()
-                        .filter(|view| !view.warmed)
-                        .map(|view| view.view)
-                        .collect();
+                    let too_large: Vec<&str> =
+                        warmed.all_time_where(false).map(|v| v.view).collect();
                     if !too_large.is_empty() && too_large != left_to_questions {
+                        let estimates: Vec<String> = warmed
+                            .all_time_where(false)
+                            .map(|view| {
+                                let megabytes = view.estimated_bytes.div_ceil(1_000_000);
+                                format!("{} (about {megabytes} MB)", view.view)
+                            })
+                            .collect();
                         info!(
-                            views = warmed.too_large_for_all_time().as_str(),
+                            views = estimates.join(", ").as_str(),
                             "These views over every date would not fit in the view cache beside \
                              what warming keeps: their dates before the latest --view-warm-days \
                              are computed when asked. A larger --view-cache-memory keeps them."

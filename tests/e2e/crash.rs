@@ -91,11 +91,11 @@ fn abort_at(point: &str) {
             })
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leftovers() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(leftovers(), 0, "{point}: staging not cleaned up");
+    wait_until(
+        &format!("{point}: staging cleaned up"),
+        Duration::from_secs(10),
+        || leftovers() == 0,
+    );
     up.stop();
 }
 
