@@ -23,6 +23,17 @@ print(f"{name} CPU: {seconds:.1f} core-seconds, {seconds / max(total, 1) * 1e6:.
 PY
 }
 
+# The directory of the `tlsrpt` build a script runs: BIN_DIR when set, else target/release,
+# built first unless NO_BUILD=1.
+tlsrpt_bin_dir() {
+  if [ -n "${BIN_DIR:-}" ]; then
+    echo "$BIN_DIR"
+    return
+  fi
+  [ "${NO_BUILD:-0}" = 1 ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt >&2
+  echo target/release
+}
+
 # Waits until the server PID has printed its banner (the line with its SQL address) into
 # BANNER; if it exits first, prints LOG and fails.
 wait_for_banner() {

@@ -28,8 +28,7 @@ cd "$(dirname "$0")/../.."
 . benches/compare/common.sh
 tables=$(realpath "${1:?usage: view-latency.sh TABLES_DIR [RUNS]}")
 runs=${2:-7}
-bin=${BIN_DIR:-target/release}
-[ "${NO_BUILD:-0}" = 1 ] || [ -n "${BIN_DIR:-}" ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt
+bin=$(tlsrpt_bin_dir)
 
 # shellcheck disable=SC2046 # the optional flag splits into words on purpose
 start_query_service "$bin" "$tables" \

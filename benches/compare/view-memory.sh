@@ -14,8 +14,7 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=benches/compare/common.sh
 . benches/compare/common.sh
 tables=$(realpath "${1:?usage: view-memory.sh TABLES_DIR}")
-bin=${BIN_DIR:-target/release}
-[ "${NO_BUILD:-0}" = 1 ] || [ -n "${BIN_DIR:-}" ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt
+bin=$(tlsrpt_bin_dir)
 
 start_query_service "$bin" "$tables" --view-cache-memory 16GiB --view-warm-days 0
 sql=$sql_url

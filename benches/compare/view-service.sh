@@ -24,8 +24,7 @@ cd "$(dirname "$0")/../.."
 . benches/compare/common.sh
 tables=$(realpath "${1:?usage: view-service.sh TABLES_DIR [RUNS]}")
 runs=${2:-5}
-bin=${BIN_DIR:-target/release}
-[ "${NO_BUILD:-0}" = 1 ] || [ -n "${BIN_DIR:-}" ] || cargo build --quiet --release -p tlsrpt --bin tlsrpt
+bin=$(tlsrpt_bin_dir)
 
 # shellcheck disable=SC2086 # EXTRA_ARGS splits into words on purpose
 start_query_service "$bin" "$tables" --view-warm-every 20s ${EXTRA_ARGS:-}
