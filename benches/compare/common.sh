@@ -72,6 +72,15 @@ start_query_service() {
   [ -n "$sql_url" ] || { echo "tlsrpt query did not start" >&2; cat "$work/log" >&2; return 1; }
 }
 
+# Waits until the service started by start_query_service has logged its first round of
+# warming (or that it could not list the tables); fails with the log if the service exits.
+wait_for_first_warm_round() {
+  until grep -q 'Views computed ahead of the questions\|Could not list the tables' "$work/log"; do
+    kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
 stop_query_service() {
   if [ -n "${server:-}" ] && kill -0 "$server" 2>/dev/null; then
     kill "$server" 2>/dev/null || true

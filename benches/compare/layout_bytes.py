@@ -9,7 +9,9 @@ them, and writes each again with pyarrow four ways into OUT_DIR: one file per da
 same layout, pyarrow's writer: a check that the two writers agree), one file per month
 sorted as the transformer sorts (`files::Table::sort_columns`), and one per month sorted by
 date first, and one per month sorted as the transformer sorts with the dates delta-encoded
-(`DELTA_BINARY_PACKED`, no dictionary). zstd level 1 for the columns the transformer compresses, dictionaries, version 2
+(`DELTA_BINARY_PACKED`, no dictionary), then with every integer, date and time column
+delta-encoded, at zstd level 1 and at level 9 (what a compaction of closed months could
+afford). zstd level 1 for the columns the transformer compresses, dictionaries, version 2
 data pages, as `files::writer_properties`. Prints the compressed column-chunk bytes per
 failure row of each layout, table by table and column by column (dictionary pages apart),
 counted as duckdb-failures.sh counts them.
@@ -33,7 +35,17 @@ IPS_VIEW = ["date", "sending_mta_ip", "failed_session_count", "policy_domain",
             "receiving_mx_hostname", "organization_name"]
 # As `files::Table::uncompressed_columns`.
 UNCOMPRESSED = {"date", "result_type", "policy_type", "sts_mode"}
-LAYOUTS = ["daily", "monthly", "monthly, date first", "monthly, dates delta-encoded"]
+LAYOUTS = ["daily", "monthly", "monthly, date first", "monthly, dates delta-encoded",
+           "monthly, integers delta-encoded", "monthly, integers delta-encoded, zstd 9"]
+
+
+def delta_columns(table, layout):
+    """The columns `layout` writes delta-encoded (`DELTA_BINARY_PACKED`, no dictionary)."""
+    if "integers delta-encoded" in layout:
+        return [f.name for f in table.schema
+                if pa.types.is_integer(f.type) or pa.types.is_date32(f.type)
+                or pa.types.is_timestamp(f.type)]
+    return ["date"] if "dates delta-encoded" in layout else []
 
 
 def read(tables, table):
@@ -42,15 +54,15 @@ def read(tables, table):
     return pa.concat_tables(pq.read_table(f, columns=columns) for f in files), files
 
 
-def write(table, path, delta_dates):
+def write(table, path, delta, level):
     compressed = [c for c in table.column_names if c not in UNCOMPRESSED]
-    dictionary = [c for c in table.column_names if not (delta_dates and c == "date")]
+    dictionary = [c for c in table.column_names if c not in delta]
     pq.write_table(
         table, path,
         compression={c: ("zstd" if c in compressed else "none") for c in table.column_names},
-        compression_level={c: 1 for c in compressed},
+        compression_level={c: level for c in compressed},
         use_dictionary=dictionary,
-        column_encoding={"date": "DELTA_BINARY_PACKED"} if delta_dates else None,
+        column_encoding={c: "DELTA_BINARY_PACKED" for c in delta} or None,
         data_page_version="2.0", row_group_size=1 << 20)
 
 
@@ -92,7 +104,7 @@ def rewrite(name, table, layout, out):
     for i, end in enumerate(run_ends):
         path = f"{out}/{i:06}.parquet"
         write(sorted_by(table.slice(start, end - start), sort), path,
-              layout == "monthly, dates delta-encoded")
+              delta_columns(table, layout), 9 if layout.endswith("zstd 9") else 1)
         paths.append(path)
         start = end
     return paths

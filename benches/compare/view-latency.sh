@@ -37,10 +37,7 @@ url=$sql_url
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg); tables: $tables"
 if [ "${WARM:-1}" = 1 ]; then
   # The log line of the first round; the log has no colours when it is not a terminal.
-  until grep -q 'Views computed ahead of the questions\|Could not list the tables' "$work/log"; do
-    kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_for_first_warm_round
   echo "computed in the background at start: $(grep 'Views computed ahead of the questions' "$work/log" | sed 's/.*questions\. //')"
   ! grep WARN "$work/log" || echo "(warnings above)"
 fi

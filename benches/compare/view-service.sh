@@ -30,10 +30,7 @@ bin=$(tlsrpt_bin_dir)
 start_query_service "$bin" "$tables" --view-warm-every 20s ${EXTRA_ARGS:-}
 base=${sql_url%/v1/sql}
 echo "machine: $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg); tables: $tables"
-until grep -q 'Views computed ahead of the questions\|Could not list the tables' "$work/log"; do
-  kill -0 "$server" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
-  sleep 0.5
-done
+wait_for_first_warm_round
 grep -E 'INFO|WARN' "$work/log" | sed 's/^[^ ]* *//' | cut -c1-600
 
 questions=${QUESTIONS:-}

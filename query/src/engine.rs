@@ -315,17 +315,15 @@ impl QueryEngine {
     /// Appends the service's metrics in Prometheus text format: statements, turns, the view
     /// cache and warming (module `metrics`).
     pub fn render_metrics(&self, out: &mut String) {
-        self.metrics.render(
-            out,
-            self.options.max_concurrent.max(1),
-            self.view_cache_stats(),
-        );
-        if let Some(cache) = &self.view_cache {
-            crate::metrics::render_view_bytes(
-                out,
-                cache.bytes_by_view(crate::views::VIEWS.iter().map(|view| view.name)),
-            );
-        }
+        let cache = self
+            .view_cache
+            .as_ref()
+            .map(|cache| crate::metrics::CacheMemory {
+                stats: cache.stats(),
+                by_view: cache.bytes_by_view(crate::views::VIEWS.iter().map(|view| view.name)),
+            });
+        self.metrics
+            .render(out, self.options.max_concurrent.max(1), cache.as_ref());
     }
 
     /// What a statement would answer, without running it: the columns of its result and

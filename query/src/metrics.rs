@@ -150,7 +150,7 @@ impl QueryMetrics {
 
     /// Appends every metric. `turns` is the concurrency limit; `cache` is `None` when the
     /// views keep nothing.
-    pub(crate) fn render(&self, out: &mut String, turns: usize, cache: Option<ViewCacheStats>) {
+    pub(crate) fn render(&self, out: &mut String, turns: usize, cache: Option<&CacheMemory<'_>>) {
         // The outcomes clients meet most are listed even before they happen, so that a rate
         // over them exists from the start.
         let mut outcomes = lock(&self.outcomes).clone();
@@ -200,7 +200,17 @@ impl QueryMetrics {
             turns,
         );
         if let Some(cache) = cache {
-            render_cache(out, &cache);
+            render_cache(out, &cache.stats);
+            // Each view's dates (or parts) together, so that an operator sizing
+            // `--view-cache-memory` sees which views take it.
+            labelled(
+                out,
+                "tlsrpt_query_view_cache_view_bytes",
+                "gauge",
+                "Memory of each view's rows kept between questions (all its dates, or parts).",
+                "view",
+                cache.by_view.iter().copied(),
+            );
         }
         let warm = lock(&self.warm);
         labelled(
@@ -253,20 +263,12 @@ impl QueryMetrics {
     }
 }
 
-/// Appends the view cache's memory by view, each view's dates (or parts) together, so that an
-/// operator sizing `--view-cache-memory` sees which views take it.
-pub(crate) fn render_view_bytes<'a>(
-    out: &mut String,
-    by_view: impl IntoIterator<Item = (&'a str, usize)>,
-) {
-    labelled(
-        out,
-        "tlsrpt_query_view_cache_view_bytes",
-        "gauge",
-        "Memory of each view's rows kept between questions (all its dates, or parts).",
-        "view",
-        by_view,
-    );
+/// What the view cache holds, as `GET /metrics` shows it.
+#[derive(Debug)]
+pub(crate) struct CacheMemory<'a> {
+    pub(crate) stats: ViewCacheStats,
+    /// The memory of each view's dates (or parts), every view listed.
+    pub(crate) by_view: Vec<(&'a str, usize)>,
 }
 
 fn render_cache(out: &mut String, cache: &ViewCacheStats) {
@@ -328,7 +330,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn rendered(metrics: &QueryMetrics, cache: Option<ViewCacheStats>) -> String {
+    fn rendered(metrics: &QueryMetrics, cache: Option<&CacheMemory<'_>>) -> String {
         let mut text = String::new();
         metrics.render(&mut text, 8, cache);
         text
@@ -364,16 +366,19 @@ mod tests {
             },
         );
         metrics.warm_round_failed();
-        let cache = ViewCacheStats {
-            entries: 12,
-            bytes: 4096,
-            budget_bytes: 1 << 30,
-            hits: 40,
-            misses: 7,
-            dropped: 3,
-            too_large: 1,
+        let cache = CacheMemory {
+            stats: ViewCacheStats {
+                entries: 12,
+                bytes: 4096,
+                budget_bytes: 1 << 30,
+                hits: 40,
+                misses: 7,
+                dropped: 3,
+                too_large: 1,
+            },
+            by_view: vec![("failure_trend_by_mx", 4096), ("policy_overview", 0)],
         };
-        let text = rendered(&metrics, Some(cache));
+        let text = rendered(&metrics, Some(&cache));
         for line in [
             "tlsrpt_query_statements_total{outcome=\"ok\"} 2",
             "tlsrpt_query_statements_total{outcome=\"cancelled\"} 0",
@@ -393,6 +398,8 @@ mod tests {
             "tlsrpt_query_view_cache_lookups_total{result=\"miss\"} 7",
             "tlsrpt_query_view_cache_dropped_total 3",
             "tlsrpt_query_view_cache_too_large_total 1",
+            "tlsrpt_query_view_cache_view_bytes{view=\"failure_trend_by_mx\"} 4096",
+            "tlsrpt_query_view_cache_view_bytes{view=\"policy_overview\"} 0",
             "tlsrpt_query_view_warm_rounds_total{outcome=\"done\"} 1",
             "tlsrpt_query_view_warm_rounds_total{outcome=\"failed\"} 1",
             "tlsrpt_query_view_warm_view_failures_total 2",
@@ -412,19 +419,6 @@ mod tests {
             "tlsrpt_query_statements_total{outcome=\"cancelled\"} 1",
         );
         has(&text, "tlsrpt_query_statement_duration_seconds_count 5");
-        let mut text = String::new();
-        render_view_bytes(
-            &mut text,
-            [("failure_trend_by_mx", 4096), ("policy_overview", 0)],
-        );
-        has(
-            &text,
-            "tlsrpt_query_view_cache_view_bytes{view=\"failure_trend_by_mx\"} 4096",
-        );
-        has(
-            &text,
-            "tlsrpt_query_view_cache_view_bytes{view=\"policy_overview\"} 0",
-        );
         drop(running);
         drop(waiting);
         let text = rendered(&metrics, None);
