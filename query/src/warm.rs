@@ -13,7 +13,8 @@
 //!
 //! Then, for the per-day views whose answers over all time fit in the cache beside that
 //! ([`ALL_TIME_SHARE`] of its budget, the smallest views first, each estimated from its
-//! latest dates' memory), warming computes every older date too, so that their all-time
+//! latest dates' memory, or from the older dates a question kept when it has no rows among
+//! the latest), warming computes every older date too, so that their all-time
 //! questions are answered from memory; the others keep the latest dates only, and the log
 //! names them with their estimates. A new view date costs the same to keep warm either way;
 //! what warming every date adds at each round is the listing of every date's directories.
@@ -57,7 +58,8 @@ pub struct WarmedViews {
     pub failed: Vec<(&'static str, String)>,
     /// The per-day views' answers over every date, as estimated from the latest dates',
     /// smallest first, and which of them were computed over every date; empty when no date
-    /// is older than the latest `days` (or `view_warm_all_time` is off).
+    /// is older than the latest `days` (or `view_warm_all_time` is off). A view with no rows
+    /// kept for any date, not even older ones, is not listed.
     pub all_time: Vec<AllTime>,
 }
 
@@ -67,7 +69,8 @@ pub struct AllTime {
     pub view: &'static str,
     /// The memory of its rows for the latest dates, which warming keeps anyway.
     pub latest_bytes: usize,
-    /// The memory of its latest dates' rows, per date kept, times every date with data.
+    /// The memory of its latest dates' rows, per date kept, times every date with data; for a
+    /// view with nothing among the latest dates, the same from its older dates kept.
     pub estimated_bytes: usize,
     /// Whether it fitted, and so was computed over every date.
     pub warmed: bool,
@@ -167,14 +170,23 @@ impl QueryEngine {
         let (share, of) = ALL_TIME_SHARE;
         let mut room =
             (cache.budget_bytes() / of * share).saturating_sub(cache.bytes_warmed_from(first));
-        let kept = cache.dates_kept_from(first);
+        let recent = cache.dates_kept_from(first);
+        // A view with no rows among the latest dates (failures that all predate them, say) is
+        // estimated from the older dates a question or an earlier round left in the cache;
+        // with none either, it is not estimated, and its older dates are computed when asked.
+        let older = cache.dates_kept_from(NaiveDate::MIN);
         let mut estimates: Vec<(&'static str, usize, usize)> = VIEWS
             .iter()
             .filter(|view| view.parts.is_none() && warmed.views.contains(&view.name))
             .filter_map(|view| {
-                let &(kept, bytes) = kept.get(view.name)?;
+                let (kept, bytes, recent_bytes) = match recent.get(view.name) {
+                    Some(&(kept, bytes)) => (kept, bytes, bytes),
+                    None => older
+                        .get(view.name)
+                        .map(|&(kept, bytes)| (kept, bytes, 0))?,
+                };
                 let estimated = bytes.checked_div(kept)?.saturating_mul(dates);
-                Some((view.name, bytes, estimated))
+                Some((view.name, recent_bytes, estimated))
             })
             .collect();
         estimates.sort_by_key(|(_, _, estimated)| *estimated);

@@ -1013,6 +1013,68 @@ async fn warming_computes_every_date_of_the_views_whose_all_time_fits_smallest_f
     );
 }
 
+/// A per-day view with no rows among the latest dates (here every failure predates them) has
+/// nothing to be estimated from at the first round, so it is left to the questions; once a
+/// question has computed its older dates, the next round estimates it from those and keeps
+/// every date of it warm, answering all time from memory.
+#[tokio::test]
+async fn warming_estimates_a_view_without_recent_rows_from_the_older_dates_a_question_kept() {
+    let mut by_day = generated_by_day();
+    assert!(by_day.len() >= 4, "the generator spans several days");
+    for day in by_day.values_mut().rev().take(2) {
+        for received in day.iter_mut() {
+            for policy in &mut received.report.policies {
+                policy.failure_details.clear();
+            }
+        }
+    }
+    let root = Root::new();
+    for (offset, day) in by_day.values().enumerate() {
+        write(&root.path, range(0, offset as u64, offset as u64), day);
+    }
+    let engine = root.engine();
+    let listed = |warmed: &tlsrpt_query::WarmedViews, view: &str| {
+        warmed.all_time.iter().find(|all| all.view == view).cloned()
+    };
+    let first = engine.warm_views(2).await.unwrap();
+    assert!(first.failed.is_empty(), "{:?}", first.failed);
+    for view in ["failure_trend_by_mx", "top_failing_sending_ips"] {
+        assert_eq!(
+            listed(&first, view),
+            None,
+            "{view}: nothing to estimate from yet"
+        );
+    }
+    let domains = listed(&first, "failure_trend_by_domain").expect("recent rows: estimated");
+    assert!(domains.warmed && domains.latest_bytes > 0, "{domains:?}");
+
+    let question = "SELECT * FROM failure_trend_by_mx";
+    let asked = rows(&engine, question).await;
+    assert!(!asked.is_empty(), "the older dates have failures");
+    let second = engine.warm_views(2).await.unwrap();
+    let mx = listed(&second, "failure_trend_by_mx").expect("estimated from its older dates");
+    assert!(
+        mx.warmed && mx.latest_bytes == 0 && mx.estimated_bytes > 0,
+        "{mx:?}"
+    );
+    assert_eq!(
+        listed(&second, "top_failing_sending_ips"),
+        None,
+        "never asked: still nothing to estimate from"
+    );
+    let misses = engine.view_cache_stats().unwrap().misses;
+    let mut again = rows(&engine, question).await;
+    let mut plain = rows(&root.uncached_engine(), question).await;
+    again.sort();
+    plain.sort();
+    assert_eq!(again, plain);
+    assert_eq!(
+        engine.view_cache_stats().unwrap().misses,
+        misses,
+        "every date answered from memory"
+    );
+}
+
 /// A month of `policy_overview` computed again reads only that month's files: the filter on
 /// the parts' `month` reaches the scan of `policies_daily` as a filter on `date`, which
 /// prunes the other months' directories. A January file made unreadable (same name, so the
