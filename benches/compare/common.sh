@@ -34,6 +34,17 @@ tlsrpt_bin_dir() {
   echo target/release
 }
 
+# The arguments of a script that times a query service, TABLES_DIR [RUNS]: sets `tables`
+# (absolute), `runs` (DEFAULT_RUNS when not given) and `bin` (tlsrpt_bin_dir). SCRIPT names the
+# script in the usage message.
+query_bench_args() {
+  local script=$1 default_runs=$2
+  shift 2
+  tables=$(realpath "${1:?usage: $script TABLES_DIR [RUNS]}")
+  runs=${2:-$default_runs}
+  bin=$(tlsrpt_bin_dir)
+}
+
 # Waits until the server PID has printed its banner (the line with its SQL address) into
 # BANNER; if it exits first, prints LOG and fails.
 wait_for_banner() {

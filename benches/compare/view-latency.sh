@@ -26,9 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/compare/common.sh
 . benches/compare/common.sh
-tables=$(realpath "${1:?usage: view-latency.sh TABLES_DIR [RUNS]}")
-runs=${2:-7}
-bin=$(tlsrpt_bin_dir)
+query_bench_args view-latency.sh 7 "$@"
 
 # shellcheck disable=SC2046 # the optional flag splits into words on purpose
 start_query_service "$bin" "$tables" \

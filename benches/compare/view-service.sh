@@ -22,9 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/compare/common.sh
 . benches/compare/common.sh
-tables=$(realpath "${1:?usage: view-service.sh TABLES_DIR [RUNS]}")
-runs=${2:-5}
-bin=$(tlsrpt_bin_dir)
+query_bench_args view-service.sh 5 "$@"
 
 # shellcheck disable=SC2086 # EXTRA_ARGS splits into words on purpose
 start_query_service "$bin" "$tables" --view-warm-every 20s ${EXTRA_ARGS:-}

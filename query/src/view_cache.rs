@@ -111,6 +111,15 @@ type DateCoverage = Vec<Vec<FileRange>>;
 /// [`DateCoverage`]; one date for a per-day view, the month's dates for a month's parts.
 type Coverage = Vec<(NaiveDate, DateCoverage)>;
 
+/// A view's dates kept ([`ViewCache::dates_kept`]): how many, and their memory in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DatesKept {
+    /// From the first date asked about on.
+    pub(crate) from_first: (usize, usize),
+    /// At any date.
+    pub(crate) all: (usize, usize),
+}
+
 /// What the cache holds and how it served, for `GET /metrics`, logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViewCacheStats {
@@ -216,18 +225,20 @@ impl ViewCache {
             .sum()
     }
 
-    /// For each view with dates kept from `first` on, how many and their memory.
-    pub(crate) fn dates_kept_from(
-        &self,
-        first: NaiveDate,
-    ) -> HashMap<&'static str, (usize, usize)> {
+    /// For each view with dates kept, how many and their memory: from `first` on, and at any
+    /// date (one pass over the entries for both).
+    pub(crate) fn dates_kept(&self, first: NaiveDate) -> HashMap<&'static str, DatesKept> {
         let state = self.lock();
-        let mut kept: HashMap<&'static str, (usize, usize)> = HashMap::new();
+        let mut kept: HashMap<&'static str, DatesKept> = HashMap::new();
         for ((view, span, date), entry) in &state.entries {
-            if *span == Span::Day && *date >= first {
-                let (dates, bytes) = kept.entry(view).or_default();
-                *dates += 1;
-                *bytes += entry.bytes;
+            if *span == Span::Day {
+                let view = kept.entry(view).or_default();
+                view.all.0 += 1;
+                view.all.1 += entry.bytes;
+                if *date >= first {
+                    view.from_first.0 += 1;
+                    view.from_first.1 += entry.bytes;
+                }
             }
         }
         kept

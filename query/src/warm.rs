@@ -170,22 +170,21 @@ impl QueryEngine {
         let (share, of) = ALL_TIME_SHARE;
         let mut room =
             (cache.budget_bytes() / of * share).saturating_sub(cache.bytes_warmed_from(first));
-        let recent = cache.dates_kept_from(first);
-        // A view with no rows among the latest dates (failures that all predate them, say) is
-        // estimated from the older dates a question or an earlier round left in the cache;
-        // with none either, it is not estimated, and its older dates are computed when asked.
-        let older = cache.dates_kept_from(NaiveDate::MIN);
+        let kept = cache.dates_kept(first);
         let mut estimates: Vec<(&'static str, usize, usize)> = VIEWS
             .iter()
             .filter(|view| view.parts.is_none() && warmed.views.contains(&view.name))
             .filter_map(|view| {
-                let (kept, bytes, recent_bytes) = match recent.get(view.name) {
-                    Some(&(kept, bytes)) => (kept, bytes, bytes),
-                    None => older
-                        .get(view.name)
-                        .map(|&(kept, bytes)| (kept, bytes, 0))?,
+                let kept = kept.get(view.name)?;
+                // A view with no rows among the latest dates (failures that all predate them,
+                // say) is estimated from the older dates a question or an earlier round left
+                // in the cache; with none either, it is not estimated, and its older dates are
+                // computed when asked.
+                let ((dates_kept, bytes), recent_bytes) = match kept.from_first {
+                    (0, _) => (kept.all, 0),
+                    recent => (recent, recent.1),
                 };
-                let estimated = bytes.checked_div(kept)?.saturating_mul(dates);
+                let estimated = bytes.checked_div(dates_kept)?.saturating_mul(dates);
                 Some((view.name, recent_bytes, estimated))
             })
             .collect();
